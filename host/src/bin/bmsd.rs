@@ -1,0 +1,138 @@
+//! `bmsd`: the bmshost daemon.
+
+use std::path::PathBuf;
+
+use anyhow::{Context, Result};
+use clap::{Parser, Subcommand};
+
+use bmshost::config::SiteConfig;
+use bmshost::site::{RunOptions, SimSite, Speed};
+
+#[derive(Parser)]
+#[command(name = "bmsd", version, about = "Battery energy-storage control host")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run a site.
+    Run {
+        /// Site configuration (TOML).
+        #[arg(long)]
+        config: PathBuf,
+        /// Simulated seconds per wall-clock second, or `max`.
+        #[arg(long, default_value = "1")]
+        speed: Speed,
+        /// How long to run, e.g. `90s`, `30m`, `2h` (default: the sim profile).
+        #[arg(long, value_parser = parse_duration)]
+        duration: Option<f64>,
+        /// Write the end-of-run summary as JSON to this file.
+        #[arg(long)]
+        summary: Option<PathBuf>,
+    },
+    /// Validate a site configuration and exit.
+    Check {
+        #[arg(long)]
+        config: PathBuf,
+    },
+}
+
+/// Seconds from `90`, `90s`, `30m` or `2h`.
+fn parse_duration(s: &str) -> Result<f64, String> {
+    let (num, mult) = match s.chars().last() {
+        Some('s') => (&s[..s.len() - 1], 1.0),
+        Some('m') => (&s[..s.len() - 1], 60.0),
+        Some('h') => (&s[..s.len() - 1], 3600.0),
+        _ => (s, 1.0),
+    };
+    match num.parse::<f64>() {
+        Ok(v) if v.is_finite() && v > 0.0 => Ok(v * mult),
+        _ => Err(format!("expected a duration like 90s, 30m or 2h, got `{s}`")),
+    }
+}
+
+fn main() -> Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    match Cli::parse().command {
+        Command::Check { config } => {
+            let cfg = SiteConfig::load(&config)?;
+            println!(
+                "{}: ok ({} modules x {} cells)",
+                config.display(),
+                cfg.rack.modules,
+                cfg.rack.cells_per_module
+            );
+            Ok(())
+        }
+        Command::Run {
+            config,
+            speed,
+            duration,
+            summary,
+        } => {
+            let cfg = SiteConfig::load(&config)?;
+            let mut site = SimSite::assemble(cfg)?;
+            let opts = RunOptions {
+                speed,
+                duration_s: duration,
+                print_status: true,
+            };
+            let result = site.run(&opts, |_, _, _| {})?;
+            drop(site);
+            print_summary(&result);
+            if let Some(path) = summary {
+                let json = serde_json::to_string_pretty(&result)?;
+                std::fs::write(&path, json).with_context(|| format!("writing {}", path.display()))?;
+                println!("summary written to {}", path.display());
+            }
+            Ok(())
+        }
+    }
+}
+
+fn print_summary(s: &bmshost::telemetry::Summary) {
+    println!("== summary: {} ==", s.site);
+    println!(
+        "simulated {:.0} s in {:.1} s wall, {} cycles, max cycle {} us, {} over period",
+        s.simulated_s, s.wall_s, s.cycles, s.max_cycle_us, s.cycles_over_period
+    );
+    let pct = |v: Option<f32>| v.map_or("--".into(), |v| format!("{v:.1}%"));
+    println!("pack SOC {}  SOH {}", pct(s.final_pack_soc_pct), pct(s.final_pack_soh_pct));
+    println!(
+        "cell voltage {:.3}..{:.3} V (spread {:.1} mV), bleeding {:.0} cell-s",
+        s.final_cell_voltage_min_v, s.final_cell_voltage_max_v, s.final_cell_voltage_spread_mv, s.bleed_cell_s
+    );
+    if let Some(a) = &s.sim {
+        println!(
+            "SOC error vs truth: max {:.2} pp (cell {} at {:.0} s), final {:.2} pp; true SOC spread {:.2} -> {:.2} pp",
+            a.max_abs_soc_error_pct,
+            a.max_abs_soc_error_cell,
+            a.max_abs_soc_error_time_s,
+            a.final_abs_soc_error_pct,
+            a.initial_true_soc_spread_pct,
+            a.final_true_soc_spread_pct
+        );
+    }
+    println!("contactors {:?}", s.final_contactors);
+    for e in &s.protection_events {
+        println!("  event t={:.1}s {:?}: {}", e.time_ms as f64 / 1000.0, e.action, e.message);
+    }
+    for p in &s.plugins {
+        println!(
+            "  plugin {:<8} {:?} {} {} errors={}",
+            p.role,
+            p.state,
+            p.name.as_deref().unwrap_or("-"),
+            p.version.as_deref().unwrap_or(""),
+            p.errors
+        );
+    }
+}

@@ -1,0 +1,483 @@
+//! Site configuration: one TOML file per site, loaded and validated once at
+//! start-up.
+//!
+//! Owns: parsing, `include` resolution, path resolution relative to the
+//! config file, and every validation rule. Errors name the file and the
+//! field (`protection.cell_over_voltage.limit_v`). May not touch: hardware,
+//! plugins, or the running control cycle; it produces plain data.
+//!
+//! `include`: any table of the form `{ include = "file.toml" }` inside a
+//! plugin's `config` section is replaced by the contents of that TOML file
+//! (relative to the site file). That is how OCV tables in `configs/` reach
+//! plugins, which cannot read files themselves.
+
+mod template;
+
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+pub use template::{expand as expand_template, parse_hhmm};
+
+/// Why a site configuration was rejected.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{path}: `{field}`: {message}")]
+    Parse {
+        path: PathBuf,
+        field: String,
+        message: String,
+    },
+    #[error("{path}: `{field}`: {message}")]
+    Invalid {
+        path: PathBuf,
+        field: String,
+        message: String,
+    },
+}
+
+/// A validated site configuration.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SiteConfig {
+    pub site: SiteSection,
+    pub rack: RackConfig,
+    pub can: CanConfig,
+    #[serde(default)]
+    pub control: ControlConfig,
+    pub protection: ProtectionConfig,
+    pub plugins: PluginsConfig,
+    #[serde(default)]
+    pub sim: Option<crate::sim::SimConfig>,
+    /// Directory of the config file; relative paths resolve against it.
+    #[serde(skip)]
+    pub base_dir: PathBuf,
+    /// The config file itself, for error messages.
+    #[serde(skip)]
+    pub source: PathBuf,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SiteSection {
+    pub name: String,
+}
+
+/// Geometry and rating of one rack.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RackConfig {
+    pub modules: u32,
+    pub cells_per_module: u32,
+    pub temp_sensors_per_module: u32,
+    /// Rated capacity of one cell (the string), in Ah.
+    pub capacity_ah: f32,
+    #[serde(default)]
+    pub chemistry: Option<String>,
+}
+
+impl RackConfig {
+    pub fn cell_count(&self) -> usize {
+        (self.modules * self.cells_per_module) as usize
+    }
+    /// Temperature sensor index (within the module) that covers `cell`
+    /// (within the module): sensors are spread evenly along the module.
+    pub fn sensor_for_cell(&self, cell_in_module: u32) -> u32 {
+        (cell_in_module * self.temp_sensors_per_module / self.cells_per_module)
+            .min(self.temp_sensors_per_module - 1)
+    }
+}
+
+/// CAN mapping: which DBC signals carry which rack quantity.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CanConfig {
+    /// DBC file, relative to the site file.
+    pub dbc: PathBuf,
+    /// A module whose cell voltages or temperatures are older than this is stale.
+    pub module_timeout_ms: u64,
+    /// Current / pack-voltage data older than this is stale.
+    pub current_timeout_ms: u64,
+    pub signals: CanSignals,
+}
+
+/// Signal-name templates. `{module}`, `{cell}` (cell within module) and
+/// `{sensor}` (sensor within module) are substituted; `{cell:02}` pads.
+/// Scaling comes from the DBC; the DBC unit (`mV`/`V`, `mA`/`A`,
+/// `degC`/`°C`) decides the conversion to volts, amperes and °C.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CanSignals {
+    pub cell_voltage: String,
+    pub temperature: String,
+    pub current: String,
+    pub pack_voltage: String,
+    /// Outbound bleed bitmask per module (bit n = cell n of the module).
+    pub bleed_mask: String,
+}
+
+/// Control-cycle timing.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ControlConfig {
+    /// Control-cycle period in ms.
+    #[serde(default = "default_cycle_ms")]
+    pub cycle_ms: u64,
+    /// Print a status line every this many ms of (simulated) time.
+    #[serde(default = "default_status_ms")]
+    pub status_interval_ms: u64,
+    /// Time of day at host start, `HH:MM`, for time-of-use schedules in
+    /// simulation. Real sites use the system clock.
+    #[serde(default)]
+    pub start_time: Option<String>,
+}
+
+fn default_cycle_ms() -> u64 {
+    100
+}
+fn default_status_ms() -> u64 {
+    60_000
+}
+
+impl Default for ControlConfig {
+    fn default() -> Self {
+        Self {
+            cycle_ms: default_cycle_ms(),
+            status_interval_ms: default_status_ms(),
+            start_time: None,
+        }
+    }
+}
+
+/// One trip limit: exceed `limit` for `delay_ms` and the stage trips;
+/// it clears only after the value is back beyond `release`.
+#[derive(Debug, Clone, Copy, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TripLimit {
+    pub limit: f32,
+    pub release: f32,
+    pub delay_ms: u64,
+}
+
+/// Protection limits of the rack.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProtectionConfig {
+    /// Cell over-voltage trip, in V.
+    pub cell_over_voltage_v: TripLimit,
+    /// Cell under-voltage trip, in V (trips below `limit`).
+    pub cell_under_voltage_v: TripLimit,
+    /// Cell over-temperature trip, in °C.
+    pub cell_over_temp_c: TripLimit,
+    /// Continuous charge current rating, in A.
+    pub max_charge_current_a: f32,
+    /// Continuous discharge current rating, in A.
+    pub max_discharge_current_a: f32,
+    /// Charge current derates linearly to zero from this cell voltage up to
+    /// the over-voltage limit, in V.
+    pub charge_derate_start_v: f32,
+    /// Discharge current derates linearly to zero from this cell voltage
+    /// down to the under-voltage limit, in V.
+    pub discharge_derate_start_v: f32,
+}
+
+/// Role → plugin assignment.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PluginsConfig {
+    pub soc: PluginSlot,
+    pub soh: PluginSlot,
+    pub balancer: PluginSlot,
+    pub ems: PluginSlot,
+    #[serde(default)]
+    pub sandbox: SandboxConfig,
+}
+
+/// One role's plugin: the component file and its own config section.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PluginSlot {
+    /// Component file, relative to the site file.
+    pub path: PathBuf,
+    /// Set false to run the role's native fallback instead.
+    #[serde(default = "yes")]
+    pub enabled: bool,
+    /// Passed to the plugin's `init` as JSON.
+    #[serde(default = "empty_table")]
+    pub config: toml::Value,
+}
+
+fn yes() -> bool {
+    true
+}
+fn empty_table() -> toml::Value {
+    toml::Value::Table(Default::default())
+}
+
+/// Resource limits for every plugin call.
+#[derive(Debug, Clone, Copy, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SandboxConfig {
+    /// Linear-memory cap per instance, in MiB.
+    #[serde(default = "default_memory_mib")]
+    pub memory_mib: u32,
+    /// CPU deadline per call, in ms.
+    #[serde(default = "default_deadline_ms")]
+    pub deadline_ms: u64,
+}
+
+fn default_memory_mib() -> u32 {
+    32
+}
+fn default_deadline_ms() -> u64 {
+    20
+}
+
+impl Default for SandboxConfig {
+    fn default() -> Self {
+        Self {
+            memory_mib: default_memory_mib(),
+            deadline_ms: default_deadline_ms(),
+        }
+    }
+}
+
+impl SiteConfig {
+    /// Read, parse, resolve includes and validate a site file.
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        Self::parse(&text, path)
+    }
+
+    /// Parse `text` as if read from `path` (which anchors relative paths).
+    pub fn parse(text: &str, path: &Path) -> Result<Self, ConfigError> {
+        let de = toml::Deserializer::new(text);
+        let mut cfg: SiteConfig = serde_path_to_error::deserialize(de).map_err(|e| {
+            let field = e.path().to_string();
+            let inner = e.into_inner();
+            ConfigError::Parse {
+                path: path.to_owned(),
+                field,
+                message: inner.message().trim().to_string(),
+            }
+        })?;
+        cfg.base_dir = path
+            .parent()
+            .map(Path::to_path_buf)
+            .unwrap_or_else(|| PathBuf::from("."));
+        cfg.source = path.to_owned();
+        for role in ["soc", "soh", "balancer", "ems"] {
+            let base = cfg.base_dir.clone();
+            let slot = cfg.plugins.slot_mut(role);
+            resolve_includes(&mut slot.config, &base, path, &format!("plugins.{role}.config"))?;
+        }
+        cfg.validate()?;
+        Ok(cfg)
+    }
+
+    /// Resolve `p` relative to the config file.
+    pub fn resolve(&self, p: &Path) -> PathBuf {
+        if p.is_absolute() {
+            p.to_owned()
+        } else {
+            self.base_dir.join(p)
+        }
+    }
+
+    fn invalid(&self, field: &str, message: impl Into<String>) -> ConfigError {
+        ConfigError::Invalid {
+            path: self.source.clone(),
+            field: field.to_string(),
+            message: message.into(),
+        }
+    }
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        let r = &self.rack;
+        if r.modules == 0 || r.modules > 64 {
+            return Err(self.invalid("rack.modules", format!("must be 1..=64, got {}", r.modules)));
+        }
+        if r.cells_per_module == 0 || r.cells_per_module > 32 {
+            return Err(self.invalid(
+                "rack.cells_per_module",
+                format!("must be 1..=32 (bleed mask width), got {}", r.cells_per_module),
+            ));
+        }
+        if r.temp_sensors_per_module == 0 || r.temp_sensors_per_module > r.cells_per_module {
+            return Err(self.invalid(
+                "rack.temp_sensors_per_module",
+                format!("must be 1..=cells_per_module, got {}", r.temp_sensors_per_module),
+            ));
+        }
+        positive(self, "rack.capacity_ah", r.capacity_ah)?;
+        if self.control.cycle_ms == 0 || self.control.cycle_ms > 10_000 {
+            return Err(self.invalid(
+                "control.cycle_ms",
+                format!("must be 1..=10000, got {}", self.control.cycle_ms),
+            ));
+        }
+        if let Some(t) = &self.control.start_time {
+            template::parse_hhmm(t).map_err(|m| self.invalid("control.start_time", m))?;
+        }
+        for (field, v) in [
+            ("can.module_timeout_ms", self.can.module_timeout_ms),
+            ("can.current_timeout_ms", self.can.current_timeout_ms),
+        ] {
+            if v < self.control.cycle_ms {
+                return Err(self.invalid(
+                    field,
+                    format!("must be at least control.cycle_ms ({}), got {v}", self.control.cycle_ms),
+                ));
+            }
+        }
+        self.validate_protection()?;
+        let sb = &self.plugins.sandbox;
+        if sb.memory_mib == 0 {
+            return Err(self.invalid("plugins.sandbox.memory_mib", "must be > 0"));
+        }
+        if sb.deadline_ms == 0 || sb.deadline_ms >= self.control.cycle_ms {
+            return Err(self.invalid(
+                "plugins.sandbox.deadline_ms",
+                format!(
+                    "must be > 0 and below control.cycle_ms ({}), got {}",
+                    self.control.cycle_ms, sb.deadline_ms
+                ),
+            ));
+        }
+        if let Some(sim) = &self.sim {
+            sim.validate()
+                .map_err(|(field, msg)| self.invalid(&format!("sim.{field}"), msg))?;
+        }
+        Ok(())
+    }
+
+    fn validate_protection(&self) -> Result<(), ConfigError> {
+        let p = &self.protection;
+        let ov = p.cell_over_voltage_v;
+        let uv = p.cell_under_voltage_v;
+        let ot = p.cell_over_temp_c;
+        for (name, lim, rising) in [
+            ("cell_over_voltage_v", ov, true),
+            ("cell_under_voltage_v", uv, false),
+            ("cell_over_temp_c", ot, true),
+        ] {
+            let f = |k: &str| format!("protection.{name}.{k}");
+            if !lim.limit.is_finite() || !lim.release.is_finite() {
+                return Err(self.invalid(&f("limit"), "must be finite"));
+            }
+            if lim.delay_ms == 0 {
+                return Err(self.invalid(&f("delay_ms"), "must be > 0 (a debounce delay)"));
+            }
+            if rising && lim.release >= lim.limit {
+                return Err(self.invalid(
+                    &f("release"),
+                    format!("must be below limit ({}) for hysteresis, got {}", lim.limit, lim.release),
+                ));
+            }
+            if !rising && lim.release <= lim.limit {
+                return Err(self.invalid(
+                    &f("release"),
+                    format!("must be above limit ({}) for hysteresis, got {}", lim.limit, lim.release),
+                ));
+            }
+        }
+        if uv.limit >= ov.limit {
+            return Err(self.invalid(
+                "protection.cell_under_voltage_v.limit",
+                format!("must be below cell_over_voltage_v.limit ({})", ov.limit),
+            ));
+        }
+        positive(self, "protection.max_charge_current_a", p.max_charge_current_a)?;
+        positive(self, "protection.max_discharge_current_a", p.max_discharge_current_a)?;
+        if !(p.charge_derate_start_v > uv.limit && p.charge_derate_start_v < ov.limit) {
+            return Err(self.invalid(
+                "protection.charge_derate_start_v",
+                format!("must lie between the under- and over-voltage limits, got {}", p.charge_derate_start_v),
+            ));
+        }
+        if !(p.discharge_derate_start_v > uv.limit && p.discharge_derate_start_v < ov.limit) {
+            return Err(self.invalid(
+                "protection.discharge_derate_start_v",
+                format!("must lie between the under- and over-voltage limits, got {}", p.discharge_derate_start_v),
+            ));
+        }
+        Ok(())
+    }
+}
+
+fn positive(cfg: &SiteConfig, field: &str, v: f32) -> Result<(), ConfigError> {
+    if v.is_finite() && v > 0.0 {
+        Ok(())
+    } else {
+        Err(cfg.invalid(field, format!("must be a finite number > 0, got {v}")))
+    }
+}
+
+impl PluginsConfig {
+    pub fn slot(&self, role: &str) -> &PluginSlot {
+        match role {
+            "soc" => &self.soc,
+            "soh" => &self.soh,
+            "balancer" => &self.balancer,
+            _ => &self.ems,
+        }
+    }
+    fn slot_mut(&mut self, role: &str) -> &mut PluginSlot {
+        match role {
+            "soc" => &mut self.soc,
+            "soh" => &mut self.soh,
+            "balancer" => &mut self.balancer,
+            _ => &mut self.ems,
+        }
+    }
+}
+
+/// Replace every `{ include = "file.toml" }` table under `value` with the
+/// parsed contents of that file.
+fn resolve_includes(
+    value: &mut toml::Value,
+    base: &Path,
+    site: &Path,
+    field: &str,
+) -> Result<(), ConfigError> {
+    match value {
+        toml::Value::Table(t) => {
+            if let (1, Some(toml::Value::String(file))) = (t.len(), t.get("include")) {
+                let path = base.join(file);
+                let text = std::fs::read_to_string(&path).map_err(|source| ConfigError::Read {
+                    path: path.clone(),
+                    source,
+                })?;
+                let included: toml::Value = toml::from_str(&text).map_err(|e| ConfigError::Parse {
+                    path: path.clone(),
+                    field: format!("{field} (included by {})", site.display()),
+                    message: e.message().to_string(),
+                })?;
+                *value = included;
+                return Ok(());
+            }
+            for (k, v) in t.iter_mut() {
+                resolve_includes(v, base, site, &format!("{field}.{k}"))?;
+            }
+            Ok(())
+        }
+        toml::Value::Array(items) => {
+            for (i, v) in items.iter_mut().enumerate() {
+                resolve_includes(v, base, site, &format!("{field}[{i}]"))?;
+            }
+            Ok(())
+        }
+        _ => Ok(()),
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,215 @@
+//! Acquisition: decoded frames → the cycle's [`PackSnapshot`], and bleed
+//! commands → frames.
+//!
+//! Every value carries the time it arrived. A module whose values are
+//! older than `can.module_timeout_ms` is `Stale`; so is the current sensor
+//! after `can.current_timeout_ms`. Malformed frames (wrong length) and
+//! values outside the DBC range are counted and dropped: they never turn
+//! into plausible-looking numbers.
+
+use std::sync::Arc;
+
+use super::dbc::SignalRef;
+use super::mapping::{FrameLayout, Quantity, RackMap};
+use super::CanFrame;
+use crate::config::SiteConfig;
+use crate::snapshot::{CommStatus, PackSnapshot};
+
+/// Counters for everything acquisition rejected.
+#[derive(Debug, Clone, Copy, Default, serde::Serialize)]
+pub struct AcquireStats {
+    pub frames: u64,
+    pub unknown_id: u64,
+    pub wrong_length: u64,
+    pub out_of_range: u64,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Sample {
+    value: f32,
+    at_ms: Option<u64>,
+}
+
+const NONE: Sample = Sample {
+    value: f32::NAN,
+    at_ms: None,
+};
+
+pub struct Acquisition {
+    map: Arc<RackMap>,
+    cells_per_module: usize,
+    sensors_per_module: usize,
+    /// Sensor (rack index) that covers each cell.
+    sensor_of_cell: Vec<usize>,
+    module_timeout_ms: u64,
+    current_timeout_ms: u64,
+    cell_v: Vec<Sample>,
+    temp_c: Vec<Sample>,
+    current_a: Sample,
+    pack_v: Sample,
+    bleed_frames: Vec<FrameLayout>,
+    pub stats: AcquireStats,
+}
+
+impl Acquisition {
+    pub fn new(cfg: &SiteConfig, map: Arc<RackMap>) -> Self {
+        let r = &cfg.rack;
+        let sensor_of_cell = (0..r.cell_count() as u32)
+            .map(|i| {
+                let (m, c) = (i / r.cells_per_module, i % r.cells_per_module);
+                (m * r.temp_sensors_per_module + r.sensor_for_cell(c)) as usize
+            })
+            .collect();
+        let bleed_frames = map.frames(|q| matches!(q, Quantity::BleedMask(_)));
+        Self {
+            cells_per_module: r.cells_per_module as usize,
+            sensors_per_module: r.temp_sensors_per_module as usize,
+            sensor_of_cell,
+            module_timeout_ms: cfg.can.module_timeout_ms,
+            current_timeout_ms: cfg.can.current_timeout_ms,
+            cell_v: vec![NONE; map.cells],
+            temp_c: vec![NONE; map.sensors],
+            current_a: NONE,
+            pack_v: NONE,
+            bleed_frames,
+            map,
+            stats: AcquireStats::default(),
+        }
+    }
+
+    /// Decode `frames` received up to `now_ms`.
+    pub fn ingest(&mut self, frames: &[CanFrame], now_ms: u64) {
+        for frame in frames {
+            self.stats.frames += 1;
+            let Some(index) = self.map.dbc.message_index_by_id(frame.id()) else {
+                self.stats.unknown_id += 1;
+                continue;
+            };
+            let msg = self.map.dbc.message_at(index);
+            let decoded = match msg.decode(frame.data()) {
+                Ok(d) => d,
+                Err(_) => {
+                    self.stats.wrong_length += 1;
+                    continue;
+                }
+            };
+            for v in decoded {
+                let sref = SignalRef {
+                    message: index,
+                    signal: v.signal,
+                };
+                let Some(q) = self.map.quantity_of(sref) else {
+                    continue;
+                };
+                if !v.in_range || !v.value.is_finite() {
+                    self.stats.out_of_range += 1;
+                    continue;
+                }
+                let sample = Sample {
+                    value: (v.value * self.map.slot(q).to_si) as f32,
+                    at_ms: Some(now_ms),
+                };
+                match q {
+                    Quantity::CellVoltage(i) => self.cell_v[i] = sample,
+                    Quantity::Temperature(i) => self.temp_c[i] = sample,
+                    Quantity::PackCurrent => self.current_a = sample,
+                    Quantity::PackVoltage => self.pack_v = sample,
+                    Quantity::BleedMask(_) => {}
+                }
+            }
+        }
+    }
+
+    fn fresh(s: &Sample, now_ms: u64, timeout_ms: u64) -> bool {
+        s.at_ms.is_some_and(|t| now_ms.saturating_sub(t) <= timeout_ms)
+    }
+
+    /// Freeze the latest values into a snapshot at `now_ms`.
+    pub fn snapshot(&self, now_ms: u64, contactors_closed: bool) -> PackSnapshot {
+        let modules = self.map.modules;
+        let module_comm = (0..modules)
+            .map(|m| {
+                let cells = &self.cell_v[m * self.cells_per_module..(m + 1) * self.cells_per_module];
+                let temps =
+                    &self.temp_c[m * self.sensors_per_module..(m + 1) * self.sensors_per_module];
+                let ok = cells
+                    .iter()
+                    .chain(temps)
+                    .all(|s| Self::fresh(s, now_ms, self.module_timeout_ms));
+                if ok {
+                    CommStatus::Ok
+                } else {
+                    CommStatus::Stale
+                }
+            })
+            .collect();
+        let current_ok = Self::fresh(&self.current_a, now_ms, self.current_timeout_ms)
+            && Self::fresh(&self.pack_v, now_ms, self.current_timeout_ms);
+        let complete = self
+            .cell_v
+            .iter()
+            .chain(&self.temp_c)
+            .chain([&self.current_a, &self.pack_v])
+            .all(|s| s.at_ms.is_some());
+        PackSnapshot {
+            timestamp_ms: now_ms,
+            current_a: self.current_a.value,
+            pack_voltage_v: self.pack_v.value,
+            cell_voltage_v: self.cell_v.iter().map(|s| s.value).collect(),
+            cell_temp_c: self.sensor_of_cell.iter().map(|&s| self.temp_c[s].value).collect(),
+            cells_per_module: self.cells_per_module as u32,
+            module_comm,
+            current_comm: if current_ok { CommStatus::Ok } else { CommStatus::Stale },
+            complete,
+            contactors_closed,
+        }
+    }
+
+    /// Encode per-cell bleed commands into the mapped bleed-mask frames.
+    pub fn encode_bleed(&self, bleed: &[bool]) -> Vec<CanFrame> {
+        let per = self.cells_per_module;
+        let mut out = Vec::with_capacity(self.bleed_frames.len());
+        for layout in &self.bleed_frames {
+            let msg = self.map.dbc.message_at(layout.message);
+            let values: Vec<(usize, f64)> = layout
+                .entries
+                .iter()
+                .map(|&(sig, q, _)| {
+                    let Quantity::BleedMask(m) = q else { unreachable!("filtered to bleed masks") };
+                    let mask = (0..per)
+                        .filter(|c| bleed.get(m * per + c).copied().unwrap_or(false))
+                        .fold(0u64, |acc, c| acc | (1 << c));
+                    (sig, mask as f64)
+                })
+                .collect();
+            match msg.encode(&values) {
+                Ok(data) => {
+                    if let Ok(frame) = CanFrame::new(msg.id, &data[..msg.size_bytes as usize]) {
+                        out.push(frame);
+                    }
+                }
+                Err(e) => tracing::error!(message = %msg.name, error = %e, "cannot encode bleed command"),
+            }
+        }
+        out
+    }
+
+    /// Decode a bleed-mask frame back into per-cell flags (used by the
+    /// simulated BMUs, which obey these frames).
+    pub fn decode_bleed(map: &RackMap, frame: &CanFrame, cells_per_module: usize, bleed: &mut [bool]) {
+        let Some(index) = map.dbc.message_index_by_id(frame.id()) else { return };
+        let msg = map.dbc.message_at(index);
+        let Ok(decoded) = msg.decode(frame.data()) else { return };
+        for v in decoded {
+            let sref = SignalRef { message: index, signal: v.signal };
+            if let (Some(Quantity::BleedMask(m)), true) = (map.quantity_of(sref), v.in_range) {
+                let mask = v.value as u64;
+                for c in 0..cells_per_module {
+                    if let Some(b) = bleed.get_mut(m * cells_per_module + c) {
+                        *b = mask & (1 << c) != 0;
+                    }
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,222 @@
+//! Binds DBC signals to rack quantities, from the site config's signal
+//! templates. Resolved once at start-up: every template is expanded for
+//! every module / cell / sensor and looked up in the DBC, and a missing
+//! signal is an error naming both the signal and the DBC file.
+//!
+//! The simulator encodes with the same mapping the host decodes with, so
+//! both sides of the virtual wire agree by construction, as a real BMU and
+//! host agree by sharing a DBC file.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use super::dbc::{Dbc, DbcError, MuxRole, SignalRef};
+use crate::config::{expand_template, SiteConfig};
+
+/// What a mapped signal carries.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Quantity {
+    /// Voltage of cell `n` (rack index, module-major).
+    CellVoltage(usize),
+    /// Temperature sensor `n` (rack index, module-major).
+    Temperature(usize),
+    PackCurrent,
+    PackVoltage,
+    /// Outbound bleed bitmask of module `n`.
+    BleedMask(usize),
+}
+
+/// A mapped signal and the factor from its DBC unit to SI (V, A, °C).
+#[derive(Debug, Clone, Copy)]
+pub struct Slot {
+    pub signal: SignalRef,
+    pub to_si: f64,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum MappingError {
+    #[error("{site}: `can.signals.{field}`: {message}")]
+    Template {
+        site: PathBuf,
+        field: &'static str,
+        message: String,
+    },
+    #[error("{site}: `can.signals.{field}` maps {quantity:?} to `{signal}`: {source}")]
+    Signal {
+        site: PathBuf,
+        field: &'static str,
+        quantity: Quantity,
+        signal: String,
+        source: DbcError,
+    },
+    #[error("{site}: `can.signals.{field}`: signal `{signal}` has unit `{unit}` in the DBC; expected one of {expected}")]
+    Unit {
+        site: PathBuf,
+        field: &'static str,
+        signal: String,
+        unit: String,
+        expected: &'static str,
+    },
+    #[error("{site}: signal `{signal}` is mapped twice ({first:?} and {second:?})")]
+    Duplicate {
+        site: PathBuf,
+        signal: String,
+        first: Quantity,
+        second: Quantity,
+    },
+}
+
+/// The resolved mapping of one rack.
+#[derive(Debug)]
+pub struct RackMap {
+    pub dbc: Arc<Dbc>,
+    pub slots: HashMap<Quantity, Slot>,
+    by_signal: HashMap<SignalRef, Quantity>,
+    pub cells: usize,
+    pub sensors: usize,
+    pub modules: usize,
+}
+
+impl RackMap {
+    pub fn resolve(cfg: &SiteConfig, dbc: Arc<Dbc>) -> Result<Self, MappingError> {
+        let r = &cfg.rack;
+        let s = &cfg.can.signals;
+        let site = cfg.source.clone();
+        let mut map = Self {
+            dbc,
+            slots: HashMap::new(),
+            by_signal: HashMap::new(),
+            cells: r.cell_count(),
+            sensors: (r.modules * r.temp_sensors_per_module) as usize,
+            modules: r.modules as usize,
+        };
+        const VOLT: &[(&str, f64)] = &[("mV", 1e-3), ("V", 1.0)];
+        const AMP: &[(&str, f64)] = &[("mA", 1e-3), ("A", 1.0)];
+        const DEG: &[(&str, f64)] = &[("degC", 1.0), ("°C", 1.0), ("C", 1.0), ("deg C", 1.0)];
+        for m in 0..r.modules {
+            for c in 0..r.cells_per_module {
+                let q = Quantity::CellVoltage((m * r.cells_per_module + c) as usize);
+                let vars = [("module", m), ("cell", c)];
+                map.add(&site, "cell_voltage", &s.cell_voltage, &vars, q, VOLT, "mV, V")?;
+            }
+            for t in 0..r.temp_sensors_per_module {
+                let q = Quantity::Temperature((m * r.temp_sensors_per_module + t) as usize);
+                let vars = [("module", m), ("sensor", t)];
+                map.add(&site, "temperature", &s.temperature, &vars, q, DEG, "degC, °C")?;
+            }
+            let vars = [("module", m)];
+            let q = Quantity::BleedMask(m as usize);
+            map.add(&site, "bleed_mask", &s.bleed_mask, &vars, q, &[("", 1.0)], "no unit")?;
+        }
+        map.add(&site, "current", &s.current, &[], Quantity::PackCurrent, AMP, "mA, A")?;
+        map.add(&site, "pack_voltage", &s.pack_voltage, &[], Quantity::PackVoltage, VOLT, "mV, V")?;
+        Ok(map)
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn add(
+        &mut self,
+        site: &std::path::Path,
+        field: &'static str,
+        template: &str,
+        vars: &[(&str, u32)],
+        quantity: Quantity,
+        units: &[(&str, f64)],
+        expected: &'static str,
+    ) -> Result<(), MappingError> {
+        let name = expand_template(template, vars).map_err(|message| MappingError::Template {
+            site: site.to_owned(),
+            field,
+            message,
+        })?;
+        let signal = self
+            .dbc
+            .resolve_signal(&name)
+            .map_err(|source| MappingError::Signal {
+                site: site.to_owned(),
+                field,
+                quantity,
+                signal: name.clone(),
+                source,
+            })?;
+        let unit = self.dbc.signal(signal).unit.trim().to_string();
+        let to_si = units
+            .iter()
+            .find(|(u, _)| u.eq_ignore_ascii_case(&unit) || (u.is_empty() && unit.is_empty()))
+            .map(|(_, f)| *f)
+            .or_else(|| units.iter().any(|(u, _)| u.is_empty()).then_some(1.0))
+            .ok_or_else(|| MappingError::Unit {
+                site: site.to_owned(),
+                field,
+                signal: name.clone(),
+                unit: unit.clone(),
+                expected,
+            })?;
+        if let Some(first) = self.by_signal.insert(signal, quantity) {
+            return Err(MappingError::Duplicate {
+                site: site.to_owned(),
+                signal: name,
+                first,
+                second: quantity,
+            });
+        }
+        self.slots.insert(quantity, Slot { signal, to_si });
+        Ok(())
+    }
+
+    /// The quantity a decoded signal carries, if mapped.
+    pub fn quantity_of(&self, signal: SignalRef) -> Option<Quantity> {
+        self.by_signal.get(&signal).copied()
+    }
+
+    pub fn slot(&self, q: Quantity) -> Slot {
+        // Every quantity of the rack's geometry is resolved in `resolve`.
+        self.slots[&q]
+    }
+
+    /// Group mapped signals by the frame that carries them: (message index,
+    /// mux value) → quantities. What a transmitter needs to build frames.
+    pub fn frames(&self, filter: impl Fn(Quantity) -> bool) -> Vec<FrameLayout> {
+        let mut groups: HashMap<(usize, Option<u64>), Vec<(usize, Quantity, f64)>> = HashMap::new();
+        for (q, slot) in &self.slots {
+            if !filter(*q) {
+                continue;
+            }
+            let sig = self.dbc.signal(slot.signal);
+            let mux = match sig.mux {
+                MuxRole::Multiplexed(v) => Some(v),
+                _ => None,
+            };
+            groups
+                .entry((slot.signal.message, mux))
+                .or_default()
+                .push((slot.signal.signal, *q, slot.to_si));
+        }
+        let mut out: Vec<FrameLayout> = groups
+            .into_iter()
+            .map(|((message, mux), mut entries)| {
+                entries.sort_by_key(|e| e.0);
+                FrameLayout {
+                    message,
+                    mux: mux.and_then(|v| {
+                        self.dbc.message_at(message).multiplexor.map(|m| (m, v))
+                    }),
+                    entries,
+                }
+            })
+            .collect();
+        out.sort_by_key(|f| (f.message, f.mux.map(|m| m.1)));
+        out
+    }
+}
+
+/// The signals of one frame (one message, one mux value).
+#[derive(Debug, Clone)]
+pub struct FrameLayout {
+    pub message: usize,
+    /// (multiplexor signal index, value) for multiplexed groups.
+    pub mux: Option<(usize, u64)>,
+    /// (signal index, quantity, DBC-unit → SI factor).
+    pub entries: Vec<(usize, Quantity, f64)>,
+}

@@ -1,0 +1,14 @@
+//! CAN: frames, the DBC codec, buses, the rack signal mapping, acquisition
+//! and outbound commands.
+//!
+//! Layering (driver → engine, as in foxBMS): `frame` and `dbc` are pure
+//! codecs; `bus` moves frames; `mapping` binds DBC signals to rack
+//! quantities; `acquire` builds the snapshot and encodes bleed commands.
+
+pub mod acquire;
+pub mod bus;
+pub mod dbc;
+pub mod frame;
+pub mod mapping;
+
+pub use frame::{CanFrame, CanId};

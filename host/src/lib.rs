@@ -1,0 +1,16 @@
+//! bmshost: the control host of a battery energy-storage system.
+//!
+//! A native process owns all hardware I/O and a protection layer that
+//! behaves like a hardware protection board; site-specific strategies (SOC,
+//! SOH, balancing, EMS hints) are WebAssembly components. See
+//! `ARCHITECTURE.md` at the repository root for the map and invariants.
+
+pub mod config;
+pub mod control;
+pub mod io;
+pub mod plugins;
+pub mod protection;
+pub mod sim;
+pub mod site;
+pub mod snapshot;
+pub mod telemetry;

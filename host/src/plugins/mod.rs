@@ -1,0 +1,58 @@
+//! Strategy plugins: WebAssembly components behind the WIT contract.
+//!
+//! Owns: the runtime (`runtime`), conversion between the host's snapshot
+//! and the WIT types (`convert`), native fallbacks that serve a role when
+//! its plugin is missing or broken (`fallback`), and the per-role slot that
+//! chooses between them (`slot`).
+//!
+//! May not touch: protection, contactors, limits, I/O. Plugin outputs leave
+//! this module unclamped; the control cycle passes them through protection.
+
+pub mod bindings;
+pub mod convert;
+pub mod fallback;
+pub mod runtime;
+pub mod slot;
+
+pub use runtime::{PluginEngine, PluginError, PluginInfo, PluginInstance};
+pub use slot::RoleSlot;
+
+/// The four plugin roles.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    Soc,
+    Soh,
+    Balancer,
+    Ems,
+}
+
+impl Role {
+    pub const ALL: [Role; 4] = [Role::Soc, Role::Soh, Role::Balancer, Role::Ems];
+
+    /// The WIT world a plugin for this role must target.
+    pub fn world(self) -> &'static str {
+        match self {
+            Role::Soc => "soc-estimator",
+            Role::Soh => "soh-estimator",
+            Role::Balancer => "balancer",
+            Role::Ems => "ems-advisor",
+        }
+    }
+
+    /// Key of the role in the site config's `[plugins]` table.
+    pub fn key(self) -> &'static str {
+        match self {
+            Role::Soc => "soc",
+            Role::Soh => "soh",
+            Role::Balancer => "balancer",
+            Role::Ems => "ems",
+        }
+    }
+}
+
+impl std::fmt::Display for Role {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.key())
+    }
+}

@@ -1,0 +1,399 @@
+//! The wasmtime runtime for strategy plugins.
+//!
+//! Owns: the engine (deterministic settings, epoch interruption), the
+//! linker (which provides only `bms:plugin/log`: no WASI, nothing else),
+//! loading and instantiating components, and calling them under a memory
+//! cap and a CPU deadline.
+//!
+//! May not touch: protection or I/O. A plugin instance can only compute and
+//! log; whatever it returns goes back to the control cycle, which clamps it.
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use sha2::{Digest, Sha256};
+use wasmtime::component::{Component, HasSelf, Linker};
+use wasmtime::{Config, Engine, Store, StoreLimits, StoreLimitsBuilder};
+
+use super::bindings::{balancer, ems, log, soc, soh, types};
+use super::Role;
+use crate::config::SandboxConfig;
+
+/// Epoch ticker period: the granularity of call deadlines.
+const EPOCH_TICK: Duration = Duration::from_millis(1);
+
+/// Longest log message a plugin may write; longer ones are truncated.
+const MAX_LOG_BYTES: usize = 1024;
+
+/// Everything that can go wrong with a plugin.
+#[derive(Debug, thiserror::Error)]
+pub enum PluginError {
+    #[error("{role} plugin {path}: cannot read: {source}")]
+    Read {
+        role: Role,
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{role} plugin {path}: not a valid component: {message}")]
+    Compile {
+        role: Role,
+        path: PathBuf,
+        message: String,
+    },
+    #[error("{role} plugin {path}: does not fit the `{world}` world: {message}")]
+    WrongWorld {
+        role: Role,
+        path: PathBuf,
+        world: &'static str,
+        message: String,
+    },
+    #[error("{role} plugin `{plugin}`: init rejected its config: {message}")]
+    Init {
+        role: Role,
+        plugin: String,
+        message: String,
+    },
+    #[error("{role} plugin `{plugin}`: `{call}` returned an error: {message}")]
+    Returned {
+        role: Role,
+        plugin: String,
+        call: &'static str,
+        message: String,
+    },
+    #[error("{role} plugin `{plugin}`: `{call}` trapped: {message}")]
+    Trap {
+        role: Role,
+        plugin: String,
+        call: &'static str,
+        message: String,
+    },
+    #[error("{role} plugin `{plugin}`: output rejected: {message}")]
+    BadOutput {
+        role: Role,
+        plugin: String,
+        message: String,
+    },
+}
+
+impl PluginError {
+    /// Whether the instance is unusable after this error.
+    pub fn is_trap(&self) -> bool {
+        matches!(self, Self::Trap { .. })
+    }
+}
+
+/// Per-instance host state.
+pub struct PluginCtx {
+    limits: StoreLimits,
+    role: Role,
+    plugin: String,
+}
+
+impl log::Host for PluginCtx {
+    fn log(&mut self, level: log::Level, message: String) {
+        let mut message = message;
+        if message.len() > MAX_LOG_BYTES {
+            let mut cut = MAX_LOG_BYTES;
+            while !message.is_char_boundary(cut) {
+                cut -= 1;
+            }
+            message.truncate(cut);
+            message.push_str(" [truncated]");
+        }
+        let (role, plugin) = (self.role, self.plugin.as_str());
+        match level {
+            log::Level::Trace => tracing::trace!(%role, plugin, "{message}"),
+            log::Level::Debug => tracing::debug!(%role, plugin, "{message}"),
+            log::Level::Info => tracing::info!(%role, plugin, "{message}"),
+            log::Level::Warn => tracing::warn!(%role, plugin, "{message}"),
+            log::Level::Error => tracing::error!(%role, plugin, "{message}"),
+        }
+    }
+}
+
+impl types::Host for PluginCtx {}
+
+/// The shared engine and linker. Cheap to clone.
+#[derive(Clone)]
+pub struct PluginEngine {
+    engine: Engine,
+    linker: Arc<Linker<PluginCtx>>,
+    _ticker: Arc<Ticker>,
+}
+
+/// Advances the engine epoch every [`EPOCH_TICK`] until dropped.
+struct Ticker {
+    stop: Arc<AtomicBool>,
+}
+
+impl Drop for Ticker {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+    }
+}
+
+impl PluginEngine {
+    pub fn new() -> anyhow::Result<Self> {
+        let mut config = Config::new();
+        config
+            .epoch_interruption(true)
+            // Deterministic execution: the same plugin gives the same
+            // numbers on every host.
+            // Threads are compiled out (no `threads` feature); relaxed SIMD
+            // is the one remaining source of cross-host differences.
+            .cranelift_nan_canonicalization(true)
+            .wasm_relaxed_simd(false);
+        let engine = Engine::new(&config).map_err(wt)?;
+        let mut linker = Linker::new(&engine);
+        log::add_to_linker::<PluginCtx, HasSelf<PluginCtx>>(&mut linker, |c| c).map_err(wt)?;
+        types::add_to_linker::<PluginCtx, HasSelf<PluginCtx>>(&mut linker, |c| c).map_err(wt)?;
+        let stop = Arc::new(AtomicBool::new(false));
+        let weak = engine.weak();
+        let flag = stop.clone();
+        std::thread::Builder::new()
+            .name("plugin-epoch".into())
+            .spawn(move || {
+                while !flag.load(Ordering::Relaxed) {
+                    std::thread::sleep(EPOCH_TICK);
+                    match weak.upgrade() {
+                        Some(e) => e.increment_epoch(),
+                        None => break,
+                    }
+                }
+            })?;
+        Ok(Self {
+            engine,
+            linker: Arc::new(linker),
+            _ticker: Arc::new(Ticker { stop }),
+        })
+    }
+
+    pub fn engine(&self) -> &Engine {
+        &self.engine
+    }
+}
+
+enum Bindings {
+    Soc(soc::SocEstimator),
+    Soh(soh::SohEstimator),
+    Balancer(balancer::Balancer),
+    Ems(ems::EmsAdvisor),
+}
+
+/// Name, version and description a plugin reports.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct PluginInfo {
+    pub name: String,
+    pub version: String,
+    pub description: String,
+    /// sha256 of the component file, hex.
+    pub sha256: String,
+    pub path: PathBuf,
+}
+
+/// One live plugin instance.
+pub struct PluginInstance {
+    role: Role,
+    store: Store<PluginCtx>,
+    bindings: Bindings,
+    info: PluginInfo,
+    sandbox: SandboxConfig,
+}
+
+/// Call a method present in every world.
+macro_rules! each_world {
+    ($bindings:ident, $b:ident => $call:expr) => {
+        match $bindings {
+            Bindings::Soc($b) => $call,
+            Bindings::Soh($b) => $call,
+            Bindings::Balancer($b) => $call,
+            Bindings::Ems($b) => $call,
+        }
+    };
+}
+
+impl PluginInstance {
+    /// Load, compile, instantiate and `init` a component for `role`.
+    pub fn load(
+        engine: &PluginEngine,
+        role: Role,
+        path: &Path,
+        config_json: &str,
+        sandbox: SandboxConfig,
+    ) -> Result<Self, PluginError> {
+        let bytes = std::fs::read(path).map_err(|source| PluginError::Read {
+            role,
+            path: path.to_owned(),
+            source,
+        })?;
+        let sha256 = hex(&Sha256::digest(&bytes));
+        let component = Component::new(&engine.engine, &bytes).map_err(|e| PluginError::Compile {
+            role,
+            path: path.to_owned(),
+            message: format!("{e:#}"),
+        })?;
+        let ctx = PluginCtx {
+            limits: StoreLimitsBuilder::new()
+                .memory_size(sandbox.memory_mib as usize * 1024 * 1024)
+                .instances(4)
+                .tables(8)
+                .memories(2)
+                .trap_on_grow_failure(true)
+                .build(),
+            role,
+            plugin: path
+                .file_stem()
+                .map(|s| s.to_string_lossy().into_owned())
+                .unwrap_or_default(),
+        };
+        let mut store = Store::new(&engine.engine, ctx);
+        store.limiter(|c| &mut c.limits);
+        store.set_epoch_deadline(deadline_ticks(sandbox));
+        let wrong = |e: wasmtime::Error| PluginError::WrongWorld {
+            role,
+            path: path.to_owned(),
+            world: role.world(),
+            message: format!("{e:#}"),
+        };
+        let linker = &engine.linker;
+        let bindings = match role {
+            Role::Soc => Bindings::Soc(soc::SocEstimator::instantiate(&mut store, &component, linker).map_err(wrong)?),
+            Role::Soh => Bindings::Soh(soh::SohEstimator::instantiate(&mut store, &component, linker).map_err(wrong)?),
+            Role::Balancer => {
+                Bindings::Balancer(balancer::Balancer::instantiate(&mut store, &component, linker).map_err(wrong)?)
+            }
+            Role::Ems => Bindings::Ems(ems::EmsAdvisor::instantiate(&mut store, &component, linker).map_err(wrong)?),
+        };
+        let mut instance = Self {
+            role,
+            store,
+            bindings,
+            info: PluginInfo {
+                name: String::new(),
+                version: String::new(),
+                description: String::new(),
+                sha256,
+                path: path.to_owned(),
+            },
+            sandbox,
+        };
+        let info = instance.call("info", |b, s| each_world!(b, w => w.call_info(s)))?;
+        instance.info.name = info.name.clone();
+        instance.info.version = info.version;
+        instance.info.description = info.description;
+        instance.store.data_mut().plugin = info.name;
+        let json = config_json.to_owned();
+        instance
+            .call("init", |b, s| each_world!(b, w => w.call_init(&mut *s, &json)))?
+            .map_err(|message| PluginError::Init {
+                role,
+                plugin: instance.info.name.clone(),
+                message,
+            })?;
+        Ok(instance)
+    }
+
+    pub fn info(&self) -> &PluginInfo {
+        &self.info
+    }
+
+    pub fn role(&self) -> Role {
+        self.role
+    }
+
+    /// Run one export under the deadline, mapping traps to errors.
+    fn call<R>(
+        &mut self,
+        name: &'static str,
+        f: impl FnOnce(&Bindings, &mut Store<PluginCtx>) -> wasmtime::Result<R>,
+    ) -> Result<R, PluginError> {
+        self.store.set_epoch_deadline(deadline_ticks(self.sandbox));
+        let result = f(&self.bindings, &mut self.store);
+        result.map_err(|e| PluginError::Trap {
+            role: self.role,
+            plugin: self.info.name.clone(),
+            call: name,
+            message: trap_message(&e, self.sandbox),
+        })
+    }
+
+    fn returned<T>(&self, call: &'static str, r: Result<T, String>) -> Result<T, PluginError> {
+        r.map_err(|message| PluginError::Returned {
+            role: self.role,
+            plugin: self.info.name.clone(),
+            call,
+            message,
+        })
+    }
+
+    pub fn save_state(&mut self) -> Result<Vec<u8>, PluginError> {
+        self.call("save-state", |b, s| each_world!(b, w => w.call_save_state(&mut *s)))
+    }
+
+    pub fn restore_state(&mut self, state: &[u8]) -> Result<(), PluginError> {
+        let state = state.to_vec();
+        let r = self.call("restore-state", |b, s| each_world!(b, w => w.call_restore_state(&mut *s, &state)))?;
+        self.returned("restore-state", r)
+    }
+
+    pub fn step_soc(&mut self, input: &types::PackSnapshot) -> Result<types::SocOutput, PluginError> {
+        let r = self.call("step", |b, s| match b {
+            Bindings::Soc(w) => w.call_step(s, input),
+            _ => unreachable!("role checked at load"),
+        })?;
+        self.returned("step", r)
+    }
+
+    pub fn step_soh(&mut self, input: &types::PackSnapshot) -> Result<types::SohOutput, PluginError> {
+        let r = self.call("step", |b, s| match b {
+            Bindings::Soh(w) => w.call_step(s, input),
+            _ => unreachable!("role checked at load"),
+        })?;
+        self.returned("step", r)
+    }
+
+    pub fn step_balancer(&mut self, input: &types::BalanceInput) -> Result<types::BalanceOutput, PluginError> {
+        let r = self.call("step", |b, s| match b {
+            Bindings::Balancer(w) => w.call_step(s, input),
+            _ => unreachable!("role checked at load"),
+        })?;
+        self.returned("step", r)
+    }
+
+    pub fn step_ems(&mut self, input: &types::EmsInput) -> Result<types::EmsOutput, PluginError> {
+        let r = self.call("step", |b, s| match b {
+            Bindings::Ems(w) => w.call_step(s, input),
+            _ => unreachable!("role checked at load"),
+        })?;
+        self.returned("step", r)
+    }
+}
+
+fn deadline_ticks(sandbox: SandboxConfig) -> u64 {
+    // +1: the current tick may be nearly over when the call starts.
+    (sandbox.deadline_ms.max(1) / EPOCH_TICK.as_millis() as u64) + 1
+}
+
+fn trap_message(e: &wasmtime::Error, sandbox: SandboxConfig) -> String {
+    match e.downcast_ref::<wasmtime::Trap>() {
+        Some(wasmtime::Trap::Interrupt) => {
+            format!("exceeded its CPU deadline of {} ms", sandbox.deadline_ms)
+        }
+        Some(wasmtime::Trap::UnreachableCodeReached) => {
+            "panicked or aborted (wasm `unreachable`); see the plugin's error log above".to_string()
+        }
+        Some(t) => format!("{t}"),
+        None => format!("{e:#}"),
+    }
+}
+
+/// wasmtime's error type is not `std::error::Error`; keep its full chain.
+fn wt(e: wasmtime::Error) -> anyhow::Error {
+    anyhow::anyhow!("{e:#}")
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}

@@ -1,0 +1,462 @@
+//! The simulated rack: battery physics behind simulated BMUs and a
+//! simulated current sensor that talk to the host only through CAN frames
+//! on a [`VirtualBus`](crate::io::can::bus::VirtualBus).
+//!
+//! Owns: the cell and thermal models, the current profile, sensor noise,
+//! injected faults, and frame transmission. Obeys the host's bleed frames
+//! and the contactor output (a closed contactor is what lets current flow).
+//! May not touch: the host's state. The host reads the simulator's
+//! internals only through [`Simulator::truth`], to report estimation error
+//! in the summary.
+
+pub mod model;
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+use bms_plugin_sdk::ocv::OcvTable;
+use rand::SeedableRng;
+use rand_chacha::ChaCha8Rng;
+use rand_distr::{Distribution, Normal};
+use serde::Deserialize;
+
+use crate::io::can::acquire::Acquisition;
+use crate::io::can::bus::CanPort;
+use crate::io::can::mapping::{FrameLayout, Quantity, RackMap};
+use crate::io::can::CanFrame;
+use model::RackModel;
+
+/// `[sim]` section of a site file.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SimConfig {
+    #[serde(default = "default_seed")]
+    pub seed: u64,
+    /// OCV table file (relative to the site file) the cells follow.
+    pub ocv_table: std::path::PathBuf,
+    pub initial_soc_pct: f64,
+    /// Standard deviation of the initial SOC across cells, in %.
+    #[serde(default)]
+    pub initial_soc_spread_pct: f64,
+    /// Standard deviation of capacity across cells, in % of rated.
+    #[serde(default)]
+    pub capacity_spread_pct: f64,
+    pub r0_mohm: f64,
+    pub r1_mohm: f64,
+    pub tau1_s: f64,
+    /// Standard deviation of R0/R1 across cells, in %.
+    #[serde(default)]
+    pub resistance_spread_pct: f64,
+    #[serde(default)]
+    pub self_discharge_pct_per_day: f64,
+    #[serde(default)]
+    pub self_discharge_spread_pct: f64,
+    #[serde(default = "default_ambient")]
+    pub ambient_c: f64,
+    #[serde(default = "default_ambient")]
+    pub initial_temp_c: f64,
+    pub module_heat_capacity_j_per_k: f64,
+    pub module_thermal_resistance_k_per_w: f64,
+    /// Bleed resistor per cell, in Ω.
+    pub bleed_resistance_ohm: f64,
+    /// Gaussian noise on each cell-voltage reading, σ in mV.
+    #[serde(default)]
+    pub cell_noise_mv: f64,
+    /// Gaussian noise on each temperature reading, σ in °C.
+    #[serde(default)]
+    pub temp_noise_c: f64,
+    /// Gaussian noise on the current reading, σ in A.
+    #[serde(default)]
+    pub current_noise_a: f64,
+    /// Constant offset of the current sensor, in A.
+    #[serde(default)]
+    pub current_offset_a: f64,
+    /// BMU frame period, in ms.
+    #[serde(default = "default_bmu_period")]
+    pub bmu_period_ms: u64,
+    /// Current-sensor frame period, in ms.
+    #[serde(default = "default_ivt_period")]
+    pub current_period_ms: u64,
+    /// Physics integration step, in ms.
+    #[serde(default = "default_step")]
+    pub step_ms: u64,
+    /// The current profile, played once, then rest.
+    pub profile: Vec<ProfileStep>,
+    /// Faults injected at given times.
+    #[serde(default)]
+    pub faults: Vec<Fault>,
+}
+
+fn default_seed() -> u64 {
+    1
+}
+fn default_ambient() -> f64 {
+    25.0
+}
+fn default_bmu_period() -> u64 {
+    100
+}
+fn default_ivt_period() -> u64 {
+    20
+}
+fn default_step() -> u64 {
+    20
+}
+
+/// One segment of the current profile.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProfileStep {
+    pub duration_s: f64,
+    /// Pack current in A, positive = charge; 0 = rest.
+    pub current_a: f64,
+    /// Free text shown in logs, e.g. "charge 0.5C".
+    #[serde(default)]
+    pub label: Option<String>,
+}
+
+/// A fault injected into the simulated rack at `at_s`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Fault {
+    pub at_s: f64,
+    #[serde(flatten)]
+    pub kind: FaultKind,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
+pub enum FaultKind {
+    /// The cell's true SOC jumps (e.g. a mis-assembled cell): drives a real
+    /// over- or under-voltage through the physics.
+    CellSoc { cell: usize, soc_pct: f64 },
+    /// A measurement offset on one cell-voltage channel.
+    CellVoltageOffset { cell: usize, offset_mv: f64 },
+    /// Extra heat in a module (e.g. a failing busbar joint), in W.
+    ModuleHeat { module: usize, power_w: f64 },
+    /// The module's BMU stops transmitting.
+    ModuleSilent { module: usize },
+    /// An internal short: a leak resistance across one cell, in Ω.
+    CellLeak { cell: usize, resistance_ohm: f64 },
+    /// The current sensor reads this value whatever flows.
+    CurrentStuck { value_a: f64 },
+}
+
+impl SimConfig {
+    /// Check values; errors are (field, message).
+    pub fn validate(&self) -> Result<(), (String, String)> {
+        let pos = |f: &str, v: f64| {
+            if v.is_finite() && v > 0.0 {
+                Ok(())
+            } else {
+                Err((f.to_string(), format!("must be > 0, got {v}")))
+            }
+        };
+        pos("tau1_s", self.tau1_s)?;
+        pos("module_heat_capacity_j_per_k", self.module_heat_capacity_j_per_k)?;
+        pos("module_thermal_resistance_k_per_w", self.module_thermal_resistance_k_per_w)?;
+        pos("bleed_resistance_ohm", self.bleed_resistance_ohm)?;
+        pos("bmu_period_ms", self.bmu_period_ms as f64)?;
+        pos("current_period_ms", self.current_period_ms as f64)?;
+        pos("step_ms", self.step_ms as f64)?;
+        if !(0.0..=100.0).contains(&self.initial_soc_pct) {
+            return Err(("initial_soc_pct".into(), format!("must be 0..=100, got {}", self.initial_soc_pct)));
+        }
+        for (i, s) in self.profile.iter().enumerate() {
+            if !(s.duration_s.is_finite() && s.duration_s > 0.0) || !s.current_a.is_finite() {
+                return Err((
+                    format!("profile[{i}]"),
+                    "duration_s must be > 0 and current_a finite".into(),
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// Total profile length in seconds.
+    pub fn profile_duration_s(&self) -> f64 {
+        self.profile.iter().map(|s| s.duration_s).sum()
+    }
+
+    #[cfg(test)]
+    pub(crate) fn for_tests() -> Self {
+        toml::from_str(
+            r#"
+            ocv_table = "x"
+            initial_soc_pct = 50
+            r0_mohm = 0.3
+            r1_mohm = 0.2
+            tau1_s = 30
+            module_heat_capacity_j_per_k = 50000
+            module_thermal_resistance_k_per_w = 0.5
+            bleed_resistance_ohm = 2.0
+            profile = []
+            "#,
+        )
+        .expect("test sim config")
+    }
+}
+
+/// What the simulator knows and the host must estimate, for reporting.
+#[derive(Debug, Clone)]
+pub struct SimTruth {
+    pub soc_pct: Vec<f64>,
+    pub cell_voltage_v: Vec<f64>,
+    pub module_temp_c: Vec<f64>,
+    pub current_a: f64,
+    pub capacity_ah: Vec<f64>,
+}
+
+/// The simulated rack on the virtual bus.
+pub struct Simulator {
+    cfg: SimConfig,
+    model: RackModel,
+    port: Box<dyn CanPort>,
+    map: Arc<RackMap>,
+    contactors_closed: Arc<AtomicBool>,
+    rng: ChaCha8Rng,
+    now_ms: u64,
+    next_bmu_ms: u64,
+    next_current_ms: u64,
+    bleed: Vec<bool>,
+    bmu_frames: Vec<FrameLayout>,
+    current_frames: Vec<FrameLayout>,
+    voltage_offset_v: Vec<f64>,
+    silent_modules: Vec<bool>,
+    current_stuck_a: Option<f64>,
+    next_fault: usize,
+    current_a: f64,
+    cells_per_module: usize,
+    sensors_per_module: usize,
+    rx: Vec<CanFrame>,
+}
+
+impl Simulator {
+    /// Build the simulated rack. `contactors_closed` is the contactor
+    /// output the host drives: current flows only while it is set.
+    pub fn new(
+        site: &crate::config::SiteConfig,
+        map: Arc<RackMap>,
+        port: Box<dyn CanPort>,
+        contactors_closed: Arc<AtomicBool>,
+    ) -> anyhow::Result<Self> {
+        use anyhow::Context;
+        let cfg = site
+            .sim
+            .clone()
+            .context("site config has no [sim] section")?;
+        let ocv_path = site.resolve(&cfg.ocv_table);
+        let text = std::fs::read_to_string(&ocv_path)
+            .with_context(|| format!("reading sim.ocv_table {}", ocv_path.display()))?;
+        let ocv: OcvTable = toml::from_str(&text)
+            .with_context(|| format!("{}: not a valid OCV table", ocv_path.display()))?;
+        let mut rng = ChaCha8Rng::seed_from_u64(cfg.seed);
+        let r = &site.rack;
+        let model = RackModel::new(
+            &cfg,
+            ocv,
+            r.modules as usize,
+            r.cells_per_module as usize,
+            r.capacity_ah as f64,
+            &mut rng,
+        );
+        let cells = r.cell_count();
+        let bmu_frames = map.frames(|q| matches!(q, Quantity::CellVoltage(_) | Quantity::Temperature(_)));
+        let current_frames = map.frames(|q| matches!(q, Quantity::PackCurrent | Quantity::PackVoltage));
+        Ok(Self {
+            model,
+            port,
+            map,
+            contactors_closed,
+            rng,
+            now_ms: 0,
+            next_bmu_ms: 0,
+            next_current_ms: 0,
+            bleed: vec![false; cells],
+            bmu_frames,
+            current_frames,
+            voltage_offset_v: vec![0.0; cells],
+            silent_modules: vec![false; r.modules as usize],
+            current_stuck_a: None,
+            next_fault: 0,
+            current_a: 0.0,
+            cells_per_module: r.cells_per_module as usize,
+            sensors_per_module: r.temp_sensors_per_module as usize,
+            rx: Vec::new(),
+            cfg,
+        })
+    }
+
+    /// Profile current at time `t_ms`, before the contactor.
+    fn profile_current_a(&self, t_ms: u64) -> f64 {
+        let mut t = t_ms as f64 / 1000.0;
+        for s in &self.cfg.profile {
+            if t < s.duration_s {
+                return s.current_a;
+            }
+            t -= s.duration_s;
+        }
+        0.0
+    }
+
+    /// Run physics and transmit frames up to `t_ms`.
+    pub fn advance_to(&mut self, t_ms: u64) {
+        while self.now_ms < t_ms {
+            self.receive_commands();
+            self.apply_faults();
+            let step = self.cfg.step_ms.min(t_ms - self.now_ms);
+            let closed = self.contactors_closed.load(Ordering::Acquire);
+            self.current_a = if closed { self.profile_current_a(self.now_ms) } else { 0.0 };
+            self.model.step(step as f64 / 1000.0, self.current_a, &self.bleed);
+            self.now_ms += step;
+            if self.now_ms >= self.next_current_ms {
+                self.transmit(false);
+                self.next_current_ms += self.cfg.current_period_ms;
+            }
+            if self.now_ms >= self.next_bmu_ms {
+                self.transmit(true);
+                self.next_bmu_ms += self.cfg.bmu_period_ms;
+            }
+        }
+    }
+
+    fn receive_commands(&mut self) {
+        self.rx.clear();
+        self.port.drain(&mut self.rx);
+        for f in &self.rx {
+            Acquisition::decode_bleed(&self.map, f, self.cells_per_module, &mut self.bleed);
+        }
+    }
+
+    fn apply_faults(&mut self) {
+        while let Some(f) = self.cfg.faults.get(self.next_fault) {
+            if (f.at_s * 1000.0) as u64 > self.now_ms {
+                break;
+            }
+            tracing::warn!(at_s = f.at_s, fault = ?f.kind, "sim: injecting fault");
+            match f.kind {
+                FaultKind::CellSoc { cell, soc_pct } => {
+                    if let Some(c) = self.model.cells.get_mut(cell) {
+                        c.soc = (soc_pct / 100.0).clamp(0.0, 1.0);
+                    }
+                }
+                FaultKind::CellVoltageOffset { cell, offset_mv } => {
+                    if let Some(o) = self.voltage_offset_v.get_mut(cell) {
+                        *o = offset_mv / 1000.0;
+                    }
+                }
+                FaultKind::ModuleHeat { module, power_w } => {
+                    if let Some(h) = self.model.module_extra_heat_w.get_mut(module) {
+                        *h = power_w;
+                    }
+                }
+                FaultKind::ModuleSilent { module } => {
+                    if let Some(s) = self.silent_modules.get_mut(module) {
+                        *s = true;
+                    }
+                }
+                FaultKind::CellLeak { cell, resistance_ohm } => {
+                    if let Some(c) = self.model.cells.get_mut(cell) {
+                        c.leak_ohm = Some(resistance_ohm);
+                    }
+                }
+                FaultKind::CurrentStuck { value_a } => self.current_stuck_a = Some(value_a),
+            }
+            self.next_fault += 1;
+        }
+    }
+
+    /// Measured value of a quantity: truth + noise + faults.
+    fn measure(&mut self, q: Quantity) -> f64 {
+        let noise = |rng: &mut ChaCha8Rng, sigma: f64| {
+            if sigma > 0.0 {
+                Normal::new(0.0, sigma).map_or(0.0, |d| d.sample(rng))
+            } else {
+                0.0
+            }
+        };
+        match q {
+            Quantity::CellVoltage(i) => {
+                self.model.terminal_v(i)
+                    + self.voltage_offset_v[i]
+                    + noise(&mut self.rng, self.cfg.cell_noise_mv / 1000.0)
+            }
+            Quantity::Temperature(s) => {
+                let module = s / self.sensors_per_module;
+                self.model.module_temp_c[module] + noise(&mut self.rng, self.cfg.temp_noise_c)
+            }
+            Quantity::PackCurrent => match self.current_stuck_a {
+                Some(v) => v,
+                None => {
+                    self.current_a
+                        + self.cfg.current_offset_a
+                        + noise(&mut self.rng, self.cfg.current_noise_a)
+                }
+            },
+            Quantity::PackVoltage => self.model.pack_voltage_v(),
+            Quantity::BleedMask(_) => 0.0,
+        }
+    }
+
+    fn transmit(&mut self, bmu: bool) {
+        let layouts = if bmu {
+            std::mem::take(&mut self.bmu_frames)
+        } else {
+            std::mem::take(&mut self.current_frames)
+        };
+        for layout in &layouts {
+            let silent = layout.entries.iter().any(|&(_, q, _)| match q {
+                Quantity::CellVoltage(i) => self.silent_modules[i / self.cells_per_module],
+                Quantity::Temperature(s) => self.silent_modules[s / self.sensors_per_module],
+                _ => false,
+            });
+            if silent {
+                continue;
+            }
+            let mut values: Vec<(usize, f64)> = Vec::with_capacity(layout.entries.len() + 1);
+            if let Some((sig, v)) = layout.mux {
+                values.push((sig, v as f64));
+            }
+            for &(sig, q, to_si) in &layout.entries {
+                values.push((sig, self.measure(q) / to_si));
+            }
+            let msg = self.map.dbc.message_at(layout.message);
+            match msg.encode(&values) {
+                Ok(data) => {
+                    if let Ok(frame) = CanFrame::new(msg.id, &data[..msg.size_bytes as usize]) {
+                        let _ = self.port.send(&frame);
+                    }
+                }
+                // Out-of-range physics (e.g. a cell driven far beyond the
+                // DBC range) is simply not transmittable: the BMU stays
+                // silent and the host sees the module go stale.
+                Err(e) => tracing::debug!(message = %msg.name, error = %e, "sim: cannot encode"),
+            }
+        }
+        if bmu {
+            self.bmu_frames = layouts;
+        } else {
+            self.current_frames = layouts;
+        }
+    }
+
+    /// Ground truth, for reporting only.
+    pub fn truth(&self) -> SimTruth {
+        SimTruth {
+            soc_pct: self.model.soc_pct(),
+            cell_voltage_v: (0..self.model.cells.len()).map(|i| self.model.terminal_v(i)).collect(),
+            module_temp_c: self.model.module_temp_c.clone(),
+            current_a: self.current_a,
+            capacity_ah: self.model.cells.iter().map(|c| c.capacity_ah).collect(),
+        }
+    }
+
+    /// Bleed switches as the simulated BMUs currently hold them.
+    pub fn bleeding(&self) -> &[bool] {
+        &self.bleed
+    }
+
+    pub fn profile_duration_s(&self) -> f64 {
+        self.cfg.profile_duration_s()
+    }
+}

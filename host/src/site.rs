@@ -1,0 +1,231 @@
+//! Assembles a site from its config and runs it: the DBC, the rack mapping,
+//! the bus, the plugins, the controller and (in simulation) the simulated
+//! rack, on one virtual clock.
+//!
+//! Owns: wiring and the run loop (pacing, status lines, summary). May not
+//! touch: anything inside the stages; it only calls `Controller::cycle` and
+//! `Simulator::advance_to`.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+
+use crate::config::SiteConfig;
+use crate::control::{Controller, CycleReport, PluginSet};
+use crate::io::can::acquire::Acquisition;
+use crate::io::can::bus::VirtualBus;
+use crate::io::can::dbc::Dbc;
+use crate::io::can::mapping::RackMap;
+use crate::io::contactor::SimulatedContactor;
+use crate::plugins::{PluginEngine, Role, RoleSlot};
+use crate::sim::{SimTruth, Simulator};
+use crate::telemetry::{self, SimAccuracy, Summary};
+
+/// How fast simulated time runs.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Speed {
+    /// As fast as the host can cycle.
+    Max,
+    /// This many simulated seconds per wall-clock second.
+    Factor(f64),
+}
+
+impl std::str::FromStr for Speed {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        if s == "max" {
+            return Ok(Speed::Max);
+        }
+        match s.parse::<f64>() {
+            Ok(f) if f.is_finite() && f > 0.0 => Ok(Speed::Factor(f)),
+            _ => Err(format!("speed must be a number > 0 or `max`, got `{s}`")),
+        }
+    }
+}
+
+/// Options of one run.
+#[derive(Debug, Clone)]
+pub struct RunOptions {
+    pub speed: Speed,
+    /// Simulated seconds to run; default: the sim profile's length.
+    pub duration_s: Option<f64>,
+    /// Print status lines to stdout.
+    pub print_status: bool,
+}
+
+impl Default for RunOptions {
+    fn default() -> Self {
+        Self {
+            speed: Speed::Max,
+            duration_s: None,
+            print_status: false,
+        }
+    }
+}
+
+/// A site running against the simulated rack.
+pub struct SimSite {
+    pub cfg: SiteConfig,
+    pub controller: Controller,
+    pub sim: Simulator,
+    _engine: PluginEngine,
+}
+
+impl SimSite {
+    /// Build everything from a validated config.
+    pub fn assemble(cfg: SiteConfig) -> Result<Self> {
+        if cfg.sim.is_none() {
+            bail!(
+                "{}: no [sim] section. This build drives the simulated rack only; \
+                 hardware CAN backends come with the field-I/O work",
+                cfg.source.display()
+            );
+        }
+        let dbc_path = cfg.resolve(&cfg.can.dbc);
+        let dbc = Arc::new(Dbc::from_file(&dbc_path)?);
+        let map = Arc::new(RackMap::resolve(&cfg, dbc)?);
+        let bus = VirtualBus::new();
+        let (contactor, closed_flag) = SimulatedContactor::new();
+        let sim = Simulator::new(&cfg, map.clone(), Box::new(bus.endpoint()), closed_flag)?;
+        let engine = PluginEngine::new().context("starting the wasm engine")?;
+        let load = |role: Role| {
+            let slot = cfg.plugins.slot(role.key());
+            RoleSlot::load(&engine, role, slot, &cfg.resolve(&slot.path), cfg.plugins.sandbox)
+        };
+        let plugins = PluginSet {
+            soc: load(Role::Soc),
+            soh: load(Role::Soh),
+            balancer: load(Role::Balancer),
+            ems: load(Role::Ems),
+        };
+        let acquisition = Acquisition::new(&cfg, map);
+        let controller = Controller::new(&cfg, acquisition, Box::new(bus.endpoint()), Box::new(contactor), plugins);
+        Ok(Self {
+            cfg,
+            controller,
+            sim,
+            _engine: engine,
+        })
+    }
+
+    /// Run for the configured duration; `observe` sees every cycle with
+    /// the simulator's truth (for tests and accuracy reporting).
+    pub fn run(
+        &mut self,
+        opts: &RunOptions,
+        mut observe: impl FnMut(f64, &CycleReport, &Simulator),
+    ) -> Result<Summary> {
+        let cycle_ms = self.cfg.control.cycle_ms;
+        let duration_s = opts.duration_s.unwrap_or_else(|| self.sim.profile_duration_s());
+        let cycles = (duration_s * 1000.0 / cycle_ms as f64).round() as u64;
+        let start_min = self
+            .cfg
+            .control
+            .start_time
+            .as_deref()
+            .map(crate::config::parse_hhmm)
+            .transpose()
+            .map_err(anyhow::Error::msg)?
+            .unwrap_or(0);
+        let status_every = (self.cfg.control.status_interval_ms / cycle_ms).max(1);
+        let wall_start = Instant::now();
+        let mut acc = SimAccuracy::default();
+        let mut initial_spread = None;
+        let mut bleed_cell_s = 0.0;
+        let (mut over_period, mut max_cycle_us) = (0u64, 0u64);
+        for k in 1..=cycles {
+            let t_ms = k * cycle_ms;
+            if let Speed::Factor(f) = opts.speed {
+                let due = wall_start + Duration::from_secs_f64(t_ms as f64 / 1000.0 / f);
+                if let Some(wait) = due.checked_duration_since(Instant::now()) {
+                    std::thread::sleep(wait);
+                }
+            }
+            self.sim.advance_to(t_ms);
+            let minute = ((start_min as u64 + t_ms / 60_000) % 1440) as u32;
+            let began = Instant::now();
+            self.controller.cycle(t_ms, minute);
+            let report = self.controller.last.as_ref().context("cycle produced no report")?;
+            let took_us = began.elapsed().as_micros() as u64;
+            max_cycle_us = max_cycle_us.max(took_us);
+            if took_us > cycle_ms * 1000 {
+                over_period += 1;
+            }
+            let t_s = t_ms as f64 / 1000.0;
+            bleed_cell_s += report.bleed.iter().filter(|b| **b).count() as f64 * cycle_ms as f64 / 1000.0;
+            let truth = self.sim.truth();
+            initial_spread.get_or_insert_with(|| spread(&truth.soc_pct));
+            track_soc_error(&mut acc, t_s, report, &truth);
+            observe(t_s, report, &self.sim);
+            if opts.print_status && (k % status_every == 0 || k == 1) {
+                println!("{}", telemetry::status_line(t_s, report, &self.controller.plugins));
+            }
+        }
+        let truth = self.sim.truth();
+        acc.initial_true_soc_spread_pct = initial_spread.unwrap_or(0.0);
+        acc.final_true_soc_spread_pct = spread(&truth.soc_pct);
+        acc.true_mean_capacity_ah = truth.capacity_ah.iter().sum::<f64>() / truth.capacity_ah.len().max(1) as f64;
+        let last = self.controller.last.clone().context("the run had no cycles")?;
+        let (vmin, vmax) = last.snapshot.cell_voltage_range_v();
+        Ok(Summary {
+            site: self.cfg.site.name.clone(),
+            simulated_s: cycles as f64 * cycle_ms as f64 / 1000.0,
+            wall_s: wall_start.elapsed().as_secs_f64(),
+            cycles,
+            cycles_over_period: over_period,
+            max_cycle_us,
+            final_pack_soc_pct: last.pack_soc_pct,
+            final_pack_soh_pct: last.pack_soh_pct,
+            final_cell_voltage_spread_mv: (vmax - vmin) * 1000.0,
+            final_cell_voltage_min_v: vmin,
+            final_cell_voltage_max_v: vmax,
+            final_contactors: last.contactors,
+            latched_fault: self.controller.protection.latched().cloned(),
+            protection_events: self.controller.protection.events().to_vec(),
+            clamp: self.controller.protection.clamp_stats,
+            acquisition: self.controller.acquire_stats(),
+            bleed_cell_s,
+            plugins: telemetry::plugin_summaries(&self.controller.plugins),
+            sim: Some(acc),
+        })
+    }
+}
+
+fn spread(v: &[f64]) -> f64 {
+    let (lo, hi) = v
+        .iter()
+        .fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), &x| (lo.min(x), hi.max(x)));
+    if lo.is_finite() {
+        hi - lo
+    } else {
+        0.0
+    }
+}
+
+fn track_soc_error(acc: &mut SimAccuracy, t_s: f64, report: &CycleReport, truth: &SimTruth) {
+    if report.pack_soc_pct.is_none() {
+        return;
+    }
+    let mut worst = (0.0f64, 0usize);
+    for (i, (est, tru)) in report.cell_soc_pct.iter().zip(&truth.soc_pct).enumerate() {
+        let e = (*est as f64 - tru).abs();
+        let e = if e.is_finite() { e } else { 100.0 };
+        if e > worst.0 {
+            worst = (e, i);
+        }
+    }
+    if worst.0 > acc.max_abs_soc_error_pct {
+        acc.max_abs_soc_error_pct = worst.0;
+        acc.max_abs_soc_error_cell = worst.1;
+        acc.max_abs_soc_error_time_s = t_s;
+    }
+    acc.final_abs_soc_error_pct = worst.0;
+}
+
+impl Drop for SimSite {
+    fn drop(&mut self) {
+        // Fail-safe exit: contactors open whatever path we leave by.
+        self.controller.open_contactors();
+    }
+}

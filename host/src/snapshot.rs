@@ -1,0 +1,79 @@
+//! The process image of one control cycle.
+//!
+//! Built by acquisition (`io::can::acquire`) from decoded frames, read by
+//! protection, plugins (after conversion to the WIT type) and telemetry.
+//! Plain data: no behaviour beyond summary helpers.
+
+/// Communication status of one module or sensor.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum CommStatus {
+    Ok,
+    Stale,
+}
+
+/// Every measurement of the rack frozen at one instant.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct PackSnapshot {
+    /// Host monotonic time in ms.
+    pub timestamp_ms: u64,
+    /// Pack current in A, positive = charging.
+    pub current_a: f32,
+    /// Pack voltage in V.
+    pub pack_voltage_v: f32,
+    /// Cell voltages in V, module-major.
+    pub cell_voltage_v: Vec<f32>,
+    /// Cell temperatures in °C, module-major (nearest sensor).
+    pub cell_temp_c: Vec<f32>,
+    pub cells_per_module: u32,
+    /// Per-module comm status (cell voltages and temperatures).
+    pub module_comm: Vec<CommStatus>,
+    /// Comm status of the current sensor.
+    pub current_comm: CommStatus,
+    /// Whether any data at all has arrived for every source yet.
+    pub complete: bool,
+    /// Main contactors closed.
+    pub contactors_closed: bool,
+}
+
+impl PackSnapshot {
+    /// An empty snapshot (no data yet, everything stale).
+    pub fn empty(cells: usize, cells_per_module: u32) -> Self {
+        let modules = cells / cells_per_module.max(1) as usize;
+        Self {
+            timestamp_ms: 0,
+            current_a: 0.0,
+            pack_voltage_v: 0.0,
+            cell_voltage_v: vec![f32::NAN; cells],
+            cell_temp_c: vec![f32::NAN; cells],
+            cells_per_module,
+            module_comm: vec![CommStatus::Stale; modules],
+            current_comm: CommStatus::Stale,
+            complete: false,
+            contactors_closed: false,
+        }
+    }
+
+    /// (min, max) over finite values, (NaN, NaN) if none.
+    pub fn min_max(values: &[f32]) -> (f32, f32) {
+        values
+            .iter()
+            .filter(|v| v.is_finite())
+            .fold((f32::NAN, f32::NAN), |(lo, hi), &v| {
+                (if lo.is_nan() { v } else { lo.min(v) }, if hi.is_nan() { v } else { hi.max(v) })
+            })
+    }
+
+    pub fn cell_voltage_range_v(&self) -> (f32, f32) {
+        Self::min_max(&self.cell_voltage_v)
+    }
+
+    pub fn cell_temp_range_c(&self) -> (f32, f32) {
+        Self::min_max(&self.cell_temp_c)
+    }
+
+    /// Module index of a cell.
+    pub fn module_of(&self, cell: usize) -> usize {
+        cell / self.cells_per_module.max(1) as usize
+    }
+}

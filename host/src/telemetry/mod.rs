@@ -1,0 +1,109 @@
+//! Telemetry: the operator's status line and the end-of-run summary.
+//!
+//! Owns: formatting and the summary's JSON shape. Reads cycle reports; may
+//! not change anything in the cycle.
+
+use serde::Serialize;
+
+use crate::control::{CycleReport, PluginSet};
+use crate::protection::{ClampStats, ProtectionEvent};
+
+/// One status line: SOC, SOH, cell V/T extremes, current, allowed
+/// currents, bleeding cells and the active plugins.
+pub fn status_line(time_s: f64, r: &CycleReport, plugins: &PluginSet) -> String {
+    let s = &r.snapshot;
+    let (vmin, vmax) = s.cell_voltage_range_v();
+    let (tmin, tmax) = s.cell_temp_range_c();
+    let opt = |v: Option<f32>| v.map_or("--".to_string(), |v| format!("{v:.1}%"));
+    let plugin_list: Vec<String> = plugins.iter().map(|p| format!("{}={}", p.role, p.label())).collect();
+    format!(
+        "t={:>6.0}s SOC {} SOH {} | V {:.3}..{:.3} V T {:.1}..{:.1} C | I {:>7.1} A (allow +{:.0}/-{:.0} A) | bleed {:>3} | {} | {}",
+        time_s,
+        opt(r.pack_soc_pct),
+        opt(r.pack_soh_pct),
+        vmin,
+        vmax,
+        tmin,
+        tmax,
+        s.current_a,
+        r.allowed.charge_a,
+        r.allowed.discharge_a,
+        r.bleed.iter().filter(|b| **b).count(),
+        if r.contactors == crate::protection::ContactorCommand::Closed { "closed" } else { "OPEN" },
+        plugin_list.join(" "),
+    )
+}
+
+/// Plugin identity in the summary.
+#[derive(Debug, Clone, Serialize)]
+pub struct PluginSummary {
+    pub role: String,
+    pub state: crate::plugins::slot::SlotState,
+    pub name: Option<String>,
+    pub version: Option<String>,
+    pub sha256: Option<String>,
+    pub errors: u64,
+    pub last_error: Option<String>,
+}
+
+pub fn plugin_summaries(plugins: &PluginSet) -> Vec<PluginSummary> {
+    plugins
+        .iter()
+        .map(|p| PluginSummary {
+            role: p.role.to_string(),
+            state: p.state.clone(),
+            name: p.info.as_ref().map(|i| i.name.clone()),
+            version: p.info.as_ref().map(|i| i.version.clone()),
+            sha256: p.info.as_ref().map(|i| i.sha256.clone()),
+            errors: p.errors,
+            last_error: p.last_error.clone(),
+        })
+        .collect()
+}
+
+/// Estimation accuracy against the simulator's truth.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct SimAccuracy {
+    /// Largest |estimated − true| cell SOC over the run, in percentage points.
+    pub max_abs_soc_error_pct: f64,
+    /// Cell and time of that largest error.
+    pub max_abs_soc_error_cell: usize,
+    pub max_abs_soc_error_time_s: f64,
+    /// Largest |estimated − true| cell SOC at the end.
+    pub final_abs_soc_error_pct: f64,
+    /// True cell SOC spread (max − min) at start and end, in percentage points.
+    pub initial_true_soc_spread_pct: f64,
+    pub final_true_soc_spread_pct: f64,
+    /// Mean true cell capacity, in Ah (what SOH estimates).
+    pub true_mean_capacity_ah: f64,
+}
+
+/// The end-of-run summary (`bmsd run --summary FILE`).
+#[derive(Debug, Clone, Serialize)]
+pub struct Summary {
+    pub site: String,
+    pub simulated_s: f64,
+    pub wall_s: f64,
+    pub cycles: u64,
+    /// Cycles whose processing took longer than the cycle period.
+    pub cycles_over_period: u64,
+    /// Longest cycle processing time, in µs.
+    pub max_cycle_us: u64,
+    pub final_pack_soc_pct: Option<f32>,
+    pub final_pack_soh_pct: Option<f32>,
+    /// Measured cell-voltage spread (max − min) at the end, in mV.
+    pub final_cell_voltage_spread_mv: f32,
+    pub final_cell_voltage_min_v: f32,
+    pub final_cell_voltage_max_v: f32,
+    pub final_contactors: crate::protection::ContactorCommand,
+    pub latched_fault: Option<ProtectionEvent>,
+    /// Every contactor transition with its reason.
+    pub protection_events: Vec<ProtectionEvent>,
+    pub clamp: ClampStats,
+    pub acquisition: crate::io::can::acquire::AcquireStats,
+    /// Cell-seconds of bleeding over the run.
+    pub bleed_cell_s: f64,
+    pub plugins: Vec<PluginSummary>,
+    /// Present only in simulation.
+    pub sim: Option<SimAccuracy>,
+}

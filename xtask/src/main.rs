@@ -1,0 +1,199 @@
+//! Build automation for bmshost: `cargo xtask <command>`.
+//!
+//! - `build-plugins`: build every crate under `plugins/` for
+//!   `wasm32-unknown-unknown` and turn it into a component in
+//!   `target/plugins/<name>.wasm`.
+//! - `demo`: build-plugins, then run the demo site at high speed.
+//! - `test`: build-plugins, then run every test in the workspace.
+//!
+//! The wasm toolchain is chosen automatically: a rustup toolchain with the
+//! `wasm32-unknown-unknown` target if installed, else Debian's `rustc-web`
+//! toolchain building std from source. `BMS_WASM_TOOLCHAIN=rustup|debian`
+//! forces one.
+
+mod toolchain;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use anyhow::{bail, Context, Result};
+
+fn main() -> Result<()> {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let root = workspace_root();
+    match args.first().map(String::as_str) {
+        Some("build-plugins") => build_plugins(&root).map(|_| ()),
+        Some("demo") => {
+            build_plugins(&root)?;
+            demo(&root, &args[1..])
+        }
+        Some("componentize") if args.len() == 3 => {
+            let component = componentize(Path::new(&args[1]))?;
+            check_imports(&args[1], &component)?;
+            std::fs::write(&args[2], component)?;
+            Ok(())
+        }
+        Some("test") => {
+            build_plugins(&root)?;
+            test(&root, &args[1..])
+        }
+        _ => {
+            eprintln!(
+                "usage: cargo xtask <command>\n\n\
+                 commands:\n  \
+                 build-plugins   build plugins/* into components in target/plugins/\n  \
+                 demo [ARGS]     build plugins and run configs/demo-site.toml at high speed\n  \
+                 test [ARGS]     build plugins and run every workspace test (ARGS go to cargo test)"
+            );
+            std::process::exit(2);
+        }
+    }
+}
+
+fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("xtask lives one level below the workspace root")
+        .to_path_buf()
+}
+
+/// Every directory under `plugins/` with a Cargo.toml, as (package name, dir).
+fn plugin_crates(root: &Path) -> Result<Vec<(String, PathBuf)>> {
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir(root.join("plugins")).context("reading plugins/")? {
+        let dir = entry?.path();
+        let manifest = dir.join("Cargo.toml");
+        if !manifest.is_file() {
+            continue;
+        }
+        let text = std::fs::read_to_string(&manifest)?;
+        let name = text
+            .lines()
+            .find_map(|l| {
+                let l = l.trim();
+                l.strip_prefix("name")
+                    .and_then(|r| r.trim_start().strip_prefix('='))
+                    .map(|r| r.trim().trim_matches('"').to_string())
+            })
+            .with_context(|| format!("{}: no package name", manifest.display()))?;
+        out.push((name, dir));
+    }
+    out.sort();
+    Ok(out)
+}
+
+/// Build all plugins; returns the component paths.
+fn build_plugins(root: &Path) -> Result<Vec<PathBuf>> {
+    let tc = toolchain::detect()?;
+    eprintln!("xtask: building plugins with {}", tc.describe());
+    let target_dir = root.join("target").join("wasm");
+    let out_dir = root.join("target").join("plugins");
+    std::fs::create_dir_all(&out_dir)?;
+    let mut built = Vec::new();
+    for (name, _dir) in plugin_crates(root)? {
+        // One cargo invocation per plugin: feature unification across
+        // plugins must not leak one plugin's code into another's module.
+        let mut cmd = tc.cargo_build(root, &target_dir, &name);
+        let status = cmd
+            .status()
+            .with_context(|| format!("running cargo for plugin {name}"))?;
+        if !status.success() {
+            bail!("building plugin {name} for wasm32-unknown-unknown failed");
+        }
+        let core = target_dir
+            .join("wasm32-unknown-unknown")
+            .join("wasm")
+            .join(format!("{}.wasm", name.replace('-', "_")));
+        let component = componentize(&core)
+            .with_context(|| format!("turning {} into a component", core.display()))?;
+        check_imports(&name, &component)?;
+        let dest = out_dir.join(format!("{name}.wasm"));
+        std::fs::write(&dest, &component)?;
+        eprintln!(
+            "xtask: {name}: {} ({} KiB)",
+            dest.display(),
+            component.len() / 1024
+        );
+        built.push(dest);
+    }
+    Ok(built)
+}
+
+fn componentize(core: &Path) -> Result<Vec<u8>> {
+    let bytes = std::fs::read(core)?;
+    wit_component::ComponentEncoder::default()
+        .module(&bytes)?
+        .validate(true)
+        .encode()
+}
+
+/// A plugin may import only `bms:plugin/*` interfaces: no WASI, no `env`.
+fn check_imports(name: &str, component: &[u8]) -> Result<()> {
+    for import in component_imports(component)? {
+        if !import.starts_with("bms:plugin/") {
+            bail!(
+                "plugin {name} imports `{import}`; plugins may import only bms:plugin/* \
+                 (no WASI, no env). Remove the dependency that pulls it in."
+            );
+        }
+    }
+    Ok(())
+}
+
+fn component_imports(component: &[u8]) -> Result<Vec<String>> {
+    let mut names = Vec::new();
+    for payload in wasmparser::Parser::new(0).parse_all(component) {
+        if let wasmparser::Payload::ComponentImportSection(reader) = payload? {
+            for import in reader {
+                let import = import?;
+                // Type imports are names for types of imported
+                // interfaces, not capabilities.
+                if !matches!(import.ty, wasmparser::ComponentTypeRef::Type(_)) {
+                    names.push(import.name.name.to_string());
+                }
+            }
+        }
+    }
+    Ok(names)
+}
+
+fn cargo() -> Command {
+    Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
+}
+
+fn run(mut cmd: Command) -> Result<()> {
+    let status = cmd.status().with_context(|| format!("running {cmd:?}"))?;
+    if !status.success() {
+        bail!("{cmd:?} failed with {status}");
+    }
+    Ok(())
+}
+
+fn demo(root: &Path, extra: &[String]) -> Result<()> {
+    let mut cmd = cargo();
+    cmd.current_dir(root).args([
+        "run",
+        "--release",
+        "--quiet",
+        "-p",
+        "bmshost",
+        "--bin",
+        "bmsd",
+        "--",
+        "run",
+        "--config",
+        "configs/demo-site.toml",
+        "--speed",
+        "max",
+        "--summary",
+        "target/demo-summary.json",
+    ]);
+    cmd.args(extra);
+    run(cmd)
+}
+
+fn test(root: &Path, extra: &[String]) -> Result<()> {
+    let mut cmd = cargo();
+    cmd.current_dir(root).args(["test", "--workspace"]).args(extra);
+    run(cmd)
+}
