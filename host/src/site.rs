@@ -22,6 +22,9 @@ use crate::plugins::{PluginEngine, Role, RoleSlot};
 use crate::sim::{SimTruth, Simulator};
 use crate::telemetry::{self, SimAccuracy, Summary};
 
+/// Window over which the final cell voltages are averaged, in ms.
+const FINAL_AVERAGE_MS: u64 = 30_000;
+
 /// How fast simulated time runs.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub enum Speed {
@@ -134,6 +137,11 @@ impl SimSite {
         let mut initial_spread = None;
         let mut bleed_cell_s = 0.0;
         let (mut over_period, mut max_cycle_us) = (0u64, 0u64);
+        // The final spread is averaged over the last cycles so one noisy
+        // reading does not decide it.
+        let avg_from = cycles.saturating_sub(FINAL_AVERAGE_MS / cycle_ms).max(1);
+        let mut final_sum_v: Vec<f64> = Vec::new();
+        let mut final_n = 0u32;
         for k in 1..=cycles {
             let t_ms = k * cycle_ms;
             if let Speed::Factor(f) = opts.speed {
@@ -153,6 +161,13 @@ impl SimSite {
                 over_period += 1;
             }
             let t_s = t_ms as f64 / 1000.0;
+            if k >= avg_from {
+                final_sum_v.resize(report.snapshot.cell_voltage_v.len(), 0.0);
+                for (acc, v) in final_sum_v.iter_mut().zip(&report.snapshot.cell_voltage_v) {
+                    *acc += *v as f64;
+                }
+                final_n += 1;
+            }
             bleed_cell_s += report.bleed.iter().filter(|b| **b).count() as f64 * cycle_ms as f64 / 1000.0;
             let truth = self.sim.truth();
             initial_spread.get_or_insert_with(|| spread(&truth.soc_pct));
@@ -167,7 +182,8 @@ impl SimSite {
         acc.final_true_soc_spread_pct = spread(&truth.soc_pct);
         acc.true_mean_capacity_ah = truth.capacity_ah.iter().sum::<f64>() / truth.capacity_ah.len().max(1) as f64;
         let last = self.controller.last.clone().context("the run had no cycles")?;
-        let (vmin, vmax) = last.snapshot.cell_voltage_range_v();
+        let final_avg: Vec<f32> = final_sum_v.iter().map(|s| (s / final_n.max(1) as f64) as f32).collect();
+        let (vmin, vmax) = crate::snapshot::PackSnapshot::min_max(&final_avg);
         Ok(Summary {
             site: self.cfg.site.name.clone(),
             simulated_s: cycles as f64 * cycle_ms as f64 / 1000.0,

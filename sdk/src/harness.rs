@@ -49,6 +49,15 @@ impl<P: Plugin> Harness<P> {
     }
 }
 
+impl<P: Plugin> std::fmt::Debug for Harness<P> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Harness")
+            .field("plugin", &P::info().name)
+            .field("config_json", &self.config_json)
+            .finish()
+    }
+}
+
 impl<P: Plugin> Deref for Harness<P> {
     type Target = P;
     fn deref(&self) -> &P {

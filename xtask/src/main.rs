@@ -100,7 +100,8 @@ fn build_plugins(root: &Path) -> Result<Vec<PathBuf>> {
         if !status.success() {
             bail!("building plugin {name} for wasm32-unknown-unknown failed");
         }
-        let core = target_dir
+        let core = tc
+            .target_dir(&target_dir)
             .join("wasm32-unknown-unknown")
             .join("wasm")
             .join(format!("{}.wasm", name.replace('-', "_")));
@@ -171,9 +172,10 @@ fn run(mut cmd: Command) -> Result<()> {
 
 fn demo(root: &Path, extra: &[String]) -> Result<()> {
     let mut cmd = cargo();
+    // The dev profile optimises dependencies (see Cargo.toml), so the demo
+    // reuses the test build instead of compiling wasmtime a second time.
     cmd.current_dir(root).args([
         "run",
-        "--release",
         "--quiet",
         "-p",
         "bmshost",

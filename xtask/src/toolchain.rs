@@ -24,7 +24,17 @@ impl Toolchain {
         }
     }
 
-    pub fn cargo_build(&self, root: &Path, target_dir: &Path, package: &str) -> Command {
+    /// Cargo's target dir for this toolchain: separate per toolchain so
+    /// neither invalidates the other's build cache.
+    pub fn target_dir(&self, base: &Path) -> PathBuf {
+        match self {
+            Self::Rustup => base.join("rustup"),
+            Self::Debian { .. } => base.join("debian"),
+        }
+    }
+
+    pub fn cargo_build(&self, root: &Path, base: &Path, package: &str) -> Command {
+        let target_dir = self.target_dir(base);
         let args = [
             "build",
             "--profile",
@@ -39,7 +49,7 @@ impl Toolchain {
                 let mut cmd = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
                 cmd.current_dir(root)
                     .args(args)
-                    .env("CARGO_TARGET_DIR", target_dir);
+                    .env("CARGO_TARGET_DIR", &target_dir);
                 cmd
             }
             Self::Debian { cargo, rustc } => {
@@ -52,7 +62,7 @@ impl Toolchain {
                     .env("RUSTC_BOOTSTRAP", "1")
                     .env("RUSTC", rustc)
                     .env("PATH", format!("/usr/bin:{path}"))
-                    .env("CARGO_TARGET_DIR", target_dir.join("debian"))
+                    .env("CARGO_TARGET_DIR", &target_dir)
                     .env_remove("RUSTUP_TOOLCHAIN")
                     .env_remove("RUSTC_WRAPPER")
                     .env_remove("RUSTDOC");

@@ -127,8 +127,9 @@ pub struct Fault {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
 pub enum FaultKind {
-    /// The cell's true SOC jumps (e.g. a mis-assembled cell): drives a real
-    /// over- or under-voltage through the physics.
+    /// The cell's true SOC jumps (e.g. a mis-assembled cell). Values
+    /// beyond 0..100 model over-charge / over-discharge: a real over- or
+    /// under-voltage through the physics.
     CellSoc { cell: usize, soc_pct: f64 },
     /// A measurement offset on one cell-voltage channel.
     CellVoltageOffset { cell: usize, offset_mv: f64 },
@@ -337,7 +338,7 @@ impl Simulator {
             match f.kind {
                 FaultKind::CellSoc { cell, soc_pct } => {
                     if let Some(c) = self.model.cells.get_mut(cell) {
-                        c.soc = (soc_pct / 100.0).clamp(0.0, 1.0);
+                        c.soc = (soc_pct / 100.0).clamp(model::SOC_MIN, model::SOC_MAX);
                     }
                 }
                 FaultKind::CellVoltageOffset { cell, offset_mv } => {

@@ -10,6 +10,14 @@ use rand_distr::{Distribution, Normal};
 
 use super::SimConfig;
 
+/// OCV rise per % of overcharge beyond the table, in V.
+const OVERCHARGE_V_PER_PCT: f64 = 0.05;
+/// OCV drop per % of over-discharge below the table, in V.
+const OVERDISCHARGE_V_PER_PCT: f64 = 0.1;
+/// How far the model follows a cell beyond 0..100 % (as a fraction).
+pub const SOC_MIN: f64 = -0.1;
+pub const SOC_MAX: f64 = 1.1;
+
 /// True state of one cell.
 #[derive(Debug, Clone)]
 pub struct Cell {
@@ -91,9 +99,19 @@ impl RackModel {
         }
     }
 
-    /// Open-circuit voltage of a cell, in V.
+    /// Open-circuit voltage of a cell, in V. Beyond the table (overcharge,
+    /// deep discharge) the voltage runs away steeply, as real cells do.
     pub fn ocv_v(&self, cell: usize) -> f64 {
-        self.ocv.ocv_v((self.cells[cell].soc * 100.0) as f32) as f64
+        let soc_pct = self.cells[cell].soc * 100.0;
+        let (lo, hi) = self.ocv.soc_range();
+        let table = self.ocv.ocv_v(soc_pct as f32) as f64;
+        if soc_pct > hi as f64 {
+            table + (soc_pct - hi as f64) * OVERCHARGE_V_PER_PCT
+        } else if soc_pct < lo as f64 {
+            table - (lo as f64 - soc_pct) * OVERDISCHARGE_V_PER_PCT
+        } else {
+            table
+        }
     }
 
     /// Terminal voltage of a cell, in V.
@@ -128,7 +146,7 @@ impl RackModel {
             let decay = (-dt_s / c.tau1_s).exp();
             c.v_rc = c.v_rc * decay + i_cell * c.r1_ohm * (1.0 - decay);
             c.soc += i_cell * dt_s / 3600.0 / c.capacity_ah - c.self_discharge_per_s * dt_s;
-            c.soc = c.soc.clamp(0.0, 1.0);
+            c.soc = c.soc.clamp(SOC_MIN, SOC_MAX);
             let module = (i / self.cells_per_module).min(modules - 1);
             heat_w[module] += i_cell * i_cell * (c.r0_ohm + c.r1_ohm)
                 + bleed_a * bleed_a * self.bleed_resistance_ohm

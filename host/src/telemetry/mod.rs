@@ -91,7 +91,9 @@ pub struct Summary {
     pub max_cycle_us: u64,
     pub final_pack_soc_pct: Option<f32>,
     pub final_pack_soh_pct: Option<f32>,
-    /// Measured cell-voltage spread (max − min) at the end, in mV.
+    /// Measured cell-voltage spread (max − min) at the end, in mV, from
+    /// each cell's voltage averaged over the last 30 s (sensor noise
+    /// would otherwise dominate a single reading).
     pub final_cell_voltage_spread_mv: f32,
     pub final_cell_voltage_min_v: f32,
     pub final_cell_voltage_max_v: f32,
