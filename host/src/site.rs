@@ -94,7 +94,13 @@ impl SimSite {
         let engine = PluginEngine::new().context("starting the wasm engine")?;
         let load = |role: Role| {
             let slot = cfg.plugins.slot(role.key());
-            RoleSlot::load(&engine, role, slot, &cfg.resolve(&slot.path), cfg.plugins.sandbox)
+            RoleSlot::load(
+                &engine,
+                role,
+                slot,
+                &cfg.resolve(&slot.path),
+                cfg.plugins.sandbox,
+            )
         };
         let plugins = PluginSet {
             soc: load(Role::Soc),
@@ -103,7 +109,13 @@ impl SimSite {
             ems: load(Role::Ems),
         };
         let acquisition = Acquisition::new(&cfg, map);
-        let controller = Controller::new(&cfg, acquisition, Box::new(bus.endpoint()), Box::new(contactor), plugins);
+        let controller = Controller::new(
+            &cfg,
+            acquisition,
+            Box::new(bus.endpoint()),
+            Box::new(contactor),
+            plugins,
+        );
         Ok(Self {
             cfg,
             controller,
@@ -120,7 +132,9 @@ impl SimSite {
         mut observe: impl FnMut(f64, &CycleReport, &Simulator),
     ) -> Result<Summary> {
         let cycle_ms = self.cfg.control.cycle_ms;
-        let duration_s = opts.duration_s.unwrap_or_else(|| self.sim.profile_duration_s());
+        let duration_s = opts
+            .duration_s
+            .unwrap_or_else(|| self.sim.profile_duration_s());
         let cycles = (duration_s * 1000.0 / cycle_ms as f64).round() as u64;
         let start_min = self
             .cfg
@@ -154,7 +168,11 @@ impl SimSite {
             let minute = ((start_min as u64 + t_ms / 60_000) % 1440) as u32;
             let began = Instant::now();
             self.controller.cycle(t_ms, minute);
-            let report = self.controller.last.as_ref().context("cycle produced no report")?;
+            let report = self
+                .controller
+                .last
+                .as_ref()
+                .context("cycle produced no report")?;
             let took_us = began.elapsed().as_micros() as u64;
             max_cycle_us = max_cycle_us.max(took_us);
             if took_us > cycle_ms * 1000 {
@@ -168,21 +186,33 @@ impl SimSite {
                 }
                 final_n += 1;
             }
-            bleed_cell_s += report.bleed.iter().filter(|b| **b).count() as f64 * cycle_ms as f64 / 1000.0;
+            bleed_cell_s +=
+                report.bleed.iter().filter(|b| **b).count() as f64 * cycle_ms as f64 / 1000.0;
             let truth = self.sim.truth();
             initial_spread.get_or_insert_with(|| spread(&truth.soc_pct));
             track_soc_error(&mut acc, t_s, report, &truth);
             observe(t_s, report, &self.sim);
             if opts.print_status && (k % status_every == 0 || k == 1) {
-                println!("{}", telemetry::status_line(t_s, report, &self.controller.plugins));
+                println!(
+                    "{}",
+                    telemetry::status_line(t_s, report, &self.controller.plugins)
+                );
             }
         }
         let truth = self.sim.truth();
         acc.initial_true_soc_spread_pct = initial_spread.unwrap_or(0.0);
         acc.final_true_soc_spread_pct = spread(&truth.soc_pct);
-        acc.true_mean_capacity_ah = truth.capacity_ah.iter().sum::<f64>() / truth.capacity_ah.len().max(1) as f64;
-        let last = self.controller.last.clone().context("the run had no cycles")?;
-        let final_avg: Vec<f32> = final_sum_v.iter().map(|s| (s / final_n.max(1) as f64) as f32).collect();
+        acc.true_mean_capacity_ah =
+            truth.capacity_ah.iter().sum::<f64>() / truth.capacity_ah.len().max(1) as f64;
+        let last = self
+            .controller
+            .last
+            .clone()
+            .context("the run had no cycles")?;
+        let final_avg: Vec<f32> = final_sum_v
+            .iter()
+            .map(|s| (s / final_n.max(1) as f64) as f32)
+            .collect();
         let (vmin, vmax) = crate::snapshot::PackSnapshot::min_max(&final_avg);
         Ok(Summary {
             site: self.cfg.site.name.clone(),
@@ -211,7 +241,9 @@ impl SimSite {
 fn spread(v: &[f64]) -> f64 {
     let (lo, hi) = v
         .iter()
-        .fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), &x| (lo.min(x), hi.max(x)));
+        .fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), &x| {
+            (lo.min(x), hi.max(x))
+        });
     if lo.is_finite() {
         hi - lo
     } else {

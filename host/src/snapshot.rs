@@ -60,7 +60,10 @@ impl PackSnapshot {
             .iter()
             .filter(|v| v.is_finite())
             .fold((f32::NAN, f32::NAN), |(lo, hi), &v| {
-                (if lo.is_nan() { v } else { lo.min(v) }, if hi.is_nan() { v } else { hi.max(v) })
+                (
+                    if lo.is_nan() { v } else { lo.min(v) },
+                    if hi.is_nan() { v } else { hi.max(v) },
+                )
             })
     }
 

@@ -19,20 +19,49 @@ fn run_prints_status_and_writes_the_summary() {
     let summary = dir.join("summary.json");
     let out = Command::new(env!("CARGO_BIN_EXE_bmsd"))
         .current_dir(root())
-        .args(["run", "--config", "configs/demo-site.toml", "--speed", "max", "--duration", "6m"])
+        .args([
+            "run",
+            "--config",
+            "configs/demo-site.toml",
+            "--speed",
+            "max",
+            "--duration",
+            "6m",
+        ])
         .arg("--summary")
         .arg(&summary)
         .output()
         .unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "bmsd failed: {}\n{stdout}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "bmsd failed: {}\n{stdout}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     // Status lines: SOC, SOH, V, T, current, limits, bleeding, plugins.
-    let status = stdout.lines().find(|l| l.starts_with("t=") && l.contains("300s")).expect(&stdout);
-    for needle in ["SOC ", "SOH ", " V ", " T ", " I ", "allow +", "bleed", "soc=soc-counting", "ems=ems-hints"] {
-        assert!(status.contains(needle), "status line lacks `{needle}`: {status}");
+    let status = stdout
+        .lines()
+        .find(|l| l.starts_with("t=") && l.contains("300s"))
+        .expect(&stdout);
+    for needle in [
+        "SOC ",
+        "SOH ",
+        " V ",
+        " T ",
+        " I ",
+        "allow +",
+        "bleed",
+        "soc=soc-counting",
+        "ems=ems-hints",
+    ] {
+        assert!(
+            status.contains(needle),
+            "status line lacks `{needle}`: {status}"
+        );
     }
     assert!(stdout.contains("== summary: demo-site =="), "{stdout}");
-    let json: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&summary).unwrap()).unwrap();
+    let json: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&summary).unwrap()).unwrap();
     assert_eq!(json["cycles"], 3600);
     assert!(json["sim"]["max_abs_soc_error_pct"].as_f64().unwrap() < 3.0);
     assert!(json["final_cell_voltage_spread_mv"].as_f64().unwrap() > 0.0);
@@ -57,6 +86,9 @@ fn check_rejects_a_bad_config_naming_the_field() {
         .unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success());
-    assert!(stderr.contains("bad-site.toml") && stderr.contains("rack.cells_per_module"), "{stderr}");
+    assert!(
+        stderr.contains("bad-site.toml") && stderr.contains("rack.cells_per_module"),
+        "{stderr}"
+    );
     std::fs::remove_dir_all(&dir).ok();
 }

@@ -19,7 +19,10 @@ static PANIC_HOOK: Once = Once::new();
 pub fn install_panic_hook() {
     PANIC_HOOK.call_once(|| {
         std::panic::set_hook(Box::new(|info| {
-            crate::log::write(crate::log::Level::Error, &format!("plugin panicked: {info}"));
+            crate::log::write(
+                crate::log::Level::Error,
+                &format!("plugin panicked: {info}"),
+            );
         }));
     });
 }

@@ -141,7 +141,9 @@ macro_rules! __export_role {
                 fn info() -> __w::PluginInfo {
                     $crate::__private::info::<$plugin>()
                 }
-                fn init(config_json: ::std::string::String) -> ::std::result::Result<(), ::std::string::String> {
+                fn init(
+                    config_json: ::std::string::String,
+                ) -> ::std::result::Result<(), ::std::string::String> {
                     $crate::__private::init::<$plugin>(&__BMS_INSTANCE, &config_json)
                 }
                 fn step(input: $in) -> ::std::result::Result<$out, ::std::string::String> {
@@ -153,11 +155,13 @@ macro_rules! __export_role {
                 fn save_state() -> ::std::vec::Vec<u8> {
                     $crate::__private::save_state::<$plugin>(&__BMS_INSTANCE)
                 }
-                fn restore_state(state: ::std::vec::Vec<u8>) -> ::std::result::Result<(), ::std::string::String> {
+                fn restore_state(
+                    state: ::std::vec::Vec<u8>,
+                ) -> ::std::result::Result<(), ::std::string::String> {
                     $crate::__private::restore_state::<$plugin>(&__BMS_INSTANCE, &state)
                 }
             }
-            $crate::bindings::$world::$export!(__BmsExport with_types_in $crate::bindings::$world);
+    $crate::bindings::$world::$export!(__BmsExport with_types_in $crate::bindings::$world);
         };
     };
 }
@@ -168,9 +172,14 @@ macro_rules! __export_role {
 macro_rules! export_soc_estimator {
     ($plugin:ty) => {
         $crate::__export_role!(
-            $plugin, soc, __export_soc_estimator_world, SocEstimator,
-            __w::PackSnapshot, __w::SocOutput,
-            $crate::__private::snapshot_in, $crate::__private::soc_out
+            $plugin,
+            soc,
+            __export_soc_estimator_world,
+            SocEstimator,
+            __w::PackSnapshot,
+            __w::SocOutput,
+            $crate::__private::snapshot_in,
+            $crate::__private::soc_out
         );
     };
 }
@@ -180,9 +189,14 @@ macro_rules! export_soc_estimator {
 macro_rules! export_soh_estimator {
     ($plugin:ty) => {
         $crate::__export_role!(
-            $plugin, soh, __export_soh_estimator_world, SohEstimator,
-            __w::PackSnapshot, __w::SohOutput,
-            $crate::__private::snapshot_in, $crate::__private::soh_out
+            $plugin,
+            soh,
+            __export_soh_estimator_world,
+            SohEstimator,
+            __w::PackSnapshot,
+            __w::SohOutput,
+            $crate::__private::snapshot_in,
+            $crate::__private::soh_out
         );
     };
 }
@@ -192,9 +206,14 @@ macro_rules! export_soh_estimator {
 macro_rules! export_balancer {
     ($plugin:ty) => {
         $crate::__export_role!(
-            $plugin, balancer, __export_balancer_world, Balancer,
-            __w::BalanceInput, __w::BalanceOutput,
-            $crate::__private::balance_in, $crate::__private::balance_out
+            $plugin,
+            balancer,
+            __export_balancer_world,
+            Balancer,
+            __w::BalanceInput,
+            __w::BalanceOutput,
+            $crate::__private::balance_in,
+            $crate::__private::balance_out
         );
     };
 }
@@ -204,9 +223,14 @@ macro_rules! export_balancer {
 macro_rules! export_ems_advisor {
     ($plugin:ty) => {
         $crate::__export_role!(
-            $plugin, ems, __export_ems_advisor_world, EmsAdvisor,
-            __w::EmsInput, __w::EmsOutput,
-            $crate::__private::ems_in, $crate::__private::ems_out
+            $plugin,
+            ems,
+            __export_ems_advisor_world,
+            EmsAdvisor,
+            __w::EmsInput,
+            __w::EmsOutput,
+            $crate::__private::ems_in,
+            $crate::__private::ems_out
         );
     };
 }

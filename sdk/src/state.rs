@@ -21,7 +21,9 @@ pub fn encode<T: Serialize>(version: u16, state: &T) -> Vec<u8> {
 /// Split a blob into its format version and JSON body.
 pub fn version_of(blob: &[u8]) -> Result<(u16, &[u8]), String> {
     if blob.len() < 6 || &blob[..4] != MAGIC {
-        return Err("state blob has no BMSS header; it was not written by a bms-plugin-sdk plugin".into());
+        return Err(
+            "state blob has no BMSS header; it was not written by a bms-plugin-sdk plugin".into(),
+        );
     }
     Ok((u16::from_le_bytes([blob[4], blob[5]]), &blob[6..]))
 }

@@ -18,7 +18,9 @@ pub fn workspace_root() -> PathBuf {
 
 /// Path of a built plugin component; panics with instructions if missing.
 pub fn component(name: &str) -> PathBuf {
-    let p = workspace_root().join("target/plugins").join(format!("{name}.wasm"));
+    let p = workspace_root()
+        .join("target/plugins")
+        .join(format!("{name}.wasm"));
     assert!(
         p.is_file(),
         "{} is missing: build the plugins first with `cargo xtask build-plugins` \
@@ -29,7 +31,12 @@ pub fn component(name: &str) -> PathBuf {
 }
 
 /// The reference plugins, by package name.
-pub const PLUGINS: [&str; 4] = ["soc-counting", "soh-capacity", "balance-passive", "ems-hints"];
+pub const PLUGINS: [&str; 4] = [
+    "soc-counting",
+    "soh-capacity",
+    "balance-passive",
+    "ems-hints",
+];
 
 /// Load `configs/demo-site.toml` after applying `edit` to its TOML tree.
 /// Relative paths keep resolving against `configs/`.

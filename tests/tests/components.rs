@@ -55,10 +55,16 @@ fn each_component_loads_as_its_own_role_only() {
                 .err()
                 .expect("empty config must be rejected");
             if role == own {
-                assert!(matches!(err, PluginError::Init { .. }), "{name} as {role}: {err}");
+                assert!(
+                    matches!(err, PluginError::Init { .. }),
+                    "{name} as {role}: {err}"
+                );
             } else {
                 let msg = err.to_string();
-                assert!(matches!(err, PluginError::WrongWorld { .. }), "{name} as {role}: {msg}");
+                assert!(
+                    matches!(err, PluginError::WrongWorld { .. }),
+                    "{name} as {role}: {msg}"
+                );
                 assert!(msg.contains(role.world()), "{msg}");
             }
         }
@@ -99,7 +105,14 @@ fn plugin_reports_identity_and_hash() {
     let cfg = bms_e2e::demo_site(|_| {});
     let slot = &cfg.plugins.ems;
     let json = serde_json::to_string(&slot.config).unwrap();
-    let p = PluginInstance::load(&engine, Role::Ems, &component("ems-hints"), &json, sandbox()).unwrap();
+    let p = PluginInstance::load(
+        &engine,
+        Role::Ems,
+        &component("ems-hints"),
+        &json,
+        sandbox(),
+    )
+    .unwrap();
     assert_eq!(p.info().name, "ems-hints");
     assert!(!p.info().version.is_empty());
     assert_eq!(p.info().sha256.len(), 64);

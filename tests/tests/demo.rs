@@ -30,7 +30,9 @@ fn soc_stays_accurate_and_balancing_narrows_the_spread() {
     let acc_off = off.sim.as_ref().unwrap();
     println!(
         "balancing off: final spread {:.1} mV, true SOC spread {:.2} -> {:.2} pp",
-        off.final_cell_voltage_spread_mv, acc_off.initial_true_soc_spread_pct, acc_off.final_true_soc_spread_pct
+        off.final_cell_voltage_spread_mv,
+        acc_off.initial_true_soc_spread_pct,
+        acc_off.final_true_soc_spread_pct
     );
 
     // Every cell, every second of the run.

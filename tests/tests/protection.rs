@@ -70,7 +70,11 @@ fn fault(kind: &str, at_s: f64, fields: &[(&str, toml::Value)]) -> toml::Value {
 #[test]
 fn overcharged_cell_opens_contactors_within_delay_plus_one_cycle() {
     // Cell 37 (module 2, cell 5) is driven into overcharge while charging.
-    let f = fault("cell_soc", 400.0, &[("cell", 37.into()), ("soc_pct", 101.5.into())]);
+    let f = fault(
+        "cell_soc",
+        400.0,
+        &[("cell", 37.into()), ("soc_pct", 101.5.into())],
+    );
     let (since, opened, s) = run_with_fault(f, 500.0, |snap| snap.cell_voltage_range_v().1 > 3.65);
     assert_trip_time(since, opened, 500);
     let fault = s.latched_fault.expect("latched");
@@ -83,7 +87,11 @@ fn overcharged_cell_opens_contactors_within_delay_plus_one_cycle() {
 #[test]
 fn deep_discharged_cell_trips_under_voltage() {
     // Discharge starts at 4440 s; cell 100 (module 6, cell 4) is empty.
-    let f = fault("cell_soc", 4500.0, &[("cell", 100.into()), ("soc_pct", 0.0.into())]);
+    let f = fault(
+        "cell_soc",
+        4500.0,
+        &[("cell", 100.into()), ("soc_pct", 0.0.into())],
+    );
     let (since, opened, s) = run_with_fault(f, 4560.0, |snap| snap.cell_voltage_range_v().0 < 2.5);
     assert_trip_time(since, opened, 500);
     let fault = s.latched_fault.expect("latched");
@@ -94,7 +102,11 @@ fn deep_discharged_cell_trips_under_voltage() {
 
 #[test]
 fn overheating_module_trips_over_temperature() {
-    let f = fault("module_heat", 60.0, &[("module", 3.into()), ("power_w", 6000.0.into())]);
+    let f = fault(
+        "module_heat",
+        60.0,
+        &[("module", 3.into()), ("power_w", 6000.0.into())],
+    );
     let (since, opened, s) = run_with_fault(f, 1200.0, |snap| snap.cell_temp_range_c().1 > 55.0);
     assert_trip_time(since, opened, 1000);
     let fault = s.latched_fault.expect("latched");
@@ -110,5 +122,8 @@ fn silent_module_is_a_communication_fault() {
     assert_eq!(fault.quantity, Some(Quantity::CommunicationLoss));
     assert_eq!(fault.location.unwrap().module, 5);
     // Stale after module_timeout_ms (500), acted on in the next cycle.
-    assert!(opened > 300_000 + 500 && opened <= 300_000 + 500 + 2 * CYCLE_MS, "opened at {opened} ms");
+    assert!(
+        opened > 300_000 + 500 && opened <= 300_000 + 500 + 2 * CYCLE_MS,
+        "opened at {opened} ms"
+    );
 }

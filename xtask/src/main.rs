@@ -196,6 +196,8 @@ fn demo(root: &Path, extra: &[String]) -> Result<()> {
 
 fn test(root: &Path, extra: &[String]) -> Result<()> {
     let mut cmd = cargo();
-    cmd.current_dir(root).args(["test", "--workspace"]).args(extra);
+    cmd.current_dir(root)
+        .args(["test", "--workspace"])
+        .args(extra);
     run(cmd)
 }

@@ -46,7 +46,8 @@ impl Toolchain {
         ];
         match self {
             Self::Rustup => {
-                let mut cmd = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
+                let mut cmd =
+                    Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
                 cmd.current_dir(root)
                     .args(args)
                     .env("CARGO_TARGET_DIR", &target_dir);
@@ -78,7 +79,9 @@ pub fn detect() -> Result<Toolchain> {
     let debian = debian_toolchain();
     match forced.as_deref() {
         Some("rustup") if rustup_ok => return Ok(Toolchain::Rustup),
-        Some("rustup") => bail!("BMS_WASM_TOOLCHAIN=rustup but `rustup target list --installed` lacks {TARGET}"),
+        Some("rustup") => {
+            bail!("BMS_WASM_TOOLCHAIN=rustup but `rustup target list --installed` lacks {TARGET}")
+        }
         Some("debian") => return debian.ok_or_else(|| anyhow::anyhow!(missing_message())),
         Some(other) => bail!("BMS_WASM_TOOLCHAIN must be `rustup` or `debian`, not `{other}`"),
         None => {}
@@ -93,7 +96,11 @@ fn rustup_has_target() -> bool {
     Command::new("rustup")
         .args(["target", "list", "--installed"])
         .output()
-        .map(|o| String::from_utf8_lossy(&o.stdout).lines().any(|l| l.trim() == TARGET))
+        .map(|o| {
+            String::from_utf8_lossy(&o.stdout)
+                .lines()
+                .any(|l| l.trim() == TARGET)
+        })
         .unwrap_or(false)
 }
 

@@ -49,7 +49,9 @@ fn parse_duration(s: &str) -> Result<f64, String> {
     };
     match num.parse::<f64>() {
         Ok(v) if v.is_finite() && v > 0.0 => Ok(v * mult),
-        _ => Err(format!("expected a duration like 90s, 30m or 2h, got `{s}`")),
+        _ => Err(format!(
+            "expected a duration like 90s, 30m or 2h, got `{s}`"
+        )),
     }
 }
 
@@ -90,7 +92,8 @@ fn main() -> Result<()> {
             print_summary(&result);
             if let Some(path) = summary {
                 let json = serde_json::to_string_pretty(&result)?;
-                std::fs::write(&path, json).with_context(|| format!("writing {}", path.display()))?;
+                std::fs::write(&path, json)
+                    .with_context(|| format!("writing {}", path.display()))?;
                 println!("summary written to {}", path.display());
             }
             Ok(())
@@ -105,10 +108,17 @@ fn print_summary(s: &bmshost::telemetry::Summary) {
         s.simulated_s, s.wall_s, s.cycles, s.max_cycle_us, s.cycles_over_period
     );
     let pct = |v: Option<f32>| v.map_or("--".into(), |v| format!("{v:.1}%"));
-    println!("pack SOC {}  SOH {}", pct(s.final_pack_soc_pct), pct(s.final_pack_soh_pct));
+    println!(
+        "pack SOC {}  SOH {}",
+        pct(s.final_pack_soc_pct),
+        pct(s.final_pack_soh_pct)
+    );
     println!(
         "cell voltage {:.3}..{:.3} V (spread {:.1} mV), bleeding {:.0} cell-s",
-        s.final_cell_voltage_min_v, s.final_cell_voltage_max_v, s.final_cell_voltage_spread_mv, s.bleed_cell_s
+        s.final_cell_voltage_min_v,
+        s.final_cell_voltage_max_v,
+        s.final_cell_voltage_spread_mv,
+        s.bleed_cell_s
     );
     if let Some(a) = &s.sim {
         println!(
@@ -123,7 +133,12 @@ fn print_summary(s: &bmshost::telemetry::Summary) {
     }
     println!("contactors {:?}", s.final_contactors);
     for e in &s.protection_events {
-        println!("  event t={:.1}s {:?}: {}", e.time_ms as f64 / 1000.0, e.action, e.message);
+        println!(
+            "  event t={:.1}s {:?}: {}",
+            e.time_ms as f64 / 1000.0,
+            e.action,
+            e.message
+        );
     }
     for p in &s.plugins {
         println!(

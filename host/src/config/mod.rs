@@ -274,12 +274,17 @@ impl SiteConfig {
             .map(Path::to_path_buf)
             .unwrap_or_else(|| PathBuf::from("."));
         cfg.source = path.to_owned();
+        cfg.validate()?;
         for role in ["soc", "soh", "balancer", "ems"] {
             let base = cfg.base_dir.clone();
             let slot = cfg.plugins.slot_mut(role);
-            resolve_includes(&mut slot.config, &base, path, &format!("plugins.{role}.config"))?;
+            resolve_includes(
+                &mut slot.config,
+                &base,
+                path,
+                &format!("plugins.{role}.config"),
+            )?;
         }
-        cfg.validate()?;
         Ok(cfg)
     }
 
@@ -308,13 +313,19 @@ impl SiteConfig {
         if r.cells_per_module == 0 || r.cells_per_module > 32 {
             return Err(self.invalid(
                 "rack.cells_per_module",
-                format!("must be 1..=32 (bleed mask width), got {}", r.cells_per_module),
+                format!(
+                    "must be 1..=32 (bleed mask width), got {}",
+                    r.cells_per_module
+                ),
             ));
         }
         if r.temp_sensors_per_module == 0 || r.temp_sensors_per_module > r.cells_per_module {
             return Err(self.invalid(
                 "rack.temp_sensors_per_module",
-                format!("must be 1..=cells_per_module, got {}", r.temp_sensors_per_module),
+                format!(
+                    "must be 1..=cells_per_module, got {}",
+                    r.temp_sensors_per_module
+                ),
             ));
         }
         positive(self, "rack.capacity_ah", r.capacity_ah)?;
@@ -334,7 +345,10 @@ impl SiteConfig {
             if v < self.control.cycle_ms {
                 return Err(self.invalid(
                     field,
-                    format!("must be at least control.cycle_ms ({}), got {v}", self.control.cycle_ms),
+                    format!(
+                        "must be at least control.cycle_ms ({}), got {v}",
+                        self.control.cycle_ms
+                    ),
                 ));
             }
         }
@@ -379,13 +393,19 @@ impl SiteConfig {
             if rising && lim.release >= lim.limit {
                 return Err(self.invalid(
                     &f("release"),
-                    format!("must be below limit ({}) for hysteresis, got {}", lim.limit, lim.release),
+                    format!(
+                        "must be below limit ({}) for hysteresis, got {}",
+                        lim.limit, lim.release
+                    ),
                 ));
             }
             if !rising && lim.release <= lim.limit {
                 return Err(self.invalid(
                     &f("release"),
-                    format!("must be above limit ({}) for hysteresis, got {}", lim.limit, lim.release),
+                    format!(
+                        "must be above limit ({}) for hysteresis, got {}",
+                        lim.limit, lim.release
+                    ),
                 ));
             }
         }
@@ -395,18 +415,32 @@ impl SiteConfig {
                 format!("must be below cell_over_voltage_v.limit ({})", ov.limit),
             ));
         }
-        positive(self, "protection.max_charge_current_a", p.max_charge_current_a)?;
-        positive(self, "protection.max_discharge_current_a", p.max_discharge_current_a)?;
+        positive(
+            self,
+            "protection.max_charge_current_a",
+            p.max_charge_current_a,
+        )?;
+        positive(
+            self,
+            "protection.max_discharge_current_a",
+            p.max_discharge_current_a,
+        )?;
         if !(p.charge_derate_start_v > uv.limit && p.charge_derate_start_v < ov.limit) {
             return Err(self.invalid(
                 "protection.charge_derate_start_v",
-                format!("must lie between the under- and over-voltage limits, got {}", p.charge_derate_start_v),
+                format!(
+                    "must lie between the under- and over-voltage limits, got {}",
+                    p.charge_derate_start_v
+                ),
             ));
         }
         if !(p.discharge_derate_start_v > uv.limit && p.discharge_derate_start_v < ov.limit) {
             return Err(self.invalid(
                 "protection.discharge_derate_start_v",
-                format!("must lie between the under- and over-voltage limits, got {}", p.discharge_derate_start_v),
+                format!(
+                    "must lie between the under- and over-voltage limits, got {}",
+                    p.discharge_derate_start_v
+                ),
             ));
         }
         Ok(())
@@ -456,11 +490,12 @@ fn resolve_includes(
                     path: path.clone(),
                     source,
                 })?;
-                let included: toml::Value = toml::from_str(&text).map_err(|e| ConfigError::Parse {
-                    path: path.clone(),
-                    field: format!("{field} (included by {})", site.display()),
-                    message: e.message().to_string(),
-                })?;
+                let included: toml::Value =
+                    toml::from_str(&text).map_err(|e| ConfigError::Parse {
+                        path: path.clone(),
+                        field: format!("{field} (included by {})", site.display()),
+                        message: e.message().to_string(),
+                    })?;
                 *value = included;
                 return Ok(());
             }

@@ -62,7 +62,11 @@ mod tests {
 
     #[test]
     fn expands_with_padding() {
-        let s = expand("BMU{module}_Cell{cell:02}_mV", &[("module", 3), ("cell", 7)]).unwrap();
+        let s = expand(
+            "BMU{module}_Cell{cell:02}_mV",
+            &[("module", 3), ("cell", 7)],
+        )
+        .unwrap();
         assert_eq!(s, "BMU3_Cell07_mV");
     }
 

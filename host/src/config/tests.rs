@@ -37,22 +37,42 @@ fn unknown_field_is_named_with_its_path() {
 
 #[test]
 fn wrong_type_is_named_with_its_path() {
-    let e = with("capacity_ah = 280.0\nchemistry", "capacity_ah = \"lots\"\nchemistry").unwrap_err();
+    let e = with(
+        "capacity_ah = 280.0\nchemistry",
+        "capacity_ah = \"lots\"\nchemistry",
+    )
+    .unwrap_err();
     assert!(e.to_string().contains("rack.capacity_ah"), "{e}");
 }
 
 #[test]
 fn hysteresis_must_point_the_right_way() {
     let e = with("release = 3.55", "release = 3.70").unwrap_err();
-    assert!(e.to_string().contains("protection.cell_over_voltage_v.release"), "{e}");
+    assert!(
+        e.to_string()
+            .contains("protection.cell_over_voltage_v.release"),
+        "{e}"
+    );
     let e = with("release = 2.80", "release = 2.40").unwrap_err();
-    assert!(e.to_string().contains("protection.cell_under_voltage_v.release"), "{e}");
+    assert!(
+        e.to_string()
+            .contains("protection.cell_under_voltage_v.release"),
+        "{e}"
+    );
 }
 
 #[test]
 fn zero_delay_is_rejected() {
-    let e = with("release = 50.0, delay_ms = 1000", "release = 50.0, delay_ms = 0").unwrap_err();
-    assert!(e.to_string().contains("protection.cell_over_temp_c.delay_ms"), "{e}");
+    let e = with(
+        "release = 50.0, delay_ms = 1000",
+        "release = 50.0, delay_ms = 0",
+    )
+    .unwrap_err();
+    assert!(
+        e.to_string()
+            .contains("protection.cell_over_temp_c.delay_ms"),
+        "{e}"
+    );
 }
 
 #[test]
@@ -63,14 +83,21 @@ fn deadline_must_fit_in_the_cycle() {
 
 #[test]
 fn missing_include_names_the_file() {
-    let e = with("ocv = { include = \"ocv-lfp.toml\" }", "ocv = { include = \"ocv-nope.toml\" }").unwrap_err();
+    let e = with(
+        "ocv = { include = \"ocv-lfp.toml\" }",
+        "ocv = { include = \"ocv-nope.toml\" }",
+    )
+    .unwrap_err();
     assert!(e.to_string().contains("ocv-nope.toml"), "{e}");
 }
 
 #[test]
 fn sim_profile_errors_name_the_step() {
-    let e = with("{ duration_s = 600, current_a = 0.0, label = \"rest\" }", "{ duration_s = -1, current_a = 0.0 }")
-        .unwrap_err();
+    let e = with(
+        "{ duration_s = 600, current_a = 0.0, label = \"rest\" }",
+        "{ duration_s = -1, current_a = 0.0 }",
+    )
+    .unwrap_err();
     assert!(e.to_string().contains("sim.profile[2]"), "{e}");
 }
 
@@ -79,4 +106,20 @@ fn sensors_map_evenly_onto_cells() {
     let cfg = SiteConfig::load(&demo_path()).unwrap();
     let sensors: Vec<u32> = (0..16).map(|c| cfg.rack.sensor_for_cell(c)).collect();
     assert_eq!(sensors, [0, 0, 0, 0, 1, 1, 1, 1, 2, 2, 2, 2, 3, 3, 3, 3]);
+}
+
+#[test]
+fn fault_typos_are_rejected() {
+    let e = with(
+        "profile = [",
+        "faults = [{ at_s = 1, kind = \"cell_soc\", celll = 3, soc_pct = 50 }]\nprofile = [",
+    )
+    .unwrap_err();
+    assert!(e.to_string().contains("celll"), "{e}");
+    let e = with(
+        "profile = [",
+        "faults = [{ at_s = 1, kind = \"cell_melt\" }]\nprofile = [",
+    )
+    .unwrap_err();
+    assert!(e.to_string().contains("cell_melt"), "{e}");
 }

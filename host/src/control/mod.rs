@@ -99,7 +99,9 @@ impl Controller {
         self.rx.clear();
         self.port.drain(&mut self.rx);
         self.acquisition.ingest(&self.rx, now_ms);
-        let snap = self.acquisition.snapshot(now_ms, self.contactor.is_closed());
+        let snap = self
+            .acquisition
+            .snapshot(now_ms, self.contactor.is_closed());
 
         // 2. Protect, and act on it before any plugin runs.
         let verdict = self.protection.evaluate(&snap);
@@ -111,7 +113,14 @@ impl Controller {
             self.run_plugins(&snap, verdict.allowed, minute_of_day)
         } else {
             let n = snap.cell_voltage_v.len();
-            (vec![f32::NAN; n], None, None, vec![false; n], 0.0, "no data yet".to_string())
+            (
+                vec![f32::NAN; n],
+                None,
+                None,
+                vec![false; n],
+                0.0,
+                "no data yet".to_string(),
+            )
         };
 
         // Bleed commands go out every cycle (also all-off), so a BMU that
@@ -149,10 +158,10 @@ impl Controller {
         let wsnap = convert::snapshot(snap);
 
         // 3. Estimate.
-        let soc = self
-            .plugins
-            .soc
-            .run(|p| p.step_soc(&wsnap).and_then(|o| check_soc(p.role(), &p.info().name, o, n)));
+        let soc = self.plugins.soc.run(|p| {
+            p.step_soc(&wsnap)
+                .and_then(|o| check_soc(p.role(), &p.info().name, o, n))
+        });
         let soc = match soc {
             Some(o) => {
                 self.soc_fallback.observe(&o, snap.timestamp_ms);
@@ -160,10 +169,10 @@ impl Controller {
             }
             None => self.soc_fallback.step(&wsnap),
         };
-        let soh = self
-            .plugins
-            .soh
-            .run(|p| p.step_soh(&wsnap).and_then(|o| check_soh(p.role(), &p.info().name, o, n)));
+        let soh = self.plugins.soh.run(|p| {
+            p.step_soh(&wsnap)
+                .and_then(|o| check_soh(p.role(), &p.info().name, o, n))
+        });
         let soh = match soh {
             Some(o) => {
                 self.soh_fallback.observe(&o);
@@ -173,7 +182,9 @@ impl Controller {
         };
 
         // 4. Decide.
-        let cell_soc = soc.as_ref().map_or(vec![f32::NAN; n], |s| s.cell_soc_pct.clone());
+        let cell_soc = soc
+            .as_ref()
+            .map_or(vec![f32::NAN; n], |s| s.cell_soc_pct.clone());
         let bal_in = w::BalanceInput {
             snapshot: wsnap.clone(),
             cell_soc_pct: cell_soc.clone(),
@@ -212,7 +223,10 @@ impl Controller {
         // 5. Clamp.
         let bleed = self.protection.clamp_bleed(snap, &requested);
         let (power_w, reason) = match hint {
-            Some(h) => (self.protection.clamp_power_w(snap, allowed, h.power_w), h.reason),
+            Some(h) => (
+                self.protection.clamp_power_w(snap, allowed, h.power_w),
+                h.reason,
+            ),
             None => (0.0, "EMS fallback: no hint".to_string()),
         };
         let pack_soc = soc.map(|s| s.pack_soc_pct);
@@ -220,9 +234,17 @@ impl Controller {
         (cell_soc, pack_soc, pack_soh, bleed, power_w, reason)
     }
 
-    fn limits_for_plugins(&self, snap: &PackSnapshot, allowed: AllowedCurrent) -> w::ProtectionLimits {
+    fn limits_for_plugins(
+        &self,
+        snap: &PackSnapshot,
+        allowed: AllowedCurrent,
+    ) -> w::ProtectionLimits {
         let p = self.protection.config();
-        let pack_v = if snap.pack_voltage_v.is_finite() { snap.pack_voltage_v } else { 0.0 };
+        let pack_v = if snap.pack_voltage_v.is_finite() {
+            snap.pack_voltage_v
+        } else {
+            0.0
+        };
         w::ProtectionLimits {
             max_charge_current_a: allowed.charge_a,
             max_discharge_current_a: allowed.discharge_a,
@@ -245,27 +267,48 @@ impl Controller {
 }
 
 /// A SOC output must cover every cell with finite values in 0..=100.
-fn check_soc(role: Role, plugin: &str, o: w::SocOutput, n: usize) -> Result<w::SocOutput, PluginError> {
+fn check_soc(
+    role: Role,
+    plugin: &str,
+    o: w::SocOutput,
+    n: usize,
+) -> Result<w::SocOutput, PluginError> {
     let bad = |message: String| PluginError::BadOutput {
         role,
         plugin: plugin.to_string(),
         message,
     };
     if o.cell_soc_pct.len() != n {
-        return Err(bad(format!("cell-soc-pct has {} entries for {n} cells", o.cell_soc_pct.len())));
+        return Err(bad(format!(
+            "cell-soc-pct has {} entries for {n} cells",
+            o.cell_soc_pct.len()
+        )));
     }
     let in_range = |v: &f32| v.is_finite() && (0.0..=100.0).contains(v);
-    if let Some((i, v)) = o.cell_soc_pct.iter().enumerate().find(|(_, v)| !in_range(v)) {
+    if let Some((i, v)) = o
+        .cell_soc_pct
+        .iter()
+        .enumerate()
+        .find(|(_, v)| !in_range(v))
+    {
         return Err(bad(format!("cell-soc-pct[{i}] = {v} is not in 0..=100")));
     }
     if !in_range(&o.pack_soc_pct) {
-        return Err(bad(format!("pack-soc-pct = {} is not in 0..=100", o.pack_soc_pct)));
+        return Err(bad(format!(
+            "pack-soc-pct = {} is not in 0..=100",
+            o.pack_soc_pct
+        )));
     }
     Ok(o)
 }
 
 /// A SOH output must cover every cell with finite, non-negative values.
-fn check_soh(role: Role, plugin: &str, o: w::SohOutput, n: usize) -> Result<w::SohOutput, PluginError> {
+fn check_soh(
+    role: Role,
+    plugin: &str,
+    o: w::SohOutput,
+    n: usize,
+) -> Result<w::SohOutput, PluginError> {
     let bad = |message: String| PluginError::BadOutput {
         role,
         plugin: plugin.to_string(),
@@ -280,13 +323,22 @@ fn check_soh(role: Role, plugin: &str, o: w::SohOutput, n: usize) -> Result<w::S
     }
     let ok = |v: &f32| v.is_finite() && *v >= 0.0;
     if !ok(&o.pack_soh_pct) || o.pack_soh_pct > 200.0 {
-        return Err(bad(format!("pack-soh-pct = {} is not in 0..=200", o.pack_soh_pct)));
+        return Err(bad(format!(
+            "pack-soh-pct = {} is not in 0..=200",
+            o.pack_soh_pct
+        )));
     }
     if let Some(i) = o.cell_capacity_ah.iter().position(|v| !ok(v)) {
-        return Err(bad(format!("cell-capacity-ah[{i}] = {} is invalid", o.cell_capacity_ah[i])));
+        return Err(bad(format!(
+            "cell-capacity-ah[{i}] = {} is invalid",
+            o.cell_capacity_ah[i]
+        )));
     }
     if let Some(i) = o.cell_resistance_mohm.iter().position(|v| !ok(v)) {
-        return Err(bad(format!("cell-resistance-mohm[{i}] = {} is invalid", o.cell_resistance_mohm[i])));
+        return Err(bad(format!(
+            "cell-resistance-mohm[{i}] = {} is invalid",
+            o.cell_resistance_mohm[i]
+        )));
     }
     Ok(o)
 }

@@ -229,11 +229,12 @@ impl PluginInstance {
             source,
         })?;
         let sha256 = hex(&Sha256::digest(&bytes));
-        let component = Component::new(&engine.engine, &bytes).map_err(|e| PluginError::Compile {
-            role,
-            path: path.to_owned(),
-            message: format!("{e:#}"),
-        })?;
+        let component =
+            Component::new(&engine.engine, &bytes).map_err(|e| PluginError::Compile {
+                role,
+                path: path.to_owned(),
+                message: format!("{e:#}"),
+            })?;
         let ctx = PluginCtx {
             limits: StoreLimitsBuilder::new()
                 .memory_size(sandbox.memory_mib as usize * 1024 * 1024)
@@ -259,12 +260,18 @@ impl PluginInstance {
         };
         let linker = &engine.linker;
         let bindings = match role {
-            Role::Soc => Bindings::Soc(soc::SocEstimator::instantiate(&mut store, &component, linker).map_err(wrong)?),
-            Role::Soh => Bindings::Soh(soh::SohEstimator::instantiate(&mut store, &component, linker).map_err(wrong)?),
-            Role::Balancer => {
-                Bindings::Balancer(balancer::Balancer::instantiate(&mut store, &component, linker).map_err(wrong)?)
-            }
-            Role::Ems => Bindings::Ems(ems::EmsAdvisor::instantiate(&mut store, &component, linker).map_err(wrong)?),
+            Role::Soc => Bindings::Soc(
+                soc::SocEstimator::instantiate(&mut store, &component, linker).map_err(wrong)?,
+            ),
+            Role::Soh => Bindings::Soh(
+                soh::SohEstimator::instantiate(&mut store, &component, linker).map_err(wrong)?,
+            ),
+            Role::Balancer => Bindings::Balancer(
+                balancer::Balancer::instantiate(&mut store, &component, linker).map_err(wrong)?,
+            ),
+            Role::Ems => Bindings::Ems(
+                ems::EmsAdvisor::instantiate(&mut store, &component, linker).map_err(wrong)?,
+            ),
         };
         let mut instance = Self {
             role,
@@ -286,7 +293,10 @@ impl PluginInstance {
         instance.store.data_mut().plugin = info.name;
         let json = config_json.to_owned();
         instance
-            .call("init", |b, s| each_world!(b, w => w.call_init(&mut *s, &json)))?
+            .call(
+                "init",
+                |b, s| each_world!(b, w => w.call_init(&mut *s, &json)),
+            )?
             .map_err(|message| PluginError::Init {
                 role,
                 plugin: instance.info.name.clone(),
@@ -329,16 +339,25 @@ impl PluginInstance {
     }
 
     pub fn save_state(&mut self) -> Result<Vec<u8>, PluginError> {
-        self.call("save-state", |b, s| each_world!(b, w => w.call_save_state(&mut *s)))
+        self.call(
+            "save-state",
+            |b, s| each_world!(b, w => w.call_save_state(&mut *s)),
+        )
     }
 
     pub fn restore_state(&mut self, state: &[u8]) -> Result<(), PluginError> {
         let state = state.to_vec();
-        let r = self.call("restore-state", |b, s| each_world!(b, w => w.call_restore_state(&mut *s, &state)))?;
+        let r = self.call(
+            "restore-state",
+            |b, s| each_world!(b, w => w.call_restore_state(&mut *s, &state)),
+        )?;
         self.returned("restore-state", r)
     }
 
-    pub fn step_soc(&mut self, input: &types::PackSnapshot) -> Result<types::SocOutput, PluginError> {
+    pub fn step_soc(
+        &mut self,
+        input: &types::PackSnapshot,
+    ) -> Result<types::SocOutput, PluginError> {
         let r = self.call("step", |b, s| match b {
             Bindings::Soc(w) => w.call_step(s, input),
             _ => unreachable!("role checked at load"),
@@ -346,7 +365,10 @@ impl PluginInstance {
         self.returned("step", r)
     }
 
-    pub fn step_soh(&mut self, input: &types::PackSnapshot) -> Result<types::SohOutput, PluginError> {
+    pub fn step_soh(
+        &mut self,
+        input: &types::PackSnapshot,
+    ) -> Result<types::SohOutput, PluginError> {
         let r = self.call("step", |b, s| match b {
             Bindings::Soh(w) => w.call_step(s, input),
             _ => unreachable!("role checked at load"),
@@ -354,7 +376,10 @@ impl PluginInstance {
         self.returned("step", r)
     }
 
-    pub fn step_balancer(&mut self, input: &types::BalanceInput) -> Result<types::BalanceOutput, PluginError> {
+    pub fn step_balancer(
+        &mut self,
+        input: &types::BalanceInput,
+    ) -> Result<types::BalanceOutput, PluginError> {
         let r = self.call("step", |b, s| match b {
             Bindings::Balancer(w) => w.call_step(s, input),
             _ => unreachable!("role checked at load"),

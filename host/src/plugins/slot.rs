@@ -66,7 +66,10 @@ impl RoleSlot {
 
     /// Run `f` on the live instance. `None` means: use the fallback this
     /// cycle. A trap drops the instance for good (until a reload).
-    pub fn run<T>(&mut self, f: impl FnOnce(&mut PluginInstance) -> Result<T, PluginError>) -> Option<T> {
+    pub fn run<T>(
+        &mut self,
+        f: impl FnOnce(&mut PluginInstance) -> Result<T, PluginError>,
+    ) -> Option<T> {
         let instance = self.instance.as_mut()?;
         match f(instance) {
             Ok(v) => Some(v),

@@ -46,12 +46,21 @@ impl Protection {
 
     /// Cap a power hint (W, positive = charge) to what the derated current
     /// limits allow at the present pack voltage. NaN/inf become 0.
-    pub fn clamp_power_w(&mut self, snap: &PackSnapshot, allowed: AllowedCurrent, power_w: f32) -> f32 {
+    pub fn clamp_power_w(
+        &mut self,
+        snap: &PackSnapshot,
+        allowed: AllowedCurrent,
+        power_w: f32,
+    ) -> f32 {
         if !power_w.is_finite() {
             self.clamp_stats.non_finite += 1;
             return 0.0;
         }
-        let pack_v = if snap.pack_voltage_v.is_finite() { snap.pack_voltage_v.max(0.0) } else { 0.0 };
+        let pack_v = if snap.pack_voltage_v.is_finite() {
+            snap.pack_voltage_v.max(0.0)
+        } else {
+            0.0
+        };
         let max_charge = allowed.charge_a * pack_v;
         let max_discharge = allowed.discharge_a * pack_v;
         let capped = power_w.clamp(-max_discharge, max_charge);

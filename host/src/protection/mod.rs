@@ -147,7 +147,11 @@ impl Protection {
             }
         }
         if snap.complete {
-            if let Some(m) = snap.module_comm.iter().position(|c| *c == CommStatus::Stale) {
+            if let Some(m) = snap
+                .module_comm
+                .iter()
+                .position(|c| *c == CommStatus::Stale)
+            {
                 trips.push((
                     Quantity::CommunicationLoss,
                     Some(Location { module: m, cell: 0 }),
@@ -161,8 +165,12 @@ impl Protection {
         for (q, location, value, limit) in trips {
             if self.latched.is_none() {
                 let message = match (q, location) {
-                    (Quantity::CommunicationLoss, Some(l)) => format!("module {} stopped communicating", l.module),
-                    (Quantity::CommunicationLoss, None) => "current sensor stopped communicating".to_string(),
+                    (Quantity::CommunicationLoss, Some(l)) => {
+                        format!("module {} stopped communicating", l.module)
+                    }
+                    (Quantity::CommunicationLoss, None) => {
+                        "current sensor stopped communicating".to_string()
+                    }
                     (q, Some(l)) => format!(
                         "{q:?} at module {} cell {}: {value:.3} beyond {limit:.3} for {} ms",
                         l.module,
@@ -202,8 +210,14 @@ impl Protection {
         };
         if command != self.contactors {
             let (action, message) = match command {
-                ContactorCommand::Open => (Action::OpenContactors, open_reason.clone().unwrap_or_default()),
-                ContactorCommand::Closed => (Action::CloseContactors, "all sources fresh, no fault".to_string()),
+                ContactorCommand::Open => (
+                    Action::OpenContactors,
+                    open_reason.clone().unwrap_or_default(),
+                ),
+                ContactorCommand::Closed => (
+                    Action::CloseContactors,
+                    "all sources fresh, no fault".to_string(),
+                ),
             };
             let latched = self.latched.clone();
             self.events.push(ProtectionEvent {
@@ -246,8 +260,12 @@ impl Protection {
     fn derate(&self, vmax: Option<f32>, vmin: Option<f32>) -> AllowedCurrent {
         let c = &self.cfg;
         let ramp = |x: f32, from: f32, to: f32| ((to - x) / (to - from)).clamp(0.0, 1.0);
-        let charge = vmax.map_or(0.0, |v| ramp(v, c.charge_derate_start_v, c.cell_over_voltage_v.limit));
-        let discharge = vmin.map_or(0.0, |v| ramp(v, c.discharge_derate_start_v, c.cell_under_voltage_v.limit));
+        let charge = vmax.map_or(0.0, |v| {
+            ramp(v, c.charge_derate_start_v, c.cell_over_voltage_v.limit)
+        });
+        let discharge = vmin.map_or(0.0, |v| {
+            ramp(v, c.discharge_derate_start_v, c.cell_under_voltage_v.limit)
+        });
         AllowedCurrent {
             charge_a: c.max_charge_current_a * charge,
             discharge_a: c.max_discharge_current_a * discharge,

@@ -7,9 +7,21 @@ use crate::snapshot::{CommStatus, PackSnapshot};
 
 fn cfg() -> ProtectionConfig {
     ProtectionConfig {
-        cell_over_voltage_v: TripLimit { limit: 3.65, release: 3.55, delay_ms: 500 },
-        cell_under_voltage_v: TripLimit { limit: 2.5, release: 2.8, delay_ms: 500 },
-        cell_over_temp_c: TripLimit { limit: 55.0, release: 50.0, delay_ms: 1000 },
+        cell_over_voltage_v: TripLimit {
+            limit: 3.65,
+            release: 3.55,
+            delay_ms: 500,
+        },
+        cell_under_voltage_v: TripLimit {
+            limit: 2.5,
+            release: 2.8,
+            delay_ms: 500,
+        },
+        cell_over_temp_c: TripLimit {
+            limit: 55.0,
+            release: 50.0,
+            delay_ms: 1000,
+        },
         max_charge_current_a: 280.0,
         max_discharge_current_a: 280.0,
         charge_derate_start_v: 3.45,
@@ -51,11 +63,18 @@ fn each_quantity_trips_after_its_delay_and_not_before() {
     ];
     for (v, t, delay, q) in table {
         let mut p = Protection::new(cfg());
-        assert_eq!(p.evaluate(&snap(0, 3.3, 25.0)).contactors, ContactorCommand::Closed);
+        assert_eq!(
+            p.evaluate(&snap(0, 3.3, 25.0)).contactors,
+            ContactorCommand::Closed
+        );
         // Exceeded from 100 ms on; still closed just before the delay.
         for ms in (100..100 + delay).step_by(100) {
             let verdict = p.evaluate(&snap(ms, v, t));
-            assert_eq!(verdict.contactors, ContactorCommand::Closed, "{q:?} at {ms} ms");
+            assert_eq!(
+                verdict.contactors,
+                ContactorCommand::Closed,
+                "{q:?} at {ms} ms"
+            );
         }
         let verdict = p.evaluate(&snap(100 + delay, v, t));
         assert_eq!(verdict.contactors, ContactorCommand::Open, "{q:?}");
@@ -74,8 +93,14 @@ fn a_short_excursion_resets_the_debounce() {
     p.evaluate(&snap(400, 3.70, 25.0));
     // Back inside for one sample: the timer restarts.
     p.evaluate(&snap(500, 3.60, 25.0));
-    assert_eq!(p.evaluate(&snap(900, 3.70, 25.0)).contactors, ContactorCommand::Closed);
-    assert_eq!(p.evaluate(&snap(1400, 3.70, 25.0)).contactors, ContactorCommand::Open);
+    assert_eq!(
+        p.evaluate(&snap(900, 3.70, 25.0)).contactors,
+        ContactorCommand::Closed
+    );
+    assert_eq!(
+        p.evaluate(&snap(1400, 3.70, 25.0)).contactors,
+        ContactorCommand::Open
+    );
 }
 
 #[test]
@@ -84,20 +109,33 @@ fn latched_fault_keeps_contactors_open_after_the_value_recovers() {
     p.evaluate(&snap(0, 3.70, 25.0));
     p.evaluate(&snap(500, 3.70, 25.0));
     for ms in (600..5000).step_by(100) {
-        assert_eq!(p.evaluate(&snap(ms, 3.30, 25.0)).contactors, ContactorCommand::Open);
+        assert_eq!(
+            p.evaluate(&snap(ms, 3.30, 25.0)).contactors,
+            ContactorCommand::Open
+        );
     }
     // One open and one close event, in that order, at the right times.
     let actions: Vec<_> = p.events().iter().map(|e| (e.action, e.time_ms)).collect();
-    assert_eq!(actions, [(Action::CloseContactors, 0), (Action::OpenContactors, 500)]);
+    assert_eq!(
+        actions,
+        [(Action::CloseContactors, 0), (Action::OpenContactors, 500)]
+    );
 }
 
 #[test]
 fn monitor_release_needs_hysteresis() {
-    let lim = TripLimit { limit: 3.65, release: 3.55, delay_ms: 100 };
+    let lim = TripLimit {
+        limit: 3.65,
+        release: 3.55,
+        delay_ms: 100,
+    };
     let mut m = monitor::Monitor::new(lim, monitor::Direction::Above);
     assert!(!m.update(3.70, 0));
     assert!(m.update(3.70, 100));
-    assert!(m.update(3.60, 200), "between release and limit: still tripped");
+    assert!(
+        m.update(3.60, 200),
+        "between release and limit: still tripped"
+    );
     assert!(!m.update(3.50, 300), "below release: released");
 }
 
@@ -111,7 +149,10 @@ fn contactors_stay_open_until_every_source_is_fresh() {
     s.current_comm = CommStatus::Stale;
     let v = p.evaluate(&s);
     assert_eq!(v.contactors, ContactorCommand::Open);
-    assert_eq!(p.latched().unwrap().quantity, Some(Quantity::CommunicationLoss));
+    assert_eq!(
+        p.latched().unwrap().quantity,
+        Some(Quantity::CommunicationLoss)
+    );
 }
 
 #[test]
@@ -133,7 +174,11 @@ fn derating_is_linear_towards_the_limits() {
     assert!((v.allowed.charge_a - 140.0).abs() < 0.5, "{:?}", v.allowed);
     assert_eq!(v.allowed.discharge_a, 280.0);
     let v = p.evaluate(&snap(100, 2.7, 25.0));
-    assert!((v.allowed.discharge_a - 140.0).abs() < 0.5, "{:?}", v.allowed);
+    assert!(
+        (v.allowed.discharge_a - 140.0).abs() < 0.5,
+        "{:?}",
+        v.allowed
+    );
 }
 
 #[test]
@@ -152,7 +197,10 @@ fn bleeding_is_refused_on_low_hot_or_stale_cells() {
 fn power_hints_are_capped_and_nan_is_zero() {
     let mut p = Protection::new(cfg());
     let s = snap(0, 3.3, 25.0);
-    let allowed = AllowedCurrent { charge_a: 10.0, discharge_a: 20.0 };
+    let allowed = AllowedCurrent {
+        charge_a: 10.0,
+        discharge_a: 20.0,
+    };
     let pack_v = s.pack_voltage_v;
     assert_eq!(p.clamp_power_w(&s, allowed, 1e9), 10.0 * pack_v);
     assert_eq!(p.clamp_power_w(&s, allowed, -1e9), -20.0 * pack_v);

@@ -116,8 +116,9 @@ pub struct ProfileStep {
 }
 
 /// A fault injected into the simulated rack at `at_s`.
+// No `deny_unknown_fields` here: serde cannot combine it with `flatten`;
+// the tagged `FaultKind` rejects unknown fields instead.
 #[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct Fault {
     pub at_s: f64,
     #[serde(flatten)]
@@ -154,17 +155,26 @@ impl SimConfig {
             }
         };
         pos("tau1_s", self.tau1_s)?;
-        pos("module_heat_capacity_j_per_k", self.module_heat_capacity_j_per_k)?;
-        pos("module_thermal_resistance_k_per_w", self.module_thermal_resistance_k_per_w)?;
+        pos(
+            "module_heat_capacity_j_per_k",
+            self.module_heat_capacity_j_per_k,
+        )?;
+        pos(
+            "module_thermal_resistance_k_per_w",
+            self.module_thermal_resistance_k_per_w,
+        )?;
         pos("bleed_resistance_ohm", self.bleed_resistance_ohm)?;
         pos("bmu_period_ms", self.bmu_period_ms as f64)?;
         pos("current_period_ms", self.current_period_ms as f64)?;
         pos("step_ms", self.step_ms as f64)?;
         if !(0.0..=100.0).contains(&self.initial_soc_pct) {
-            return Err(("initial_soc_pct".into(), format!("must be 0..=100, got {}", self.initial_soc_pct)));
+            return Err((
+                "initial_soc_pct".into(),
+                format!("must be 0..=100, got {}", self.initial_soc_pct),
+            ));
         }
         for (i, s) in self.profile.iter().enumerate() {
-            if !(s.duration_s.is_finite() && s.duration_s > 0.0) || !s.current_a.is_finite() {
+            if !(s.duration_s.is_finite() && s.duration_s > 0.0 && s.current_a.is_finite()) {
                 return Err((
                     format!("profile[{i}]"),
                     "duration_s must be > 0 and current_a finite".into(),
@@ -262,8 +272,10 @@ impl Simulator {
             &mut rng,
         );
         let cells = r.cell_count();
-        let bmu_frames = map.frames(|q| matches!(q, Quantity::CellVoltage(_) | Quantity::Temperature(_)));
-        let current_frames = map.frames(|q| matches!(q, Quantity::PackCurrent | Quantity::PackVoltage));
+        let bmu_frames =
+            map.frames(|q| matches!(q, Quantity::CellVoltage(_) | Quantity::Temperature(_)));
+        let current_frames =
+            map.frames(|q| matches!(q, Quantity::PackCurrent | Quantity::PackVoltage));
         Ok(Self {
             model,
             port,
@@ -307,8 +319,13 @@ impl Simulator {
             self.apply_faults();
             let step = self.cfg.step_ms.min(t_ms - self.now_ms);
             let closed = self.contactors_closed.load(Ordering::Acquire);
-            self.current_a = if closed { self.profile_current_a(self.now_ms) } else { 0.0 };
-            self.model.step(step as f64 / 1000.0, self.current_a, &self.bleed);
+            self.current_a = if closed {
+                self.profile_current_a(self.now_ms)
+            } else {
+                0.0
+            };
+            self.model
+                .step(step as f64 / 1000.0, self.current_a, &self.bleed);
             self.now_ms += step;
             if self.now_ms >= self.next_current_ms {
                 self.transmit(false);
@@ -356,7 +373,10 @@ impl Simulator {
                         *s = true;
                     }
                 }
-                FaultKind::CellLeak { cell, resistance_ohm } => {
+                FaultKind::CellLeak {
+                    cell,
+                    resistance_ohm,
+                } => {
                     if let Some(c) = self.model.cells.get_mut(cell) {
                         c.leak_ohm = Some(resistance_ohm);
                     }
@@ -445,7 +465,9 @@ impl Simulator {
     pub fn truth(&self) -> SimTruth {
         SimTruth {
             soc_pct: self.model.soc_pct(),
-            cell_voltage_v: (0..self.model.cells.len()).map(|i| self.model.terminal_v(i)).collect(),
+            cell_voltage_v: (0..self.model.cells.len())
+                .map(|i| self.model.terminal_v(i))
+                .collect(),
             module_temp_c: self.model.module_temp_c.clone(),
             current_a: self.current_a,
             capacity_ah: self.model.cells.iter().map(|c| c.capacity_ah).collect(),

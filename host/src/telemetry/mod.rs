@@ -15,9 +15,12 @@ pub fn status_line(time_s: f64, r: &CycleReport, plugins: &PluginSet) -> String 
     let (vmin, vmax) = s.cell_voltage_range_v();
     let (tmin, tmax) = s.cell_temp_range_c();
     let opt = |v: Option<f32>| v.map_or("--".to_string(), |v| format!("{v:.1}%"));
-    let plugin_list: Vec<String> = plugins.iter().map(|p| format!("{}={}", p.role, p.label())).collect();
+    let plugin_list: Vec<String> = plugins
+        .iter()
+        .map(|p| format!("{}={}", p.role, p.label()))
+        .collect();
     format!(
-        "t={:>6.0}s SOC {} SOH {} | V {:.3}..{:.3} V T {:.1}..{:.1} C | I {:>7.1} A (allow +{:.0}/-{:.0} A) | bleed {:>3} | {} | {}",
+        "t={:>6.0}s SOC {} SOH {} | V {:.3}..{:.3} V T {:.1}..{:.1} C | I {:>7.1} A (allow +{:.0}/-{:.0} A) | bleed {:>3} | {} | EMS {:+.1} kW ({}) | {}",
         time_s,
         opt(r.pack_soc_pct),
         opt(r.pack_soh_pct),
@@ -30,6 +33,8 @@ pub fn status_line(time_s: f64, r: &CycleReport, plugins: &PluginSet) -> String 
         r.allowed.discharge_a,
         r.bleed.iter().filter(|b| **b).count(),
         if r.contactors == crate::protection::ContactorCommand::Closed { "closed" } else { "OPEN" },
+        r.ems_power_w / 1000.0,
+        r.ems_reason,
         plugin_list.join(" "),
     )
 }

@@ -53,9 +53,7 @@ fn harness(lfp: bool, overrides: Value) -> Harness<SocCounting> {
 }
 
 fn config_error(json: &str) -> String {
-    Harness::<SocCounting>::new(json)
-        .err()
-        .expect("config should be rejected")
+    Harness::<SocCounting>::new(json).expect_err("config should be rejected")
 }
 
 fn pack(lfp: bool, cells: usize, soc_pct: f32) -> IdealPack {

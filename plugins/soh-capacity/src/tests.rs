@@ -54,9 +54,7 @@ fn harness(lfp: bool, overrides: Value) -> Harness<SohCapacity> {
 }
 
 fn config_error(json: &str) -> String {
-    Harness::<SohCapacity>::new(json)
-        .err()
-        .expect("config should be rejected")
+    Harness::<SohCapacity>::new(json).expect_err("config should be rejected")
 }
 
 /// Run `seconds` at `current_a` in steps of `dt_s`; return the last output.

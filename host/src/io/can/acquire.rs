@@ -121,7 +121,8 @@ impl Acquisition {
     }
 
     fn fresh(s: &Sample, now_ms: u64, timeout_ms: u64) -> bool {
-        s.at_ms.is_some_and(|t| now_ms.saturating_sub(t) <= timeout_ms)
+        s.at_ms
+            .is_some_and(|t| now_ms.saturating_sub(t) <= timeout_ms)
     }
 
     /// Freeze the latest values into a snapshot at `now_ms`.
@@ -129,7 +130,8 @@ impl Acquisition {
         let modules = self.map.modules;
         let module_comm = (0..modules)
             .map(|m| {
-                let cells = &self.cell_v[m * self.cells_per_module..(m + 1) * self.cells_per_module];
+                let cells =
+                    &self.cell_v[m * self.cells_per_module..(m + 1) * self.cells_per_module];
                 let temps =
                     &self.temp_c[m * self.sensors_per_module..(m + 1) * self.sensors_per_module];
                 let ok = cells
@@ -156,10 +158,18 @@ impl Acquisition {
             current_a: self.current_a.value,
             pack_voltage_v: self.pack_v.value,
             cell_voltage_v: self.cell_v.iter().map(|s| s.value).collect(),
-            cell_temp_c: self.sensor_of_cell.iter().map(|&s| self.temp_c[s].value).collect(),
+            cell_temp_c: self
+                .sensor_of_cell
+                .iter()
+                .map(|&s| self.temp_c[s].value)
+                .collect(),
             cells_per_module: self.cells_per_module as u32,
             module_comm,
-            current_comm: if current_ok { CommStatus::Ok } else { CommStatus::Stale },
+            current_comm: if current_ok {
+                CommStatus::Ok
+            } else {
+                CommStatus::Stale
+            },
             complete,
             contactors_closed,
         }
@@ -175,7 +185,9 @@ impl Acquisition {
                 .entries
                 .iter()
                 .map(|&(sig, q, _)| {
-                    let Quantity::BleedMask(m) = q else { unreachable!("filtered to bleed masks") };
+                    let Quantity::BleedMask(m) = q else {
+                        unreachable!("filtered to bleed masks")
+                    };
                     let mask = (0..per)
                         .filter(|c| bleed.get(m * per + c).copied().unwrap_or(false))
                         .fold(0u64, |acc, c| acc | (1 << c));
@@ -188,7 +200,9 @@ impl Acquisition {
                         out.push(frame);
                     }
                 }
-                Err(e) => tracing::error!(message = %msg.name, error = %e, "cannot encode bleed command"),
+                Err(e) => {
+                    tracing::error!(message = %msg.name, error = %e, "cannot encode bleed command")
+                }
             }
         }
         out
@@ -196,12 +210,24 @@ impl Acquisition {
 
     /// Decode a bleed-mask frame back into per-cell flags (used by the
     /// simulated BMUs, which obey these frames).
-    pub fn decode_bleed(map: &RackMap, frame: &CanFrame, cells_per_module: usize, bleed: &mut [bool]) {
-        let Some(index) = map.dbc.message_index_by_id(frame.id()) else { return };
+    pub fn decode_bleed(
+        map: &RackMap,
+        frame: &CanFrame,
+        cells_per_module: usize,
+        bleed: &mut [bool],
+    ) {
+        let Some(index) = map.dbc.message_index_by_id(frame.id()) else {
+            return;
+        };
         let msg = map.dbc.message_at(index);
-        let Ok(decoded) = msg.decode(frame.data()) else { return };
+        let Ok(decoded) = msg.decode(frame.data()) else {
+            return;
+        };
         for v in decoded {
-            let sref = SignalRef { message: index, signal: v.signal };
+            let sref = SignalRef {
+                message: index,
+                signal: v.signal,
+            };
             if let (Some(Quantity::BleedMask(m)), true) = (map.quantity_of(sref), v.in_range) {
                 let mask = v.value as u64;
                 for c in 0..cells_per_module {

@@ -48,7 +48,7 @@ pub enum MappingError {
         field: &'static str,
         quantity: Quantity,
         signal: String,
-        source: DbcError,
+        source: Box<DbcError>,
     },
     #[error("{site}: `can.signals.{field}`: signal `{signal}` has unit `{unit}` in the DBC; expected one of {expected}")]
     Unit {
@@ -98,19 +98,59 @@ impl RackMap {
             for c in 0..r.cells_per_module {
                 let q = Quantity::CellVoltage((m * r.cells_per_module + c) as usize);
                 let vars = [("module", m), ("cell", c)];
-                map.add(&site, "cell_voltage", &s.cell_voltage, &vars, q, VOLT, "mV, V")?;
+                map.add(
+                    &site,
+                    "cell_voltage",
+                    &s.cell_voltage,
+                    &vars,
+                    q,
+                    VOLT,
+                    "mV, V",
+                )?;
             }
             for t in 0..r.temp_sensors_per_module {
                 let q = Quantity::Temperature((m * r.temp_sensors_per_module + t) as usize);
                 let vars = [("module", m), ("sensor", t)];
-                map.add(&site, "temperature", &s.temperature, &vars, q, DEG, "degC, °C")?;
+                map.add(
+                    &site,
+                    "temperature",
+                    &s.temperature,
+                    &vars,
+                    q,
+                    DEG,
+                    "degC, °C",
+                )?;
             }
             let vars = [("module", m)];
             let q = Quantity::BleedMask(m as usize);
-            map.add(&site, "bleed_mask", &s.bleed_mask, &vars, q, &[("", 1.0)], "no unit")?;
+            map.add(
+                &site,
+                "bleed_mask",
+                &s.bleed_mask,
+                &vars,
+                q,
+                &[("", 1.0)],
+                "no unit",
+            )?;
         }
-        map.add(&site, "current", &s.current, &[], Quantity::PackCurrent, AMP, "mA, A")?;
-        map.add(&site, "pack_voltage", &s.pack_voltage, &[], Quantity::PackVoltage, VOLT, "mV, V")?;
+        map.add(
+            &site,
+            "current",
+            &s.current,
+            &[],
+            Quantity::PackCurrent,
+            AMP,
+            "mA, A",
+        )?;
+        map.add(
+            &site,
+            "pack_voltage",
+            &s.pack_voltage,
+            &[],
+            Quantity::PackVoltage,
+            VOLT,
+            "mV, V",
+        )?;
         Ok(map)
     }
 
@@ -138,7 +178,7 @@ impl RackMap {
                 field,
                 quantity,
                 signal: name.clone(),
-                source,
+                source: Box::new(source),
             })?;
         let unit = self.dbc.signal(signal).unit.trim().to_string();
         let to_si = units
@@ -178,7 +218,7 @@ impl RackMap {
     /// Group mapped signals by the frame that carries them: (message index,
     /// mux value) → quantities. What a transmitter needs to build frames.
     pub fn frames(&self, filter: impl Fn(Quantity) -> bool) -> Vec<FrameLayout> {
-        let mut groups: HashMap<(usize, Option<u64>), Vec<(usize, Quantity, f64)>> = HashMap::new();
+        let mut groups: HashMap<(usize, Option<u64>), Vec<FrameEntry>> = HashMap::new();
         for (q, slot) in &self.slots {
             if !filter(*q) {
                 continue;
@@ -188,10 +228,11 @@ impl RackMap {
                 MuxRole::Multiplexed(v) => Some(v),
                 _ => None,
             };
-            groups
-                .entry((slot.signal.message, mux))
-                .or_default()
-                .push((slot.signal.signal, *q, slot.to_si));
+            groups.entry((slot.signal.message, mux)).or_default().push((
+                slot.signal.signal,
+                *q,
+                slot.to_si,
+            ));
         }
         let mut out: Vec<FrameLayout> = groups
             .into_iter()
@@ -199,9 +240,7 @@ impl RackMap {
                 entries.sort_by_key(|e| e.0);
                 FrameLayout {
                     message,
-                    mux: mux.and_then(|v| {
-                        self.dbc.message_at(message).multiplexor.map(|m| (m, v))
-                    }),
+                    mux: mux.and_then(|v| self.dbc.message_at(message).multiplexor.map(|m| (m, v))),
                     entries,
                 }
             })
@@ -211,12 +250,14 @@ impl RackMap {
     }
 }
 
+/// (signal index, quantity, DBC-unit → SI factor).
+pub type FrameEntry = (usize, Quantity, f64);
+
 /// The signals of one frame (one message, one mux value).
 #[derive(Debug, Clone)]
 pub struct FrameLayout {
     pub message: usize,
     /// (multiplexor signal index, value) for multiplexed groups.
     pub mux: Option<(usize, u64)>,
-    /// (signal index, quantity, DBC-unit → SI factor).
-    pub entries: Vec<(usize, Quantity, f64)>,
+    pub entries: Vec<FrameEntry>,
 }
