@@ -24,6 +24,8 @@ Layout (all standard 11-bit ids, Intel = little-endian unless noted):
            IVT_Current_mA      23|32 SIGNED (bytes 2..5), [-2000000|2000000]
   0x522    IVT_Voltage         6 B  IVT -> BMS  (Motorola / big-endian)
            IVT_Voltage_mV      23|32 SIGNED (bytes 2..5), [0|2000000]
+  0x523    IVT_LinkVoltage     6 B  IVT -> BMS  (Motorola / big-endian)
+           IVT_LinkVoltage_mV  23|32 SIGNED (bytes 2..5), [0|2000000]
 
 Motorola start bits are the MSB in DBC sawtooth numbering: bit 23 is the
 most significant bit of byte 2, so a 32-bit value there fills bytes 2..5.
@@ -41,6 +43,7 @@ TEMPERATURE_BASE = 0x310
 BALANCE_BASE = 0x400
 IVT_CURRENT_ID = 0x521
 IVT_VOLTAGE_ID = 0x522
+IVT_LINK_VOLTAGE_ID = 0x523
 
 CELL_START_BITS = (8, 22, 36, 50)
 CELL_BITS = 14
@@ -151,11 +154,17 @@ def build():
         signal("IVT_Voltage_mV", 23, 32, False, True, 1, 0, 0, 2000000,
                "mV", ["BMS"]),
     ])
+    lines += message(IVT_LINK_VOLTAGE_ID, "IVT_LinkVoltage", 6, "IVT", [
+        signal("IVT_LinkVoltage_mV", 23, 32, False, True, 1, 0, 0, 2000000,
+               "mV", ["BMS"]),
+    ])
     comments += [
         f'CM_ BO_ {IVT_CURRENT_ID} "IVT-S result frame: byte 0 mux id, '
         f'bytes 2..5 current, big-endian, signed, 1 mA per bit.";',
         f'CM_ BO_ {IVT_VOLTAGE_ID} "IVT-S result frame: bytes 2..5 voltage '
         f'U1, big-endian, signed, 1 mV per bit.";',
+        f'CM_ BO_ {IVT_LINK_VOLTAGE_ID} "IVT-S result frame: bytes 2..5 voltage '
+        f'U2 (DC link, behind the contactors), big-endian, signed, 1 mV per bit.";',
     ]
 
     lines += comments

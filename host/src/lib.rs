@@ -5,6 +5,7 @@
 //! SOH, balancing, EMS hints) are WebAssembly components. See
 //! `ARCHITECTURE.md` at the repository root for the map and invariants.
 
+pub mod api;
 pub mod config;
 pub mod control;
 pub mod io;

@@ -1,13 +1,22 @@
 //! Assembles a site from its config and runs it: the DBC, the rack mapping,
-//! the bus, the plugins, the controller and (in simulation) the simulated
-//! rack, on one virtual clock.
+//! the bus, the plugins, the controller, the protection task and (in
+//! simulation) the simulated rack, on one clock.
 //!
-//! Owns: wiring and the run loop (pacing, status lines, summary). May not
-//! touch: anything inside the stages; it only calls `Controller::cycle` and
-//! `Simulator::advance_to`.
+//! Two ways to run:
+//! - **Lock-step** ([`Speed::Max`]): one thread steps the simulator,
+//!   acquisition and protection every protection period on a virtual clock,
+//!   and the plugin cycle every control period. Deterministic; used by the
+//!   demo and most tests.
+//! - **Paced** ([`Speed::Factor`]): protection runs on its own thread at
+//!   its fixed period on a scaled wall clock, as on a real site; the main
+//!   thread steps the simulator, acquisition and the plugin cycle.
+//!
+//! Owns: wiring and the run loops (pacing, status lines, summary). May not
+//! touch: anything inside the stages.
 
-use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
 
@@ -19,7 +28,11 @@ use crate::io::can::dbc::Dbc;
 use crate::io::can::mapping::RackMap;
 use crate::io::contactor::SimulatedContactor;
 use crate::plugins::{PluginEngine, Role, RoleSlot};
+use crate::protection::events::EventLog;
+use crate::protection::task::{self, ProtectionTask, ProtectionThread, ScaledClock, Shared};
+use crate::protection::{Latch, Protection, ResetError};
 use crate::sim::{SimTruth, Simulator};
+use crate::snapshot::PackSnapshot;
 use crate::telemetry::{self, SimAccuracy, Summary};
 
 /// Window over which the final cell voltages are averaged, in ms.
@@ -28,9 +41,9 @@ const FINAL_AVERAGE_MS: u64 = 30_000;
 /// How fast simulated time runs.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub enum Speed {
-    /// As fast as the host can cycle.
+    /// As fast as the host can cycle (lock-step).
     Max,
-    /// This many simulated seconds per wall-clock second.
+    /// This many simulated seconds per wall-clock second (paced, threaded).
     Factor(f64),
 }
 
@@ -72,12 +85,28 @@ pub struct SimSite {
     pub cfg: SiteConfig,
     pub controller: Controller,
     pub sim: Simulator,
+    pub shared: Arc<Shared>,
+    /// Protection, shared with the protection thread and the control API.
+    pub protection: Arc<Mutex<Protection>>,
+    /// Present until a run starts: lock-step runs tick it directly, paced
+    /// runs move it onto its thread.
+    task: Option<ProtectionTask>,
+        thread: Option<ProtectionThread>,
+    /// First event sequence number of this run (the record file also holds
+    /// earlier runs).
+    first_seq: u64,
     _engine: PluginEngine,
 }
 
 impl SimSite {
-    /// Build everything from a validated config.
+    /// Build everything from a validated config. `state_dir` overrides the
+    /// config's (tests use a temporary directory).
     pub fn assemble(cfg: SiteConfig) -> Result<Self> {
+        let state_dir = cfg.resolve(&cfg.site.state_dir);
+        Self::assemble_in(cfg, state_dir)
+    }
+
+    pub fn assemble_in(cfg: SiteConfig, state_dir: PathBuf) -> Result<Self> {
         if cfg.sim.is_none() {
             bail!(
                 "{}: no [sim] section. This build drives the simulated rack only; \
@@ -86,21 +115,15 @@ impl SimSite {
             );
         }
         let dbc_path = cfg.resolve(&cfg.can.dbc);
-        let dbc = Arc::new(Dbc::from_file(&dbc_path)?);
+        let dbc = Arc::new(Dbc::from_file(&dbc_path).with_context(|| format!("{}: `can.dbc`", cfg.source.display()))?);
         let map = Arc::new(RackMap::resolve(&cfg, dbc)?);
         let bus = VirtualBus::new();
-        let (contactor, closed_flag) = SimulatedContactor::new();
-        let sim = Simulator::new(&cfg, map.clone(), Box::new(bus.endpoint()), closed_flag)?;
+        let (contactor, wiring) = SimulatedContactor::new();
+        let sim = Simulator::new(&cfg, map.clone(), Box::new(bus.endpoint()), wiring)?;
         let engine = PluginEngine::new().context("starting the wasm engine")?;
         let load = |role: Role| {
-            let slot = cfg.plugins.slot(role.key());
-            RoleSlot::load(
-                &engine,
-                role,
-                slot,
-                &cfg.resolve(&slot.path),
-                cfg.plugins.sandbox,
-            )
+            let slot = cfg.plugins.slot(role);
+            RoleSlot::load(&engine, role, slot, &cfg.resolve(&slot.path), cfg.plugins.sandbox)
         };
         let plugins = PluginSet {
             soc: load(Role::Soc),
@@ -108,34 +131,49 @@ impl SimSite {
             balancer: load(Role::Balancer),
             ems: load(Role::Ems),
         };
+        let events_path = state_dir.join("events.jsonl");
+        let log = EventLog::open(&events_path)?;
+        let data_timeout_ms = cfg.can.module_timeout_ms.max(cfg.can.current_timeout_ms);
+                let first_seq = log.records().last().map_or(1, |r| r.seq + 1);
+        let protection = Protection::new(cfg.protection.clone(), data_timeout_ms, log);
+        let shared = Shared::new(PackSnapshot::empty(cfg.rack.cell_count(), cfg.rack.cells_per_module));
+        let task = ProtectionTask::new(protection, Box::new(contactor), shared.clone());
         let acquisition = Acquisition::new(&cfg, map);
-        let controller = Controller::new(
-            &cfg,
-            acquisition,
-            Box::new(bus.endpoint()),
-            Box::new(contactor),
-            plugins,
-        );
+        let controller = Controller::new(&cfg, acquisition, Box::new(bus.endpoint()), shared.clone(), plugins);
         Ok(Self {
+            protection: task.protection.clone(),
+            task: Some(task),
+                        thread: None,
+            first_seq,
             cfg,
             controller,
             sim,
+            shared,
             _engine: engine,
         })
     }
 
-    /// Run for the configured duration; `observe` sees every cycle with
-    /// the simulator's truth (for tests and accuracy reporting).
-    pub fn run(
-        &mut self,
-        opts: &RunOptions,
-        mut observe: impl FnMut(f64, &CycleReport, &Simulator),
-    ) -> Result<Summary> {
+    /// The protection thread of a paced run, for fault injection in tests.
+    pub fn protection_thread(&self) -> Option<&ProtectionThread> {
+        self.thread.as_ref()
+    }
+
+    /// Authorised reset of latched faults at host time `now_ms` (the caller
+    /// has verified the operator's credential).
+    pub fn reset(&self, now_ms: u64) -> Result<Vec<Latch>, ResetError> {
+        let snap = self.shared.snapshot();
+        self.protection.lock().unwrap_or_else(|e| e.into_inner()).reset(&snap, now_ms)
+    }
+
+    /// Run for the configured duration; `observe` sees every control cycle
+    /// with the simulator (for tests and accuracy reporting).
+    pub fn run(&mut self, opts: &RunOptions, mut observe: impl FnMut(f64, &CycleReport, &mut Simulator)) -> Result<Summary> {
+        let period_ms = self.cfg.protection.period_ms;
         let cycle_ms = self.cfg.control.cycle_ms;
-        let duration_s = opts
-            .duration_s
-            .unwrap_or_else(|| self.sim.profile_duration_s());
+        let per_cycle = (cycle_ms / period_ms).max(1);
+        let duration_s = opts.duration_s.unwrap_or_else(|| self.sim.profile_duration_s());
         let cycles = (duration_s * 1000.0 / cycle_ms as f64).round() as u64;
+        let ticks = cycles * per_cycle;
         let start_min = self
             .cfg
             .control
@@ -146,6 +184,16 @@ impl SimSite {
             .map_err(anyhow::Error::msg)?
             .unwrap_or(0);
         let status_every = (self.cfg.control.status_interval_ms / cycle_ms).max(1);
+        let clock = match opts.speed {
+            Speed::Factor(f) => {
+                let clock = Arc::new(ScaledClock::new(f));
+                if let Some(task) = self.task.take() {
+                    self.thread = Some(task::spawn(task, clock.clone(), period_ms)?);
+                }
+                Some(clock)
+            }
+            Speed::Max => None,
+        };
         let wall_start = Instant::now();
         let mut acc = SimAccuracy::default();
         let mut initial_spread = None;
@@ -156,28 +204,30 @@ impl SimSite {
         let avg_from = cycles.saturating_sub(FINAL_AVERAGE_MS / cycle_ms).max(1);
         let mut final_sum_v: Vec<f64> = Vec::new();
         let mut final_n = 0u32;
-        for k in 1..=cycles {
-            let t_ms = k * cycle_ms;
-            if let Speed::Factor(f) = opts.speed {
-                let due = wall_start + Duration::from_secs_f64(t_ms as f64 / 1000.0 / f);
-                if let Some(wait) = due.checked_duration_since(Instant::now()) {
-                    std::thread::sleep(wait);
-                }
+        let mut k = 0u64;
+        for tick in 1..=ticks {
+            let t_ms = tick * period_ms;
+            if let Some(clock) = &clock {
+                std::thread::sleep(clock.wall_until(t_ms));
             }
             self.sim.advance_to(t_ms);
+            self.controller.acquire(t_ms);
+            if let Some(task) = self.task.as_mut() {
+                task.tick(t_ms);
+            }
+            if tick % per_cycle != 0 {
+                continue;
+            }
+            k += 1;
             let minute = ((start_min as u64 + t_ms / 60_000) % 1440) as u32;
             let began = Instant::now();
-            self.controller.cycle(t_ms, minute);
-            let report = self
-                .controller
-                .last
-                .as_ref()
-                .context("cycle produced no report")?;
+            self.controller.cycle(minute);
             let took_us = began.elapsed().as_micros() as u64;
             max_cycle_us = max_cycle_us.max(took_us);
             if took_us > cycle_ms * 1000 {
                 over_period += 1;
             }
+            let report = self.controller.last.as_ref().context("cycle produced no report")?;
             let t_s = t_ms as f64 / 1000.0;
             if k >= avg_from {
                 final_sum_v.resize(report.snapshot.cell_voltage_v.len(), 0.0);
@@ -186,34 +236,24 @@ impl SimSite {
                 }
                 final_n += 1;
             }
-            bleed_cell_s +=
-                report.bleed.iter().filter(|b| **b).count() as f64 * cycle_ms as f64 / 1000.0;
+            bleed_cell_s += report.bleed.iter().filter(|b| **b).count() as f64 * cycle_ms as f64 / 1000.0;
             let truth = self.sim.truth();
             initial_spread.get_or_insert_with(|| spread(&truth.soc_pct));
             track_soc_error(&mut acc, t_s, report, &truth);
-            observe(t_s, report, &self.sim);
+            observe(t_s, report, &mut self.sim);
             if opts.print_status && (k % status_every == 0 || k == 1) {
-                println!(
-                    "{}",
-                    telemetry::status_line(t_s, report, &self.controller.plugins)
-                );
+                println!("{}", telemetry::status_line(t_s, report, &self.controller.plugins));
             }
         }
         let truth = self.sim.truth();
         acc.initial_true_soc_spread_pct = initial_spread.unwrap_or(0.0);
         acc.final_true_soc_spread_pct = spread(&truth.soc_pct);
-        acc.true_mean_capacity_ah =
-            truth.capacity_ah.iter().sum::<f64>() / truth.capacity_ah.len().max(1) as f64;
-        let last = self
-            .controller
-            .last
-            .clone()
-            .context("the run had no cycles")?;
-        let final_avg: Vec<f32> = final_sum_v
-            .iter()
-            .map(|s| (s / final_n.max(1) as f64) as f32)
-            .collect();
-        let (vmin, vmax) = crate::snapshot::PackSnapshot::min_max(&final_avg);
+        acc.true_mean_capacity_ah = truth.capacity_ah.iter().sum::<f64>() / truth.capacity_ah.len().max(1) as f64;
+        let last = self.controller.last.clone().context("the run had no cycles")?;
+        let final_avg: Vec<f32> = final_sum_v.iter().map(|s| (s / final_n.max(1) as f64) as f32).collect();
+        let (vmin, vmax) = PackSnapshot::min_max(&final_avg);
+        let status = self.shared.status();
+        let protection = self.protection.lock().unwrap_or_else(|e| e.into_inner());
         Ok(Summary {
             site: self.cfg.site.name.clone(),
             simulated_s: cycles as f64 * cycle_ms as f64 / 1000.0,
@@ -226,10 +266,10 @@ impl SimSite {
             final_cell_voltage_spread_mv: (vmax - vmin) * 1000.0,
             final_cell_voltage_min_v: vmin,
             final_cell_voltage_max_v: vmax,
-            final_contactors: last.contactors,
-            latched_fault: self.controller.protection.latched().cloned(),
-            protection_events: self.controller.protection.events().to_vec(),
-            clamp: self.controller.protection.clamp_stats,
+            final_contactor_state: status.contactor_state,
+            latched: protection.latched().to_vec(),
+                        protection_events: protection.events().iter().filter(|e| e.seq >= self.first_seq).cloned().collect(),
+            clamp: self.controller.clamp.stats,
             acquisition: self.controller.acquire_stats(),
             bleed_cell_s,
             plugins: telemetry::plugin_summaries(&self.controller.plugins),
@@ -241,9 +281,7 @@ impl SimSite {
 fn spread(v: &[f64]) -> f64 {
     let (lo, hi) = v
         .iter()
-        .fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), &x| {
-            (lo.min(x), hi.max(x))
-        });
+        .fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), &x| (lo.min(x), hi.max(x)));
     if lo.is_finite() {
         hi - lo
     } else {
@@ -269,11 +307,4 @@ fn track_soc_error(acc: &mut SimAccuracy, t_s: f64, report: &CycleReport, truth:
         acc.max_abs_soc_error_time_s = t_s;
     }
     acc.final_abs_soc_error_pct = worst.0;
-}
-
-impl Drop for SimSite {
-    fn drop(&mut self) {
-        // Fail-safe exit: contactors open whatever path we leave by.
-        self.controller.open_contactors();
-    }
 }

@@ -19,8 +19,14 @@ pub struct PackSnapshot {
     pub timestamp_ms: u64,
     /// Pack current in A, positive = charging.
     pub current_a: f32,
-    /// Pack voltage in V.
+    /// Pack voltage in V (battery side of the contactors).
     pub pack_voltage_v: f32,
+    /// DC-link voltage in V (PCS side of the contactors): what precharge
+    /// and weld supervision watch.
+    pub link_voltage_v: f32,
+    /// When the current reading last changed value, host ms: a live sensor
+    /// always moves in its last digits.
+    pub current_changed_ms: u64,
     /// Cell voltages in V, module-major.
     pub cell_voltage_v: Vec<f32>,
     /// Cell temperatures in °C, module-major (nearest sensor).
@@ -44,6 +50,8 @@ impl PackSnapshot {
             timestamp_ms: 0,
             current_a: 0.0,
             pack_voltage_v: 0.0,
+            link_voltage_v: f32::NAN,
+            current_changed_ms: 0,
             cell_voltage_v: vec![f32::NAN; cells],
             cell_temp_c: vec![f32::NAN; cells],
             cells_per_module,

@@ -37,6 +37,12 @@ enum Command {
         #[arg(long)]
         config: PathBuf,
     },
+    /// List the durable protection event record of a site (works whether
+    /// or not the daemon runs).
+    Events {
+        #[arg(long)]
+        config: PathBuf,
+    },
 }
 
 /// Seconds from `90`, `90s`, `30m` or `2h`.
@@ -74,6 +80,18 @@ fn main() -> Result<()> {
             );
             Ok(())
         }
+        Command::Events { config } => {
+            let cfg = SiteConfig::load(&config)?;
+            let path = cfg.resolve(&cfg.site.state_dir).join("events.jsonl");
+            let read = bmshost::protection::events::EventLog::read(&path)?;
+            for r in &read.records {
+                println!("{}", bmshost::telemetry::event_line(r));
+            }
+            if read.torn_lines > 0 {
+                println!("({} torn line(s) skipped: the writer died mid-record)", read.torn_lines);
+            }
+            Ok(())
+        }
         Command::Run {
             config,
             speed,
@@ -81,7 +99,19 @@ fn main() -> Result<()> {
             summary,
         } => {
             let cfg = SiteConfig::load(&config)?;
+            let socket = cfg.resolve(&cfg.site.state_dir).join("bmsd.sock");
+            let credential = cfg.operator.reset_credential_sha256.clone();
             let mut site = SimSite::assemble(cfg)?;
+            let _api = bmshost::api::ApiServer::start(
+                &socket,
+                bmshost::api::ApiContext {
+                    protection: site.protection.clone(),
+                    shared: site.shared.clone(),
+                    reset_credential_sha256: credential,
+                },
+            )
+            .with_context(|| format!("starting the control API on {}", socket.display()))?;
+            println!("control API: {}", socket.display());
             let opts = RunOptions {
                 speed,
                 duration_s: duration,
@@ -131,14 +161,12 @@ fn print_summary(s: &bmshost::telemetry::Summary) {
             a.final_true_soc_spread_pct
         );
     }
-    println!("contactors {:?}", s.final_contactors);
+    println!("contactors {:?}", s.final_contactor_state);
+    for l in &s.latched {
+        println!("  LATCHED {:?} at {:?}: {}", l.quantity, l.location, l.message);
+    }
     for e in &s.protection_events {
-        println!(
-            "  event t={:.1}s {:?}: {}",
-            e.time_ms as f64 / 1000.0,
-            e.action,
-            e.message
-        );
+        println!("  {}", bmshost::telemetry::event_line(e));
     }
     for p in &s.plugins {
         println!(

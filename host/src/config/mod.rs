@@ -17,6 +17,8 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
+use crate::plugins::Role;
+
 pub use template::{expand as expand_template, parse_hhmm};
 
 /// Why a site configuration was rejected.
@@ -50,7 +52,8 @@ pub struct SiteConfig {
     pub can: CanConfig,
     #[serde(default)]
     pub control: ControlConfig,
-    pub protection: ProtectionConfig,
+    pub protection: crate::protection::limits::ProtectionConfig,
+    pub operator: OperatorConfig,
     pub plugins: PluginsConfig,
     #[serde(default)]
     pub sim: Option<crate::sim::SimConfig>,
@@ -66,6 +69,18 @@ pub struct SiteConfig {
 #[serde(deny_unknown_fields)]
 pub struct SiteSection {
     pub name: String,
+    /// Where the host keeps its durable state (event record, control
+    /// socket), relative to the site file.
+    pub state_dir: PathBuf,
+}
+
+/// `[operator]`: who may act on the running host.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OperatorConfig {
+    /// sha256 (hex) of the credential that authorises a protection reset.
+    /// Only the hash is stored; `bmsctl hash-credential` computes it.
+    pub reset_credential_sha256: String,
 }
 
 /// Geometry and rating of one rack.
@@ -117,6 +132,8 @@ pub struct CanSignals {
     pub temperature: String,
     pub current: String,
     pub pack_voltage: String,
+    /// DC-link voltage behind the contactors (precharge and weld checks).
+    pub link_voltage: String,
     /// Outbound bleed bitmask per module (bit n = cell n of the module).
     pub bleed_mask: String,
 }
@@ -152,38 +169,6 @@ impl Default for ControlConfig {
             start_time: None,
         }
     }
-}
-
-/// One trip limit: exceed `limit` for `delay_ms` and the stage trips;
-/// it clears only after the value is back beyond `release`.
-#[derive(Debug, Clone, Copy, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct TripLimit {
-    pub limit: f32,
-    pub release: f32,
-    pub delay_ms: u64,
-}
-
-/// Protection limits of the rack.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct ProtectionConfig {
-    /// Cell over-voltage trip, in V.
-    pub cell_over_voltage_v: TripLimit,
-    /// Cell under-voltage trip, in V (trips below `limit`).
-    pub cell_under_voltage_v: TripLimit,
-    /// Cell over-temperature trip, in °C.
-    pub cell_over_temp_c: TripLimit,
-    /// Continuous charge current rating, in A.
-    pub max_charge_current_a: f32,
-    /// Continuous discharge current rating, in A.
-    pub max_discharge_current_a: f32,
-    /// Charge current derates linearly to zero from this cell voltage up to
-    /// the over-voltage limit, in V.
-    pub charge_derate_start_v: f32,
-    /// Discharge current derates linearly to zero from this cell voltage
-    /// down to the under-voltage limit, in V.
-    pub discharge_derate_start_v: f32,
 }
 
 /// Role → plugin assignment.
@@ -275,7 +260,7 @@ impl SiteConfig {
             .unwrap_or_else(|| PathBuf::from("."));
         cfg.source = path.to_owned();
         cfg.validate()?;
-        for role in ["soc", "soh", "balancer", "ems"] {
+        for role in Role::ALL {
             let base = cfg.base_dir.clone();
             let slot = cfg.plugins.slot_mut(role);
             resolve_includes(
@@ -352,7 +337,16 @@ impl SiteConfig {
                 ));
             }
         }
-        self.validate_protection()?;
+        self.protection
+            .validate()
+            .map_err(|(field, msg)| self.invalid(&format!("protection.{field}"), msg))?;
+        let h = &self.operator.reset_credential_sha256;
+        if h.len() != 64 || !h.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return Err(self.invalid(
+                "operator.reset_credential_sha256",
+                "must be 64 hex digits (sha256 of the credential)",
+            ));
+        }
         let sb = &self.plugins.sandbox;
         if sb.memory_mib == 0 {
             return Err(self.invalid("plugins.sandbox.memory_mib", "must be > 0"));
@@ -372,79 +366,6 @@ impl SiteConfig {
         }
         Ok(())
     }
-
-    fn validate_protection(&self) -> Result<(), ConfigError> {
-        let p = &self.protection;
-        let ov = p.cell_over_voltage_v;
-        let uv = p.cell_under_voltage_v;
-        let ot = p.cell_over_temp_c;
-        for (name, lim, rising) in [
-            ("cell_over_voltage_v", ov, true),
-            ("cell_under_voltage_v", uv, false),
-            ("cell_over_temp_c", ot, true),
-        ] {
-            let f = |k: &str| format!("protection.{name}.{k}");
-            if !lim.limit.is_finite() || !lim.release.is_finite() {
-                return Err(self.invalid(&f("limit"), "must be finite"));
-            }
-            if lim.delay_ms == 0 {
-                return Err(self.invalid(&f("delay_ms"), "must be > 0 (a debounce delay)"));
-            }
-            if rising && lim.release >= lim.limit {
-                return Err(self.invalid(
-                    &f("release"),
-                    format!(
-                        "must be below limit ({}) for hysteresis, got {}",
-                        lim.limit, lim.release
-                    ),
-                ));
-            }
-            if !rising && lim.release <= lim.limit {
-                return Err(self.invalid(
-                    &f("release"),
-                    format!(
-                        "must be above limit ({}) for hysteresis, got {}",
-                        lim.limit, lim.release
-                    ),
-                ));
-            }
-        }
-        if uv.limit >= ov.limit {
-            return Err(self.invalid(
-                "protection.cell_under_voltage_v.limit",
-                format!("must be below cell_over_voltage_v.limit ({})", ov.limit),
-            ));
-        }
-        positive(
-            self,
-            "protection.max_charge_current_a",
-            p.max_charge_current_a,
-        )?;
-        positive(
-            self,
-            "protection.max_discharge_current_a",
-            p.max_discharge_current_a,
-        )?;
-        if !(p.charge_derate_start_v > uv.limit && p.charge_derate_start_v < ov.limit) {
-            return Err(self.invalid(
-                "protection.charge_derate_start_v",
-                format!(
-                    "must lie between the under- and over-voltage limits, got {}",
-                    p.charge_derate_start_v
-                ),
-            ));
-        }
-        if !(p.discharge_derate_start_v > uv.limit && p.discharge_derate_start_v < ov.limit) {
-            return Err(self.invalid(
-                "protection.discharge_derate_start_v",
-                format!(
-                    "must lie between the under- and over-voltage limits, got {}",
-                    p.discharge_derate_start_v
-                ),
-            ));
-        }
-        Ok(())
-    }
 }
 
 fn positive(cfg: &SiteConfig, field: &str, v: f32) -> Result<(), ConfigError> {
@@ -456,20 +377,20 @@ fn positive(cfg: &SiteConfig, field: &str, v: f32) -> Result<(), ConfigError> {
 }
 
 impl PluginsConfig {
-    pub fn slot(&self, role: &str) -> &PluginSlot {
+    pub fn slot(&self, role: Role) -> &PluginSlot {
         match role {
-            "soc" => &self.soc,
-            "soh" => &self.soh,
-            "balancer" => &self.balancer,
-            _ => &self.ems,
+            Role::Soc => &self.soc,
+            Role::Soh => &self.soh,
+            Role::Balancer => &self.balancer,
+            Role::Ems => &self.ems,
         }
     }
-    fn slot_mut(&mut self, role: &str) -> &mut PluginSlot {
+    fn slot_mut(&mut self, role: Role) -> &mut PluginSlot {
         match role {
-            "soc" => &mut self.soc,
-            "soh" => &mut self.soh,
-            "balancer" => &mut self.balancer,
-            _ => &mut self.ems,
+            Role::Soc => &mut self.soc,
+            Role::Soh => &mut self.soh,
+            Role::Balancer => &mut self.balancer,
+            Role::Ems => &mut self.ems,
         }
     }
 }

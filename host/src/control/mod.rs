@@ -1,13 +1,15 @@
-//! The control cycle: acquire → protect → estimate → decide → clamp → report.
+//! The control cycle: acquire → (protect) → estimate → decide → clamp → report.
 //!
-//! Owns: the order of the stages and the hand-off between them. Protection
-//! is evaluated on every cycle before any plugin runs, and its verdict
-//! (contactors, allowed currents) is applied before plugins are called, so
-//! a slow or dead plugin cannot delay it. Every plugin output passes
-//! through protection's clamps before it is encoded into frames.
+//! Owns: acquisition scheduling (every protection period, so protection
+//! always sees fresh data), the plugin stages every control cycle, and the
+//! hand-off between them. Protection itself runs in
+//! [`ProtectionTask`](crate::protection::task::ProtectionTask), on its own
+//! thread or lock-stepped before each cycle; this module only reads its
+//! published [`Status`] and never blocks it. Every plugin output passes
+//! through the protection [`Clamp`] before it is encoded into frames.
 //!
-//! May not touch: frame encoding details (io), limit logic (protection),
-//! wasm (plugins). It only wires them together.
+//! May not touch: frame encoding details (io), limit logic and contactors
+//! (protection), wasm (plugins). It only wires them together.
 
 use serde::Serialize;
 
@@ -15,19 +17,20 @@ use crate::config::SiteConfig;
 use crate::io::can::acquire::Acquisition;
 use crate::io::can::bus::CanPort;
 use crate::io::can::CanFrame;
-use crate::io::contactor::ContactorOutput;
 use crate::plugins::bindings::types as w;
 use crate::plugins::fallback::{SocFallback, SohFallback};
 use crate::plugins::{convert, PluginError, Role, RoleSlot};
-use crate::protection::{AllowedCurrent, ContactorCommand, Protection};
+use crate::protection::clamp::Clamp;
+use crate::protection::task::Shared;
+use crate::protection::{AllowedCurrent, Status};
 use crate::snapshot::PackSnapshot;
 
 /// What one cycle produced, for telemetry.
 #[derive(Debug, Clone, Serialize)]
 pub struct CycleReport {
     pub snapshot: PackSnapshot,
-    pub contactors: ContactorCommand,
-    pub open_reason: Option<String>,
+    /// Protection's status at the cycle (contactors, limits, faults).
+    pub protection: Status,
     pub allowed: AllowedCurrent,
     pub cell_soc_pct: Vec<f32>,
     pub pack_soc_pct: Option<f32>,
@@ -57,12 +60,14 @@ impl PluginSet {
 pub struct Controller {
     acquisition: Acquisition,
     port: Box<dyn CanPort>,
-    contactor: Box<dyn ContactorOutput>,
-    pub protection: Protection,
+    shared: std::sync::Arc<Shared>,
+    pub clamp: Clamp,
     pub plugins: PluginSet,
     soc_fallback: SocFallback,
     soh_fallback: SohFallback,
     rx: Vec<CanFrame>,
+    /// Operating cell-voltage window shown to plugins (the MOL limits).
+    cell_window_v: (f32, f32),
     pub cycles: u64,
     pub last: Option<CycleReport>,
 }
@@ -72,56 +77,49 @@ impl Controller {
         cfg: &SiteConfig,
         acquisition: Acquisition,
         port: Box<dyn CanPort>,
-        mut contactor: Box<dyn ContactorOutput>,
+        shared: std::sync::Arc<Shared>,
         plugins: PluginSet,
     ) -> Self {
-        // Fail-safe start: open whatever state the output was in.
-        contactor.set_closed(false);
         Self {
             acquisition,
             port,
-            contactor,
-            protection: Protection::new(cfg.protection.clone()),
+            shared,
+            clamp: Clamp::new(&cfg.protection),
             plugins,
             soc_fallback: SocFallback::new(cfg.rack.capacity_ah),
             soh_fallback: SohFallback::default(),
             rx: Vec::new(),
+            cell_window_v: cfg.protection.operating_window_v(),
             cycles: 0,
             last: None,
         }
     }
 
-    /// Run one cycle at host time `now_ms`. `minute_of_day` feeds the EMS
-    /// advisor's schedule.
-    pub fn cycle(&mut self, now_ms: u64, minute_of_day: u32) -> &CycleReport {
-        self.cycles += 1;
-        // 1. Acquire.
+    /// Acquire: decode every frame received so far and publish the
+    /// snapshot for protection. Runs every protection period.
+    pub fn acquire(&mut self, now_ms: u64) {
         self.rx.clear();
         self.port.drain(&mut self.rx);
         self.acquisition.ingest(&self.rx, now_ms);
-        let snap = self
-            .acquisition
-            .snapshot(now_ms, self.contactor.is_closed());
+        let closed = self.shared.status().closed();
+        self.shared.publish_snapshot(self.acquisition.snapshot(now_ms, closed));
+    }
 
-        // 2. Protect, and act on it before any plugin runs.
-        let verdict = self.protection.evaluate(&snap);
-        self.contactor
-            .set_closed(verdict.contactors == ContactorCommand::Closed);
+    /// Run the plugin stages on the latest snapshot and protection status.
+    /// `minute_of_day` feeds the EMS schedule.
+    pub fn cycle(&mut self, minute_of_day: u32) -> &CycleReport {
+        self.cycles += 1;
+        let snap = (*self.shared.snapshot()).clone();
+        let status = (*self.shared.status()).clone();
 
-        // 3–5. Estimate, decide, clamp: only on complete data.
+        // Estimate, decide, clamp: only on complete data.
         let (cell_soc, pack_soc, pack_soh, bleed, power_w, reason) = if snap.complete {
-            self.run_plugins(&snap, verdict.allowed, minute_of_day)
+            self.run_plugins(&snap, &status, minute_of_day)
         } else {
             let n = snap.cell_voltage_v.len();
-            (
-                vec![f32::NAN; n],
-                None,
-                None,
-                vec![false; n],
-                0.0,
-                "no data yet".to_string(),
-            )
+            (vec![f32::NAN; n], None, None, vec![false; n], 0.0, "no data yet".to_string())
         };
+        self.shared.publish_soc(pack_soc);
 
         // Bleed commands go out every cycle (also all-off), so a BMU that
         // stops hearing them can time out to no bleeding.
@@ -131,12 +129,10 @@ impl Controller {
             }
         }
 
-        // 6. Report.
         self.last = Some(CycleReport {
             snapshot: snap,
-            contactors: verdict.contactors,
-            open_reason: verdict.open_reason,
-            allowed: verdict.allowed,
+            allowed: status.allowed,
+            protection: status,
             cell_soc_pct: cell_soc,
             pack_soc_pct: pack_soc,
             pack_soh_pct: pack_soh,
@@ -151,9 +147,10 @@ impl Controller {
     fn run_plugins(
         &mut self,
         snap: &PackSnapshot,
-        allowed: AllowedCurrent,
+        status: &Status,
         minute_of_day: u32,
     ) -> (Vec<f32>, Option<f32>, Option<f32>, Vec<bool>, f32, String) {
+        let allowed = status.allowed;
         let n = snap.cell_voltage_v.len();
         let wsnap = convert::snapshot(snap);
 
@@ -221,12 +218,9 @@ impl Controller {
         let hint = self.plugins.ems.run(|p| p.step_ems(&ems_in));
 
         // 5. Clamp.
-        let bleed = self.protection.clamp_bleed(snap, &requested);
+                let bleed = self.clamp.bleed(snap, status, &requested);
         let (power_w, reason) = match hint {
-            Some(h) => (
-                self.protection.clamp_power_w(snap, allowed, h.power_w),
-                h.reason,
-            ),
+            Some(h) => (self.clamp.power_w(snap, status, h.power_w), h.reason),
             None => (0.0, "EMS fallback: no hint".to_string()),
         };
         let pack_soc = soc.map(|s| s.pack_soc_pct);
@@ -239,8 +233,7 @@ impl Controller {
         snap: &PackSnapshot,
         allowed: AllowedCurrent,
     ) -> w::ProtectionLimits {
-        let p = self.protection.config();
-        let pack_v = if snap.pack_voltage_v.is_finite() {
+                let pack_v = if snap.pack_voltage_v.is_finite() {
             snap.pack_voltage_v
         } else {
             0.0
@@ -250,8 +243,8 @@ impl Controller {
             max_discharge_current_a: allowed.discharge_a,
             max_charge_power_w: allowed.charge_a * pack_v,
             max_discharge_power_w: allowed.discharge_a * pack_v,
-            cell_min_voltage_v: p.cell_under_voltage_v.release,
-            cell_max_voltage_v: p.cell_over_voltage_v.release,
+            cell_min_voltage_v: self.cell_window_v.0,
+            cell_max_voltage_v: self.cell_window_v.1,
         }
     }
 
@@ -260,10 +253,6 @@ impl Controller {
         self.acquisition.stats
     }
 
-    /// Open the contactors now (shutdown path).
-    pub fn open_contactors(&mut self) {
-        self.contactor.set_closed(false);
-    }
 }
 
 /// A SOC output must cover every cell with finite values in 0..=100.

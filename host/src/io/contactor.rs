@@ -1,47 +1,84 @@
-//! Contactor outputs. Protection decides; this drives the coil.
+//! Contactor and watchdog outputs. Protection decides; this drives the
+//! coils and the heartbeat line.
 //!
-//! Fail-safe: every implementation must open on drop, so a host that
-//! exits or unwinds leaves the contactors open.
+//! Fail-safe: every implementation de-energises (opens) on drop, so a host
+//! that exits or unwinds leaves the contactors open. An external watchdog
+//! relay in series with the coils opens them when the heartbeat stops
+//! toggling, which covers a hung or dead protection thread.
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 
-/// Drives the main contactors.
+use crate::protection::contactor::RelayOutputs;
+
+/// Drives the precharge relay, the main contactor and the watchdog line.
 pub trait ContactorOutput: Send {
-    fn set_closed(&mut self, closed: bool);
-    fn is_closed(&self) -> bool;
+    fn set(&mut self, outputs: RelayOutputs);
+    /// Toggle the watchdog heartbeat at host time `now_ms`.
+    fn toggle_heartbeat(&mut self, now_ms: u64);
 }
 
-/// The simulator's contactor: a shared flag the simulated rack reads to
-/// decide whether current can flow.
+/// The wiring between the host's outputs and the simulated rack: coil
+/// commands and the heartbeat line, as atomics the simulator reads.
+#[derive(Debug, Default)]
+pub struct SimWiring {
+    precharge: AtomicBool,
+    main: AtomicBool,
+    heartbeat_level: AtomicBool,
+    last_toggle_ms: AtomicU64,
+    heartbeat_seen: AtomicBool,
+}
+
+impl SimWiring {
+    /// Commanded coil states.
+    pub fn commanded(&self) -> RelayOutputs {
+        RelayOutputs {
+            precharge: self.precharge.load(Ordering::Acquire),
+            main: self.main.load(Ordering::Acquire),
+        }
+    }
+
+    /// Host time of the last heartbeat toggle, if any.
+    pub fn last_heartbeat_ms(&self) -> Option<u64> {
+        self.heartbeat_seen
+            .load(Ordering::Acquire)
+            .then(|| self.last_toggle_ms.load(Ordering::Acquire))
+    }
+}
+
+/// The simulator's contactor driver.
 pub struct SimulatedContactor {
-    closed: Arc<AtomicBool>,
+    wiring: Arc<SimWiring>,
 }
 
 impl SimulatedContactor {
-    /// Starts open.
-    pub fn new() -> (Self, Arc<AtomicBool>) {
-        let closed = Arc::new(AtomicBool::new(false));
+    /// Starts with every coil open.
+    pub fn new() -> (Self, Arc<SimWiring>) {
+        let wiring = Arc::new(SimWiring::default());
         (
             Self {
-                closed: closed.clone(),
+                wiring: wiring.clone(),
             },
-            closed,
+            wiring,
         )
     }
 }
 
 impl ContactorOutput for SimulatedContactor {
-    fn set_closed(&mut self, closed: bool) {
-        self.closed.store(closed, Ordering::Release);
+    fn set(&mut self, o: RelayOutputs) {
+        self.wiring.precharge.store(o.precharge, Ordering::Release);
+        self.wiring.main.store(o.main, Ordering::Release);
     }
-    fn is_closed(&self) -> bool {
-        self.closed.load(Ordering::Acquire)
+
+    fn toggle_heartbeat(&mut self, now_ms: u64) {
+        self.wiring.heartbeat_level.fetch_xor(true, Ordering::AcqRel);
+        self.wiring.last_toggle_ms.store(now_ms, Ordering::Release);
+        self.wiring.heartbeat_seen.store(true, Ordering::Release);
     }
 }
 
 impl Drop for SimulatedContactor {
     fn drop(&mut self) {
-        self.closed.store(false, Ordering::Release);
+        self.set(RelayOutputs::OPEN);
     }
 }

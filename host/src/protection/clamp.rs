@@ -1,15 +1,18 @@
 //! Clamping of plugin outputs. Nothing a plugin returns reaches hardware
-//! or the PCS without passing through here.
+//! or the PCS without passing through here; the clamp reads only the
+//! protection [`Status`] of the latest tick, never the other way round.
 
 use serde::Serialize;
 
-use super::{AllowedCurrent, Protection};
+use super::limits::{BalancingLimits, ProtectionConfig};
+use super::Status;
 use crate::snapshot::{CommStatus, PackSnapshot};
 
 /// Counts of plugin outputs protection refused or changed.
 #[derive(Debug, Clone, Copy, Default, Serialize)]
 pub struct ClampStats {
-    /// Bleed requests refused (cell too low, too hot, stale, or over the cap).
+    /// Bleed requests refused (cell too low, too hot, stale, faulted, or
+    /// over the simultaneous-bleeder cap).
     pub bleed_refused: u64,
     /// Non-finite values replaced by the safe value.
     pub non_finite: u64,
@@ -17,66 +20,84 @@ pub struct ClampStats {
     pub power_capped: u64,
 }
 
-impl Protection {
-    /// Allow a bleed only on cells of fresh modules whose voltage is above
-    /// the under-voltage release and whose temperature is below the
-    /// over-temperature release, and never while a fault is latched.
-    pub fn clamp_bleed(&mut self, snap: &PackSnapshot, requested: &[bool]) -> Vec<bool> {
+/// The clamp stage of the control cycle.
+#[derive(Debug, Clone)]
+pub struct Clamp {
+    /// No bleeding at or below this cell voltage (the under-voltage MOL).
+    min_bleed_v: f32,
+    limits: BalancingLimits,
+    pub stats: ClampStats,
+}
+
+impl Clamp {
+    pub fn new(cfg: &ProtectionConfig) -> Self {
+        let uv = cfg.cell_under_voltage_v;
+        let min_bleed_v = [uv.mol, uv.rsl, uv.msl]
+            .into_iter()
+            .flatten()
+            .map(|t| t.limit + t.hysteresis)
+            .fold(f32::NEG_INFINITY, f32::max);
+        Self {
+            min_bleed_v,
+            limits: cfg.balancing,
+            stats: ClampStats::default(),
+        }
+    }
+
+    /// Allow a bleed only on cells of fresh modules above the
+    /// under-voltage MOL and below the balancing temperature limit, never
+    /// while a fault is latched, and on at most `max_bleeders` cells (the
+    /// highest voltages win).
+    pub fn bleed(&mut self, snap: &PackSnapshot, status: &Status, requested: &[bool]) -> Vec<bool> {
         let cells = snap.cell_voltage_v.len();
-        let min_v = self.cfg.cell_under_voltage_v.release;
-        let max_t = self.cfg.cell_over_temp_c.release;
-        let faulted = self.latched.is_some();
         let per = snap.cells_per_module.max(1) as usize;
-        let mut out = vec![false; cells];
-        for (i, slot) in out.iter_mut().enumerate() {
+        let faulted = !status.latched.is_empty();
+        let mut allowed: Vec<usize> = Vec::new();
+        for i in 0..cells {
             if !requested.get(i).copied().unwrap_or(false) {
                 continue;
             }
             let v = snap.cell_voltage_v[i];
             let t = snap.cell_temp_c[i];
             let fresh = snap.module_comm.get(i / per) == Some(&CommStatus::Ok);
-            if !faulted && fresh && v.is_finite() && v > min_v && t.is_finite() && t < max_t {
-                *slot = true;
+            if !faulted && fresh && v.is_finite() && v > self.min_bleed_v && t.is_finite() && t < self.limits.max_temp_c {
+                allowed.push(i);
             } else {
-                self.clamp_stats.bleed_refused += 1;
+                self.stats.bleed_refused += 1;
             }
+        }
+        let cap = self.limits.max_bleeders as usize;
+        if allowed.len() > cap {
+            allowed.sort_by(|a, b| snap.cell_voltage_v[*b].total_cmp(&snap.cell_voltage_v[*a]));
+            self.stats.bleed_refused += (allowed.len() - cap) as u64;
+            allowed.truncate(cap);
+        }
+        let mut out = vec![false; cells];
+        for i in allowed {
+            out[i] = true;
         }
         out
     }
 
     /// Cap a power hint (W, positive = charge) to what the derated current
     /// limits allow at the present pack voltage. NaN/inf become 0.
-    pub fn clamp_power_w(
-        &mut self,
-        snap: &PackSnapshot,
-        allowed: AllowedCurrent,
-        power_w: f32,
-    ) -> f32 {
+    pub fn power_w(&mut self, snap: &PackSnapshot, status: &Status, power_w: f32) -> f32 {
         if !power_w.is_finite() {
-            self.clamp_stats.non_finite += 1;
+            self.stats.non_finite += 1;
             return 0.0;
         }
-        let pack_v = if snap.pack_voltage_v.is_finite() {
-            snap.pack_voltage_v.max(0.0)
-        } else {
-            0.0
-        };
-        let max_charge = allowed.charge_a * pack_v;
-        let max_discharge = allowed.discharge_a * pack_v;
+        let pack_v = if snap.pack_voltage_v.is_finite() { snap.pack_voltage_v.max(0.0) } else { 0.0 };
+        let max_charge = status.allowed.charge_a * pack_v;
+        let max_discharge = status.allowed.discharge_a * pack_v;
         let capped = power_w.clamp(-max_discharge, max_charge);
         if capped != power_w {
-            self.clamp_stats.power_capped += 1;
+            self.stats.power_capped += 1;
         }
         capped
     }
 
-    /// Replace a non-finite estimate by `fallback`, counting it.
-    pub fn finite_or(&mut self, value: f32, fallback: f32) -> f32 {
-        if value.is_finite() {
-            value
-        } else {
-            self.clamp_stats.non_finite += 1;
-            fallback
-        }
+    /// Count a non-finite or out-of-range plugin value that was rejected.
+    pub fn count_rejected(&mut self) {
+        self.stats.non_finite += 1;
     }
 }

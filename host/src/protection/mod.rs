@@ -1,79 +1,97 @@
 //! The protection layer: the host's hardware-protection-board equivalent.
 //!
-//! Owns: limit checks with debounce, fault latching, the contactor command,
-//! current derating (state of function), and the clamping of every plugin
-//! output before it reaches hardware or the PCS.
+//! Owns: the limit table ([`limits`]), debounced three-tier monitors
+//! ([`monitor`]), fault latching and authorised reset, the contactor state
+//! machine ([`contactor`]), derating (state of function), the durable event
+//! record ([`events`]), the clamping of every plugin output ([`clamp`]),
+//! and the protection thread with its watchdog heartbeat ([`task`]).
 //!
-//! May not touch: plugins (it never calls or waits on one), I/O (it reads a
-//! finished snapshot and returns commands). Plugins cannot reach anything
-//! in here: the WIT contract gives them no handle to contactors, limits or
-//! faults, and every value they return passes through [`Protection::clamp_bleed`]
-//! or [`Protection::clamp_power_w`].
+//! May not touch: plugins (it never calls or waits on one) and I/O (it
+//! reads the latest snapshot and drives outputs through traits). Plugins
+//! cannot reach anything here: the WIT contract gives them no handle to a
+//! contactor, limit or fault, and every value they return passes through
+//! [`clamp`] first.
 //!
-//! Invariants (see ARCHITECTURE.md):
-//! 1. Contactors are open unless the latest snapshot is complete, every
-//!    source is fresh and no fault is latched.
-//! 2. A limit exceeded for its delay latches a fault and opens the
-//!    contactors in the same evaluation.
-//! 3. Allowed currents are zero while the contactors are open and never
-//!    exceed the configured ratings.
-//! 4. Non-finite plugin outputs are replaced by the safe value and counted.
+//! The invariants are listed in `SAFETY.md` at the repository root, each
+//! with the test that proves it.
 
-mod clamp;
-mod monitor;
+pub mod clamp;
+pub mod contactor;
+pub mod events;
+pub mod limits;
+pub mod monitor;
+pub mod task;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
-use crate::config::ProtectionConfig;
 use crate::snapshot::{CommStatus, PackSnapshot};
+use contactor::{ContactorFault, ContactorFsm, ContactorInputs, ContactorState, RelayOutputs};
+use events::{EventKind, EventLog, EventRecord};
+use limits::{Direction, ProtectionConfig, TierLevel};
+use monitor::{QuantityMonitor, TierMonitor, Transition};
+
 pub use clamp::ClampStats;
-use monitor::{Direction, Monitor};
+pub use limits::ProtectionConfig as Config;
 
 /// A protected quantity.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Quantity {
     CellOverVoltage,
     CellUnderVoltage,
-    CellOverTemperature,
-    /// A module's BMU or the current sensor stopped delivering fresh data.
+    CellDeepUnderVoltage,
+    CellOverTempCharge,
+    CellOverTempDischarge,
+    CellUnderTempCharge,
+    CellUnderTempDischarge,
+    CellTempSpread,
+    CellVoltageSpread,
+    ChargeOverCurrent,
+    DischargeOverCurrent,
+    /// |Σ cell voltages − pack voltage| too large.
+    PackVoltageMismatch,
+    /// A BMU or the current sensor stopped delivering fresh data.
     CommunicationLoss,
+    /// A reading outside its sensor's physical range.
+    SensorOutOfRange,
+    /// The current reading stopped changing at all.
+    CurrentSensorFrozen,
+    ContactorWelded,
+    PrechargeFailed,
+}
+
+/// Which current direction a quantity's RSL forbids.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Blocks {
+    Charge,
+    Discharge,
+    Both,
+}
+
+impl Quantity {
+    fn blocks(self) -> Blocks {
+        use Quantity::*;
+        match self {
+            CellOverVoltage | CellOverTempCharge | CellUnderTempCharge | ChargeOverCurrent => Blocks::Charge,
+            CellUnderVoltage | CellOverTempDischarge | CellUnderTempDischarge | DischargeOverCurrent => {
+                Blocks::Discharge
+            }
+            _ => Blocks::Both,
+        }
+    }
+
+    /// Latches that survive a host restart (blocking closing until reset).
+    pub fn is_persistent(self) -> bool {
+        matches!(self, Quantity::CellDeepUnderVoltage | Quantity::ContactorWelded)
+    }
 }
 
 /// Where in the rack a value was measured.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct Location {
     pub module: usize,
-    /// Cell within the module.
+    /// Cell within the module (0 for module-level quantities).
     pub cell: usize,
-}
-
-/// What protection did.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Action {
-    OpenContactors,
-    CloseContactors,
-}
-
-/// One protection event for the record.
-#[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct ProtectionEvent {
-    pub time_ms: u64,
-    pub quantity: Option<Quantity>,
-    pub location: Option<Location>,
-    pub value: f32,
-    pub limit: f32,
-    pub action: Action,
-    pub message: String,
-}
-
-/// The contactor command protection issues every evaluation.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum ContactorCommand {
-    Open,
-    Closed,
 }
 
 /// Current limits allowed now, in A (both >= 0).
@@ -83,216 +101,595 @@ pub struct AllowedCurrent {
     pub discharge_a: f32,
 }
 
-/// Result of one evaluation.
-#[derive(Debug, Clone)]
-pub struct Verdict {
-    pub contactors: ContactorCommand,
+impl AllowedCurrent {
+    pub const ZERO: AllowedCurrent = AllowedCurrent {
+        charge_a: 0.0,
+        discharge_a: 0.0,
+    };
+}
+
+/// A latched MSL fault.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Latch {
+    pub quantity: Quantity,
+    pub location: Option<Location>,
+    pub value: Option<f32>,
+    pub limit: Option<f32>,
+    pub time_ms: u64,
+    pub message: String,
+}
+
+/// A tier that is raised now.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct ActiveTier {
+    pub quantity: Quantity,
+    pub tier: TierLevel,
+}
+
+/// What protection publishes every tick.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Status {
+    pub time_ms: u64,
+    pub outputs: RelayOutputs,
+    pub contactor_state: ContactorState,
     pub allowed: AllowedCurrent,
-    /// Why the contactors are open, if they are.
-    pub open_reason: Option<String>,
+    pub latched: Vec<Latch>,
+    pub active: Vec<ActiveTier>,
+    /// Why the contactors may not close, if they may not.
+    pub blocked_reason: Option<String>,
+}
+
+impl Status {
+    /// Contactors open, nothing allowed: the state before the first tick.
+    pub fn initial() -> Self {
+        Self {
+            time_ms: 0,
+            outputs: RelayOutputs::OPEN,
+            contactor_state: ContactorState::Open,
+            allowed: AllowedCurrent::ZERO,
+            latched: Vec::new(),
+            active: Vec::new(),
+            blocked_reason: Some("protection has not run yet".into()),
+        }
+    }
+
+    pub fn closed(&self) -> bool {
+        self.contactor_state == ContactorState::Closed
+    }
+}
+
+/// Why a reset was refused.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum ResetError {
+    #[error("nothing is latched")]
+    NothingLatched,
+    #[error("condition not cleared: {0}")]
+    NotCleared(String),
+}
+
+/// Values derived from one snapshot.
+struct Derived {
+    fresh: bool,
+    max_v: Option<(usize, f32)>,
+    min_v: Option<(usize, f32)>,
+    max_t: Option<(usize, f32)>,
+    min_t: Option<(usize, f32)>,
+    current_a: Option<f32>,
+    mismatch_v: Option<f32>,
+    charging: bool,
+}
+
+struct Tracked {
+    quantity: Quantity,
+    monitor: QuantityMonitor,
 }
 
 /// The protection state machine of one rack.
 pub struct Protection {
     cfg: ProtectionConfig,
-    over_voltage: Monitor,
-    under_voltage: Monitor,
-    over_temp: Monitor,
-    latched: Option<ProtectionEvent>,
-    contactors: ContactorCommand,
-    events: Vec<ProtectionEvent>,
+    tracked: Vec<Tracked>,
+    range: TierMonitor,
+    range_location: Option<Location>,
+    /// Snapshot older than this is stale as a whole (acquisition stalled).
+    data_timeout_ms: u64,
+    latched: Vec<Latch>,
+    contactor: ContactorFsm,
+    allowed: AllowedCurrent,
+    last_tick_ms: Option<u64>,
+    seen_complete: bool,
+    log: EventLog,
     pub clamp_stats: ClampStats,
+    status: Status,
 }
 
 impl Protection {
-    /// Contactors start open (invariant 1).
-    pub fn new(cfg: ProtectionConfig) -> Self {
+    /// Build protection with its event record. Persistent latches (deep
+    /// under-voltage, welded contactor) found in the record without a later
+    /// reset are restored: they keep blocking closing across restarts.
+    pub fn new(cfg: ProtectionConfig, data_timeout_ms: u64, log: EventLog) -> Self {
+        use Quantity::*;
+        let quantities = [
+            CellOverVoltage,
+            CellUnderVoltage,
+            CellOverTempCharge,
+            CellOverTempDischarge,
+            CellUnderTempCharge,
+            CellUnderTempDischarge,
+            CellTempSpread,
+            CellVoltageSpread,
+            ChargeOverCurrent,
+            DischargeOverCurrent,
+            PackVoltageMismatch,
+            CellDeepUnderVoltage,
+        ];
+        let tracked = cfg
+            .tiered()
+            .iter()
+            .zip(quantities)
+            .map(|((_, tiers, dir), quantity)| Tracked {
+                quantity,
+                monitor: QuantityMonitor::new(tiers, *dir),
+            })
+            .collect();
+        let range = TierMonitor::new(
+            limits::Tier {
+                limit: 0.5,
+                delay_ms: cfg.plausibility.range_delay_ms,
+                hysteresis: 0.0,
+            },
+            Direction::Above,
+        );
+        let latched = restore_persistent_latches(log.records());
+        for l in &latched {
+            tracing::error!(quantity = ?l.quantity, "persistent latch restored from the event record: closing blocked until reset");
+        }
         Self {
-            over_voltage: Monitor::new(cfg.cell_over_voltage_v, Direction::Above),
-            under_voltage: Monitor::new(cfg.cell_under_voltage_v, Direction::Below),
-            over_temp: Monitor::new(cfg.cell_over_temp_c, Direction::Above),
-            cfg,
-            latched: None,
-            contactors: ContactorCommand::Open,
-            events: Vec::new(),
+            contactor: ContactorFsm::new(cfg.contactors, 0),
+            tracked,
+            range,
+            range_location: None,
+            data_timeout_ms,
+            latched,
+            allowed: AllowedCurrent::ZERO,
+            last_tick_ms: None,
+            seen_complete: false,
+            log,
             clamp_stats: ClampStats::default(),
+            status: Status::initial(),
+            cfg,
         }
-    }
-
-    /// Check `snap` and decide the contactor command and allowed currents.
-    pub fn evaluate(&mut self, snap: &PackSnapshot) -> Verdict {
-        let now = snap.timestamp_ms;
-        let per = snap.cells_per_module.max(1) as usize;
-        let loc = |i: usize| Location {
-            module: i / per,
-            cell: i % per,
-        };
-        // Stale modules are excluded from the extremes; comm loss itself
-        // is the fault for them.
-        let fresh = |i: &usize| snap.module_comm.get(i / per) == Some(&CommStatus::Ok);
-        let vmax = extreme(&snap.cell_voltage_v, fresh, f32::max);
-        let vmin = extreme(&snap.cell_voltage_v, fresh, f32::min);
-        let tmax = extreme(&snap.cell_temp_c, fresh, f32::max);
-
-        let mut trips = Vec::new();
-        for (mon, q, ext) in [
-            (&mut self.over_voltage, Quantity::CellOverVoltage, vmax),
-            (&mut self.under_voltage, Quantity::CellUnderVoltage, vmin),
-            (&mut self.over_temp, Quantity::CellOverTemperature, tmax),
-        ] {
-            if let Some((i, v)) = ext {
-                if mon.update(v, now) {
-                    trips.push((q, Some(loc(i)), v, mon.limit()));
-                }
-            }
-        }
-        if snap.complete {
-            if let Some(m) = snap
-                .module_comm
-                .iter()
-                .position(|c| *c == CommStatus::Stale)
-            {
-                trips.push((
-                    Quantity::CommunicationLoss,
-                    Some(Location { module: m, cell: 0 }),
-                    f32::NAN,
-                    f32::NAN,
-                ));
-            } else if snap.current_comm == CommStatus::Stale {
-                trips.push((Quantity::CommunicationLoss, None, f32::NAN, f32::NAN));
-            }
-        }
-        for (q, location, value, limit) in trips {
-            if self.latched.is_none() {
-                let message = match (q, location) {
-                    (Quantity::CommunicationLoss, Some(l)) => {
-                        format!("module {} stopped communicating", l.module)
-                    }
-                    (Quantity::CommunicationLoss, None) => {
-                        "current sensor stopped communicating".to_string()
-                    }
-                    (q, Some(l)) => format!(
-                        "{q:?} at module {} cell {}: {value:.3} beyond {limit:.3} for {} ms",
-                        l.module,
-                        l.cell,
-                        self.delay_of(q)
-                    ),
-                    (q, None) => format!("{q:?}"),
-                };
-                let ev = ProtectionEvent {
-                    time_ms: now,
-                    quantity: Some(q),
-                    location,
-                    value,
-                    limit,
-                    action: Action::OpenContactors,
-                    message,
-                };
-                tracing::error!(quantity = ?q, ?location, value, limit, "protection trip: fault latched");
-                self.latched = Some(ev);
-            }
-        }
-
-        let ready = snap.complete
-            && snap.current_comm == CommStatus::Ok
-            && snap.module_comm.iter().all(|c| *c == CommStatus::Ok);
-        let open_reason = if let Some(f) = &self.latched {
-            Some(format!("fault latched: {}", f.message))
-        } else if !ready {
-            Some("waiting for fresh data from every BMU and the current sensor".to_string())
-        } else {
-            None
-        };
-        let command = if open_reason.is_none() {
-            ContactorCommand::Closed
-        } else {
-            ContactorCommand::Open
-        };
-        if command != self.contactors {
-            let (action, message) = match command {
-                ContactorCommand::Open => (
-                    Action::OpenContactors,
-                    open_reason.clone().unwrap_or_default(),
-                ),
-                ContactorCommand::Closed => (
-                    Action::CloseContactors,
-                    "all sources fresh, no fault".to_string(),
-                ),
-            };
-            let latched = self.latched.clone();
-            self.events.push(ProtectionEvent {
-                time_ms: now,
-                quantity: latched.as_ref().and_then(|l| l.quantity),
-                location: latched.as_ref().and_then(|l| l.location),
-                value: latched.as_ref().map_or(f32::NAN, |l| l.value),
-                limit: latched.as_ref().map_or(f32::NAN, |l| l.limit),
-                action,
-                message,
-            });
-            tracing::info!(?command, "contactor command changed");
-            self.contactors = command;
-        }
-        let allowed = if command == ContactorCommand::Closed {
-            self.derate(vmax.map(|x| x.1), vmin.map(|x| x.1))
-        } else {
-            AllowedCurrent {
-                charge_a: 0.0,
-                discharge_a: 0.0,
-            }
-        };
-        Verdict {
-            contactors: command,
-            allowed,
-            open_reason,
-        }
-    }
-
-    fn delay_of(&self, q: Quantity) -> u64 {
-        match q {
-            Quantity::CellOverVoltage => self.cfg.cell_over_voltage_v.delay_ms,
-            Quantity::CellUnderVoltage => self.cfg.cell_under_voltage_v.delay_ms,
-            Quantity::CellOverTemperature => self.cfg.cell_over_temp_c.delay_ms,
-            Quantity::CommunicationLoss => 0,
-        }
-    }
-
-    /// Linear derating towards the voltage limits.
-    fn derate(&self, vmax: Option<f32>, vmin: Option<f32>) -> AllowedCurrent {
-        let c = &self.cfg;
-        let ramp = |x: f32, from: f32, to: f32| ((to - x) / (to - from)).clamp(0.0, 1.0);
-        let charge = vmax.map_or(0.0, |v| {
-            ramp(v, c.charge_derate_start_v, c.cell_over_voltage_v.limit)
-        });
-        let discharge = vmin.map_or(0.0, |v| {
-            ramp(v, c.discharge_derate_start_v, c.cell_under_voltage_v.limit)
-        });
-        AllowedCurrent {
-            charge_a: c.max_charge_current_a * charge,
-            discharge_a: c.max_discharge_current_a * discharge,
-        }
-    }
-
-    /// The fault currently latched, if any.
-    pub fn latched(&self) -> Option<&ProtectionEvent> {
-        self.latched.as_ref()
-    }
-
-    /// Every contactor transition so far (the trips are in their messages).
-    pub fn events(&self) -> &[ProtectionEvent] {
-        &self.events
     }
 
     pub fn config(&self) -> &ProtectionConfig {
         &self.cfg
     }
+
+    pub fn status(&self) -> &Status {
+        &self.status
+    }
+
+    pub fn events(&self) -> &[EventRecord] {
+        self.log.records()
+    }
+
+    pub fn latched(&self) -> &[Latch] {
+        &self.latched
+    }
+
+    fn record(&mut self, kind: EventKind, quantity: Option<Quantity>, tier: Option<TierLevel>, detail: Detail) {
+        let rec = EventRecord {
+            seq: 0,
+            time_ms: detail.time_ms,
+            unix_ms: 0,
+            kind,
+            quantity,
+            tier,
+            location: detail.location,
+            value: detail.value.filter(|v| v.is_finite()),
+            limit: detail.limit.filter(|v| v.is_finite()),
+            action: detail.action.to_string(),
+            message: detail.message,
+        };
+                let level_error = matches!(kind, EventKind::Latched) || tier == Some(TierLevel::Msl);
+        if kind == EventKind::Contactor {
+            tracing::info!(action = %rec.action, "{}", rec.message);
+        } else if level_error {
+            tracing::error!(?kind, ?quantity, ?tier, location = ?rec.location, value = ?rec.value, limit = ?rec.limit, action = %rec.action, "{}", rec.message);
+        } else {
+            tracing::warn!(?kind, ?quantity, ?tier, location = ?rec.location, value = ?rec.value, limit = ?rec.limit, action = %rec.action, "{}", rec.message);
+        }
+        self.log.append(rec);
+    }
+
+    fn latch(&mut self, l: Latch) {
+        if self.latched.iter().any(|x| x.quantity == l.quantity && x.location == l.location) {
+            return;
+        }
+        self.record(
+            EventKind::Latched,
+            Some(l.quantity),
+            Some(TierLevel::Msl),
+            Detail {
+                time_ms: l.time_ms,
+                location: l.location,
+                value: l.value,
+                limit: l.limit,
+                action: "open contactors and latch",
+                message: l.message.clone(),
+            },
+        );
+        self.latched.push(l);
+    }
+
+    fn derive(&self, s: &PackSnapshot, now_ms: u64) -> Derived {
+        let per = s.cells_per_module.max(1) as usize;
+        let age_ok = now_ms.saturating_sub(s.timestamp_ms) <= self.data_timeout_ms;
+        let module_ok = |i: &usize| age_ok && s.module_comm.get(i / per) == Some(&CommStatus::Ok);
+        let current_ok = age_ok && s.current_comm == CommStatus::Ok && s.current_a.is_finite();
+        let all_fresh = s.complete && current_ok && s.module_comm.iter().all(|c| *c == CommStatus::Ok);
+        let current_a = current_ok.then_some(s.current_a);
+        let mismatch_v = (all_fresh && s.pack_voltage_v.is_finite()).then(|| {
+            let sum: f32 = s.cell_voltage_v.iter().sum();
+            (sum - s.pack_voltage_v).abs()
+        });
+        Derived {
+            fresh: all_fresh,
+            max_v: extreme(&s.cell_voltage_v, module_ok, f32::max),
+            min_v: extreme(&s.cell_voltage_v, module_ok, f32::min),
+            max_t: extreme(&s.cell_temp_c, module_ok, f32::max),
+            min_t: extreme(&s.cell_temp_c, module_ok, f32::min),
+            current_a,
+            mismatch_v,
+            charging: current_a.is_some_and(|i| i > self.cfg.rest_current_a),
+        }
+    }
+
+    /// One protection tick at `now_ms` on the latest snapshot. `pack_soc_pct`
+    /// is the latest validated SOC estimate, if any (used only to derate).
+    pub fn tick(&mut self, s: &PackSnapshot, pack_soc_pct: Option<f32>, now_ms: u64) -> &Status {
+        let d = self.derive(s, now_ms);
+        let per = s.cells_per_module.max(1) as usize;
+        let loc = |x: Option<(usize, f32)>| {
+            x.map(|(i, _)| Location {
+                module: i / per,
+                cell: i % per,
+            })
+        };
+        let val = |x: Option<(usize, f32)>| x.map(|(_, v)| v);
+        let spread = |hi: Option<(usize, f32)>, lo: Option<(usize, f32)>| Some(val(hi)? - val(lo)?);
+        // (value, location) per tracked quantity, in `tracked` order.
+        use Quantity::*;
+        let inputs: Vec<(Option<f32>, Option<Location>, bool)> = self
+            .tracked
+            .iter()
+            .map(|t| {
+                // The third field: whether the MSL applies now (charge
+                // temperature limits trip only while charging, discharge
+                // limits otherwise; MOL/RSL always shape the permission).
+                match t.quantity {
+                    CellOverVoltage => (val(d.max_v), loc(d.max_v), true),
+                    CellUnderVoltage | CellDeepUnderVoltage => (val(d.min_v), loc(d.min_v), true),
+                    CellOverTempCharge => (val(d.max_t), loc(d.max_t), d.charging),
+                    CellOverTempDischarge => (val(d.max_t), loc(d.max_t), !d.charging),
+                    CellUnderTempCharge => (val(d.min_t), loc(d.min_t), d.charging),
+                    CellUnderTempDischarge => (val(d.min_t), loc(d.min_t), !d.charging),
+                    CellTempSpread => (spread(d.max_t, d.min_t), loc(d.max_t), true),
+                    CellVoltageSpread => (spread(d.max_v, d.min_v), loc(d.max_v), true),
+                    ChargeOverCurrent => (d.current_a, None, true),
+                    DischargeOverCurrent => (d.current_a.map(|i| -i), None, true),
+                    PackVoltageMismatch => (d.mismatch_v, None, true),
+                    _ => (None, None, false),
+                }
+            })
+            .collect();
+        for (k, (value, location, msl_applies)) in inputs.into_iter().enumerate() {
+            for level in TierLevel::ALL {
+                let quantity = self.tracked[k].quantity;
+                let v = if level == TierLevel::Msl && !msl_applies { None } else { value };
+                let Some(mon) = self.tracked[k].monitor.tiers[level as usize].as_mut() else {
+                    continue;
+                };
+                let limit = mon.tier.limit;
+                let Some(tr) = mon.update(v, now_ms) else { continue };
+                let (kind, action) = match (tr, level, quantity.blocks()) {
+                    (Transition::Cleared, _, _) => (EventKind::Cleared, "none"),
+                    (_, TierLevel::Mol, _) => (EventKind::Raised, "warn; derating"),
+                    (_, TierLevel::Rsl, Blocks::Charge) => (EventKind::Raised, "zero charge current"),
+                    (_, TierLevel::Rsl, Blocks::Discharge) => (EventKind::Raised, "zero discharge current"),
+                    (_, TierLevel::Rsl, Blocks::Both) => (EventKind::Raised, "zero current"),
+                    (_, TierLevel::Msl, _) => (EventKind::Raised, "open contactors"),
+                };
+                let message = format!("{quantity:?} {}: {:?} vs limit {limit}", level.key(), value);
+                self.record(
+                    kind,
+                    Some(quantity),
+                    Some(level),
+                    Detail { time_ms: now_ms, location, value, limit: Some(limit), action, message: message.clone() },
+                );
+                if tr == Transition::Raised && level == TierLevel::Msl {
+                    self.latch(Latch { quantity, location, value, limit: Some(limit), time_ms: now_ms, message });
+                }
+            }
+        }
+        self.check_plausibility(s, &d, now_ms);
+        self.check_communication(s, &d, now_ms);
+
+        // Contactors.
+        if d.fresh {
+            self.seen_complete = true;
+        }
+        let blocked_reason = if let Some(l) = self.latched.first() {
+            Some(format!("fault latched: {}", l.message))
+        } else if !d.fresh {
+            Some("waiting for fresh data from every BMU and the current sensor".into())
+        } else {
+            None
+        };
+        let inputs = ContactorInputs {
+            pack_v: if d.fresh { s.pack_voltage_v } else { f32::NAN },
+            link_v: if d.fresh { s.link_voltage_v } else { f32::NAN },
+            current_a: d.current_a.unwrap_or(f32::NAN),
+        };
+        let step = self.contactor.tick(blocked_reason.is_none(), inputs, now_ms);
+        if let Some((from, to)) = step.transition {
+            let reason = blocked_reason.clone().unwrap_or_else(|| "all sources fresh, no fault".into());
+            self.record(
+                EventKind::Contactor,
+                None,
+                None,
+                Detail {
+                    time_ms: now_ms,
+                    location: None,
+                    value: None,
+                    limit: None,
+                    action: contactor_action(from, to),
+                    message: format!("{from:?} -> {to:?}: {reason}"),
+                },
+            );
+        }
+        if let Some(f) = step.fault {
+            let (quantity, message, value) = match f {
+                ContactorFault::PrechargeTimeout { link_v, pack_v } => (
+                    Quantity::PrechargeFailed,
+                    format!("precharge reached {link_v:.1} V of {pack_v:.1} V within {} ms", self.cfg.contactors.precharge_timeout_ms),
+                    Some(link_v),
+                ),
+                ContactorFault::Welded { current_a, link_v } => (
+                    Quantity::ContactorWelded,
+                    format!("contactor commanded open but {current_a:.1} A flows / link at {link_v:.1} V: welded"),
+                    Some(current_a),
+                ),
+            };
+            self.latch(Latch { quantity, location: None, value, limit: None, time_ms: now_ms, message });
+        }
+
+        // Derating: drop at once, rise at the ramp rate.
+        let target = self.derate_target(&d, pack_soc_pct);
+        let dt_s = self.last_tick_ms.map_or(0.0, |t| now_ms.saturating_sub(t) as f32 / 1000.0);
+        self.last_tick_ms = Some(now_ms);
+        let ramp = self.cfg.derating.ramp_up_a_per_s * dt_s;
+        let follow = |prev: f32, target: f32| if target < prev { target } else { (prev + ramp).min(target) };
+        self.allowed = if self.contactor.state() == ContactorState::Closed {
+            AllowedCurrent {
+                charge_a: follow(self.allowed.charge_a, target.charge_a),
+                discharge_a: follow(self.allowed.discharge_a, target.discharge_a),
+            }
+        } else {
+            AllowedCurrent::ZERO
+        };
+
+        let active = self
+            .tracked
+            .iter()
+            .flat_map(|t| {
+                TierLevel::ALL
+                    .into_iter()
+                    .filter(|l| t.monitor.is_active(*l))
+                    .map(|tier| ActiveTier { quantity: t.quantity, tier })
+            })
+            .collect();
+        self.status = Status {
+            time_ms: now_ms,
+            outputs: step.outputs,
+            contactor_state: self.contactor.state(),
+            allowed: self.allowed,
+            latched: self.latched.clone(),
+            active,
+            blocked_reason,
+        };
+        &self.status
+    }
+
+    fn check_plausibility(&mut self, s: &PackSnapshot, d: &Derived, now_ms: u64) {
+        let p = self.cfg.plausibility;
+        let per = s.cells_per_module.max(1) as usize;
+        let fresh = |i: usize| s.module_comm.get(i / per) == Some(&CommStatus::Ok);
+        let outside = |v: f32, r: [f32; 2]| v.is_finite() && (v < r[0] || v > r[1]);
+        let bad_cell = (0..s.cell_voltage_v.len()).find(|&i| {
+            fresh(i) && (outside(s.cell_voltage_v[i], p.cell_voltage_range_v) || outside(s.cell_temp_c[i], p.temp_range_c))
+        });
+        let bad_current = d.current_a.is_some_and(|i| outside(i, p.current_range_a));
+        let out = bad_cell.is_some() || bad_current;
+        if out {
+            self.range_location = bad_cell.map(|i| Location { module: i / per, cell: i % per });
+        }
+        if self.range.update(Some(if out { 1.0 } else { 0.0 }), now_ms) == Some(Transition::Raised) {
+            let (location, value, what) = match bad_cell {
+                Some(i) => (self.range_location, Some(s.cell_voltage_v[i]), "cell voltage or temperature"),
+                None => (None, d.current_a, "current"),
+            };
+            let message = format!("{what} reading outside its sensor's physical range for {} ms", p.range_delay_ms);
+            self.record(
+                EventKind::Raised,
+                Some(Quantity::SensorOutOfRange),
+                Some(TierLevel::Msl),
+                Detail { time_ms: now_ms, location, value, limit: None, action: "open contactors", message: message.clone() },
+            );
+            self.latch(Latch { quantity: Quantity::SensorOutOfRange, location, value, limit: None, time_ms: now_ms, message });
+        }
+        if p.current_frozen_ms > 0 && self.contactor.state() == ContactorState::Closed {
+            let frozen_for = now_ms.saturating_sub(s.current_changed_ms);
+            if d.current_a.is_some() && frozen_for >= p.current_frozen_ms {
+                let message = format!(
+                    "current reading stuck at {:.3} A for {frozen_for} ms while connected: sensor implausible",
+                    s.current_a
+                );
+                self.latch(Latch {
+                    quantity: Quantity::CurrentSensorFrozen,
+                    location: None,
+                    value: Some(s.current_a),
+                    limit: None,
+                    time_ms: now_ms,
+                    message,
+                });
+            }
+        }
+    }
+
+    fn check_communication(&mut self, s: &PackSnapshot, d: &Derived, now_ms: u64) {
+        if !self.seen_complete || d.fresh {
+            return;
+        }
+        let age = now_ms.saturating_sub(s.timestamp_ms);
+        let (location, message) = if age > self.data_timeout_ms {
+            (None, format!("no snapshot for {age} ms: acquisition stalled"))
+        } else if let Some(m) = s.module_comm.iter().position(|c| *c == CommStatus::Stale) {
+            (Some(Location { module: m, cell: 0 }), format!("module {m} stopped communicating"))
+        } else {
+            (None, "current sensor stopped communicating".to_string())
+        };
+        self.latch(Latch {
+            quantity: Quantity::CommunicationLoss,
+            location,
+            value: None,
+            limit: None,
+            time_ms: now_ms,
+            message,
+        });
+    }
+
+    fn derate_target(&self, d: &Derived, pack_soc_pct: Option<f32>) -> AllowedCurrent {
+        let c = &self.cfg.derating;
+        let mut charge = c.max_charge_current_a;
+        let mut discharge = c.max_discharge_current_a;
+        let v = |x: Option<(usize, f32)>| x.map_or(f32::NAN, |x| x.1);
+        charge = charge.min(c.charge_vs_cell_voltage_v.eval(v(d.max_v)));
+        discharge = discharge.min(c.discharge_vs_cell_voltage_v.eval(v(d.min_v)));
+        for t in [v(d.min_t), v(d.max_t)] {
+            charge = charge.min(c.charge_vs_temp_c.eval(t));
+            discharge = discharge.min(c.discharge_vs_temp_c.eval(t));
+        }
+        if let Some(soc) = pack_soc_pct.filter(|s| s.is_finite()) {
+            charge = charge.min(c.charge_vs_soc_pct.eval(soc));
+            discharge = discharge.min(c.discharge_vs_soc_pct.eval(soc));
+        }
+        for t in &self.tracked {
+            if t.monitor.is_active(TierLevel::Rsl) || t.monitor.is_active(TierLevel::Msl) {
+                match t.quantity.blocks() {
+                    Blocks::Charge => charge = 0.0,
+                    Blocks::Discharge => discharge = 0.0,
+                    Blocks::Both => (charge, discharge) = (0.0, 0.0),
+                }
+            }
+        }
+        AllowedCurrent {
+            charge_a: charge.max(0.0),
+            discharge_a: discharge.max(0.0),
+        }
+    }
+
+    /// Authorised reset (the caller has checked the credential): clear every
+    /// latch, but only if every latched condition has cleared. All or
+    /// nothing, so a reset never half-arms a faulted rack.
+    pub fn reset(&mut self, s: &PackSnapshot, now_ms: u64) -> Result<Vec<Latch>, ResetError> {
+        if self.latched.is_empty() {
+            return Err(ResetError::NothingLatched);
+        }
+        let d = self.derive(s, now_ms);
+        let mut not_cleared = Vec::new();
+        for l in &self.latched {
+            let cleared = match l.quantity {
+                Quantity::CommunicationLoss => d.fresh,
+                Quantity::SensorOutOfRange => !self.range.active,
+                Quantity::CurrentSensorFrozen => d.current_a.is_some() && s.current_changed_ms + 1000 >= now_ms,
+                Quantity::ContactorWelded => d.current_a.is_some_and(|i| i.abs() < self.cfg.contactors.weld_current_a),
+                Quantity::PrechargeFailed => true,
+                q => self
+                    .tracked
+                    .iter()
+                    .find(|t| t.quantity == q)
+                    .is_some_and(|t| !t.monitor.is_active(TierLevel::Msl) && d.fresh),
+            };
+            if !cleared {
+                not_cleared.push(format!("{:?}: {}", l.quantity, l.message));
+            }
+        }
+        if !not_cleared.is_empty() {
+            return Err(ResetError::NotCleared(not_cleared.join("; ")));
+        }
+        let cleared = std::mem::take(&mut self.latched);
+        for l in &cleared {
+            self.record(
+                EventKind::Reset,
+                Some(l.quantity),
+                Some(TierLevel::Msl),
+                Detail {
+                    time_ms: now_ms,
+                    location: l.location,
+                    value: None,
+                    limit: None,
+                    action: "latch cleared by authorised reset",
+                    message: format!("reset of: {}", l.message),
+                },
+            );
+        }
+        Ok(cleared)
+    }
+}
+
+struct Detail {
+    time_ms: u64,
+    location: Option<Location>,
+    value: Option<f32>,
+    limit: Option<f32>,
+    action: &'static str,
+    message: String,
+}
+
+fn contactor_action(from: ContactorState, to: ContactorState) -> &'static str {
+    use ContactorState::*;
+    match (from, to) {
+        (Open, Precharge) => "close precharge relay",
+        (Precharge, Closed) => "close main contactor",
+        (_, Opening) => "open contactors",
+        (_, Open) => "contactors open",
+        _ => "contactor transition",
+    }
+}
+
+/// Persistent latches from the record: latched and not reset since.
+fn restore_persistent_latches(records: &[EventRecord]) -> Vec<Latch> {
+    let mut out: Vec<Latch> = Vec::new();
+    for r in records {
+        let Some(q) = r.quantity.filter(|q| q.is_persistent()) else { continue };
+        match r.kind {
+            EventKind::Latched => out.push(Latch {
+                quantity: q,
+                location: r.location,
+                value: r.value,
+                limit: r.limit,
+                time_ms: 0,
+                message: format!("{} (restored from the event record)", r.message),
+            }),
+            EventKind::Reset => out.retain(|l| l.quantity != q),
+            _ => {}
+        }
+    }
+    out
 }
 
 /// Index and value of the extreme finite value among cells passing `keep`.
-fn extreme(
-    values: &[f32],
-    keep: impl Fn(&usize) -> bool,
-    pick: fn(f32, f32) -> f32,
-) -> Option<(usize, f32)> {
+fn extreme(values: &[f32], keep: impl Fn(&usize) -> bool, pick: fn(f32, f32) -> f32) -> Option<(usize, f32)> {
     values
         .iter()
         .enumerate()

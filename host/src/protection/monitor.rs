@@ -1,38 +1,34 @@
-//! Debounced limit monitor: a value beyond `limit` for `delay_ms` trips;
-//! a tripped monitor releases only once the value is back beyond
-//! `release` (hysteresis).
+//! Debounced tier monitors. A tier is *raised* when its quantity stays
+//! beyond the limit for the tier's delay, and *cleared* only once the value
+//! is back inside by the tier's hysteresis. An unknown value (stale source,
+//! quantity not applicable) restarts the debounce but never clears a raised
+//! tier: not knowing is not the same as being fine.
 
-use crate::config::TripLimit;
+use super::limits::{Direction, Tier, TierLevel, Tiers};
 
+/// A change of a tier's state.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Direction {
-    /// Trips above the limit (over-voltage, over-temperature).
-    Above,
-    /// Trips below the limit (under-voltage).
-    Below,
+pub enum Transition {
+    Raised,
+    Cleared,
 }
 
 #[derive(Debug, Clone)]
-pub struct Monitor {
-    limit: TripLimit,
+pub struct TierMonitor {
+    pub tier: Tier,
     dir: Direction,
-    /// When the value first went beyond the limit, while it stays there.
     beyond_since_ms: Option<u64>,
-    tripped: bool,
+    pub active: bool,
 }
 
-impl Monitor {
-    pub fn new(limit: TripLimit, dir: Direction) -> Self {
+impl TierMonitor {
+    pub fn new(tier: Tier, dir: Direction) -> Self {
         Self {
-            limit,
+            tier,
             dir,
             beyond_since_ms: None,
-            tripped: false,
+            active: false,
         }
-    }
-
-    pub fn limit(&self) -> f32 {
-        self.limit.limit
     }
 
     fn beyond(&self, v: f32, threshold: f32) -> bool {
@@ -42,20 +38,60 @@ impl Monitor {
         }
     }
 
-    /// Feed the extreme value at `now_ms`; returns whether the monitor is
-    /// tripped.
-    pub fn update(&mut self, value: f32, now_ms: u64) -> bool {
-        if self.beyond(value, self.limit.limit) {
+    /// The value the quantity must come back past to clear.
+    pub fn release(&self) -> f32 {
+        match self.dir {
+            Direction::Above => self.tier.limit - self.tier.hysteresis,
+            Direction::Below => self.tier.limit + self.tier.hysteresis,
+        }
+    }
+
+    /// Whether `value` is back at or inside the release point.
+    pub fn released_at(&self, value: f32) -> bool {
+        value.is_finite() && !self.beyond(value, self.release())
+    }
+
+    /// Feed one value at `now_ms`.
+    pub fn update(&mut self, value: Option<f32>, now_ms: u64) -> Option<Transition> {
+        let Some(v) = value.filter(|v| !v.is_nan()) else {
+            self.beyond_since_ms = None;
+            return None;
+        };
+        if self.beyond(v, self.tier.limit) {
             let since = *self.beyond_since_ms.get_or_insert(now_ms);
-            if now_ms.saturating_sub(since) >= self.limit.delay_ms {
-                self.tripped = true;
+            if !self.active && now_ms.saturating_sub(since) >= self.tier.delay_ms {
+                self.active = true;
+                return Some(Transition::Raised);
             }
         } else {
             self.beyond_since_ms = None;
-            if self.tripped && !self.beyond(value, self.limit.release) {
-                self.tripped = false;
+            if self.active && self.released_at(v) {
+                self.active = false;
+                return Some(Transition::Cleared);
             }
         }
-        self.tripped
+        None
+    }
+}
+
+/// The (up to) three tier monitors of one quantity.
+#[derive(Debug, Clone)]
+pub struct QuantityMonitor {
+    pub tiers: [Option<TierMonitor>; 3],
+}
+
+impl QuantityMonitor {
+    pub fn new(t: &Tiers, dir: Direction) -> Self {
+        Self {
+            tiers: TierLevel::ALL.map(|l| t.get(l).map(|x| TierMonitor::new(*x, dir))),
+        }
+    }
+
+    pub fn get(&self, level: TierLevel) -> Option<&TierMonitor> {
+        self.tiers[level as usize].as_ref()
+    }
+
+    pub fn is_active(&self, level: TierLevel) -> bool {
+        self.get(level).is_some_and(|m| m.active)
     }
 }

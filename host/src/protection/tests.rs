@@ -1,212 +1,572 @@
-//! Table-driven checks of the trip stages, debounce, hysteresis, contactor
-//! command and clamps.
+//! Protection engine tests. The limits are the shipped demo site's
+//! (`configs/demo-site.toml`), so these also check the shipped table.
+//!
+//! - every quantity × tier × direction: debounce timing, action, release
+//!   hysteresis (`every_tier_of_every_quantity…`);
+//! - latching, reset, persistence, communication, plausibility, welding;
+//! - property tests: limits never exceeded, never closed while latched,
+//!   never bleeding outside the window.
 
+use std::path::Path;
+
+use proptest::prelude::*;
+
+use super::clamp::Clamp;
+use super::contactor::ContactorState;
+use super::events::{EventKind, EventLog};
+use super::limits::{Direction, TierLevel};
 use super::*;
-use crate::config::TripLimit;
+use crate::config::SiteConfig;
 use crate::snapshot::{CommStatus, PackSnapshot};
 
+const PERIOD: u64 = 10;
+const CELLS: usize = 8;
+const PER_MODULE: u32 = 4;
+/// The cell under test: module 1, cell 2.
+const CELL: usize = 6;
+
 fn cfg() -> ProtectionConfig {
-    ProtectionConfig {
-        cell_over_voltage_v: TripLimit {
-            limit: 3.65,
-            release: 3.55,
-            delay_ms: 500,
-        },
-        cell_under_voltage_v: TripLimit {
-            limit: 2.5,
-            release: 2.8,
-            delay_ms: 500,
-        },
-        cell_over_temp_c: TripLimit {
-            limit: 55.0,
-            release: 50.0,
-            delay_ms: 1000,
-        },
-        max_charge_current_a: 280.0,
-        max_discharge_current_a: 280.0,
-        charge_derate_start_v: 3.45,
-        discharge_derate_start_v: 2.9,
-    }
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../configs/demo-site.toml");
+    SiteConfig::load(&path).expect("demo config").protection
 }
 
-fn snap(t_ms: u64, v: f32, temp: f32) -> PackSnapshot {
+fn base(t_ms: u64) -> PackSnapshot {
+    let v = 3.3;
     PackSnapshot {
         timestamp_ms: t_ms,
         current_a: 0.0,
-        pack_voltage_v: v * 8.0,
-        cell_voltage_v: vec![3.3; 8],
-        cell_temp_c: vec![25.0; 8],
-        cells_per_module: 4,
-        module_comm: vec![CommStatus::Ok; 2],
+        pack_voltage_v: v * CELLS as f32,
+        link_voltage_v: v * CELLS as f32,
+        current_changed_ms: t_ms,
+        cell_voltage_v: vec![v; CELLS],
+        cell_temp_c: vec![20.0; CELLS],
+        cells_per_module: PER_MODULE,
+        module_comm: vec![CommStatus::Ok; CELLS / PER_MODULE as usize],
         current_comm: CommStatus::Ok,
         complete: true,
         contactors_closed: true,
     }
-    .with_cell(6, v, temp)
 }
 
-impl PackSnapshot {
-    fn with_cell(mut self, i: usize, v: f32, t: f32) -> Self {
-        self.cell_voltage_v[i] = v;
-        self.cell_temp_c[i] = t;
-        self
-    }
-}
-
-#[test]
-fn each_quantity_trips_after_its_delay_and_not_before() {
-    // (voltage, temperature, delay, expected quantity)
-    let table = [
-        (3.70, 25.0, 500, Quantity::CellOverVoltage),
-        (2.40, 25.0, 500, Quantity::CellUnderVoltage),
-        (3.30, 60.0, 1000, Quantity::CellOverTemperature),
-    ];
-    for (v, t, delay, q) in table {
-        let mut p = Protection::new(cfg());
-        assert_eq!(
-            p.evaluate(&snap(0, 3.3, 25.0)).contactors,
-            ContactorCommand::Closed
-        );
-        // Exceeded from 100 ms on; still closed just before the delay.
-        for ms in (100..100 + delay).step_by(100) {
-            let verdict = p.evaluate(&snap(ms, v, t));
-            assert_eq!(
-                verdict.contactors,
-                ContactorCommand::Closed,
-                "{q:?} at {ms} ms"
-            );
+/// Set quantity `key` to `x` in a snapshot.
+fn apply(key: &str, s: &mut PackSnapshot, x: f32) {
+    match key {
+        "cell_over_voltage_v" | "cell_under_voltage_v" | "cell_deep_under_voltage_v" => s.cell_voltage_v[CELL] = x,
+        "cell_over_temp_charge_c" | "cell_under_temp_charge_c" => {
+            s.cell_temp_c[CELL] = x;
+            s.current_a = 50.0;
         }
-        let verdict = p.evaluate(&snap(100 + delay, v, t));
-        assert_eq!(verdict.contactors, ContactorCommand::Open, "{q:?}");
-        assert_eq!(verdict.allowed.charge_a, 0.0);
-        assert_eq!(verdict.allowed.discharge_a, 0.0);
-        let f = p.latched().unwrap();
-        assert_eq!(f.quantity, Some(q));
-        assert_eq!(f.location, Some(Location { module: 1, cell: 2 }));
+        "cell_over_temp_discharge_c" | "cell_under_temp_discharge_c" => {
+            s.cell_temp_c[CELL] = x;
+            s.current_a = -50.0;
+        }
+        "cell_temp_spread_c" => s.cell_temp_c[CELL] = 20.0 + x,
+                "cell_voltage_spread_v" => {
+            s.cell_voltage_v.fill(3.2);
+            s.cell_voltage_v[CELL] = 3.2 + x / 2.0;
+            s.cell_voltage_v[CELL - 1] = 3.2 - x / 2.0;
+        }
+        "charge_over_current_a" => s.current_a = x,
+        "discharge_over_current_a" => s.current_a = -x,
+        "pack_voltage_mismatch_v" => s.pack_voltage_v = s.cell_voltage_v.iter().sum::<f32>() + x,
+        other => panic!("no test mapping for quantity {other}"),
+    }
+    if key != "pack_voltage_mismatch_v" {
+        s.pack_voltage_v = s.cell_voltage_v.iter().sum();
+        s.link_voltage_v = s.pack_voltage_v;
+    }
+}
+
+/// Tick with a DC link that follows the relays, as the real one does:
+/// charged while precharge or main is closed, discharged otherwise.
+fn feed(p: &mut Protection, mut s: PackSnapshot, soc: Option<f32>, t: u64) -> Status {
+    let o = p.status().outputs;
+    s.link_voltage_v = if o.main || o.precharge { s.pack_voltage_v } else { 0.0 };
+    p.tick(&s, soc, t).clone()
+}
+
+/// A protection instance ticked until the contactors are closed.
+fn closed_protection(cfg: &ProtectionConfig) -> (Protection, u64) {
+    let mut p = Protection::new(cfg.clone(), 500, EventLog::memory());
+    let mut t = 0;
+    while p.status().contactor_state != ContactorState::Closed {
+        feed(&mut p, base(t), Some(50.0), t);
+        t += PERIOD;
+        assert!(t < 1000, "contactors never closed");
+    }
+    (p, t)
+}
+
+fn raised_at(p: &Protection, q: Quantity, tier: TierLevel) -> Option<u64> {
+    p.events()
+        .iter()
+        .find(|e| e.kind == EventKind::Raised && e.quantity == Some(q) && e.tier == Some(tier))
+        .map(|e| e.time_ms)
+}
+
+fn cleared(p: &Protection, q: Quantity, tier: TierLevel) -> bool {
+    p.events()
+        .iter()
+        .any(|e| e.kind == EventKind::Cleared && e.quantity == Some(q) && e.tier == Some(tier))
+}
+
+fn quantity_of(key: &str) -> Quantity {
+    use Quantity::*;
+    match key {
+        "cell_over_voltage_v" => CellOverVoltage,
+        "cell_under_voltage_v" => CellUnderVoltage,
+        "cell_deep_under_voltage_v" => CellDeepUnderVoltage,
+        "cell_over_temp_charge_c" => CellOverTempCharge,
+        "cell_over_temp_discharge_c" => CellOverTempDischarge,
+        "cell_under_temp_charge_c" => CellUnderTempCharge,
+        "cell_under_temp_discharge_c" => CellUnderTempDischarge,
+        "cell_temp_spread_c" => CellTempSpread,
+        "cell_voltage_spread_v" => CellVoltageSpread,
+        "charge_over_current_a" => ChargeOverCurrent,
+        "discharge_over_current_a" => DischargeOverCurrent,
+        "pack_voltage_mismatch_v" => PackVoltageMismatch,
+        other => panic!("{other}"),
     }
 }
 
 #[test]
-fn a_short_excursion_resets_the_debounce() {
-    let mut p = Protection::new(cfg());
-    p.evaluate(&snap(0, 3.70, 25.0));
-    p.evaluate(&snap(400, 3.70, 25.0));
-    // Back inside for one sample: the timer restarts.
-    p.evaluate(&snap(500, 3.60, 25.0));
-    assert_eq!(
-        p.evaluate(&snap(900, 3.70, 25.0)).contactors,
-        ContactorCommand::Closed
-    );
-    assert_eq!(
-        p.evaluate(&snap(1400, 3.70, 25.0)).contactors,
-        ContactorCommand::Open
-    );
-}
+fn every_tier_of_every_quantity_debounces_acts_and_releases_with_hysteresis() {
+    let cfg = cfg();
+    let mut checked = 0;
+    for (key, tiers, dir) in cfg.tiered() {
+        let q = quantity_of(key);
+        for level in TierLevel::ALL {
+            let Some(tier) = tiers.get(level).copied() else { continue };
+            let sign = if dir == Direction::Above { 1.0 } else { -1.0 };
+            let eps = (tier.limit.abs() * 0.002).max(0.002);
+            let beyond = tier.limit + sign * eps;
+            let (mut p, t0) = closed_protection(&cfg);
+            let ctx = format!("{key}.{}", level.key());
 
-#[test]
-fn latched_fault_keeps_contactors_open_after_the_value_recovers() {
-    let mut p = Protection::new(cfg());
-    p.evaluate(&snap(0, 3.70, 25.0));
-    p.evaluate(&snap(500, 3.70, 25.0));
-    for ms in (600..5000).step_by(100) {
-        assert_eq!(
-            p.evaluate(&snap(ms, 3.30, 25.0)).contactors,
-            ContactorCommand::Open
-        );
+            // Debounce: raised exactly `delay_ms` after the limit is crossed.
+            let mut t = t0;
+            while t <= t0 + tier.delay_ms {
+                let mut s = base(t);
+                apply(key, &mut s, beyond);
+                feed(&mut p, s.clone(), Some(50.0), t);
+                if t < t0 + tier.delay_ms {
+                    assert_eq!(raised_at(&p, q, level), None, "{ctx}: raised early at {t}");
+                }
+                t += PERIOD;
+            }
+            assert_eq!(raised_at(&p, q, level), Some(t0 + tier.delay_ms), "{ctx}: debounce");
+            let rec = p.events().iter().rev().find(|e| e.quantity == Some(q) && e.tier == Some(level)).unwrap();
+            assert_eq!(rec.limit, Some(tier.limit), "{ctx}: record names the limit");
+
+            // Action.
+            let st = p.status().clone();
+            match (level, q.blocks()) {
+                (TierLevel::Msl, _) => {
+                    assert!(st.latched.iter().any(|l| l.quantity == q), "{ctx}: latched");
+                    assert_ne!(st.contactor_state, ContactorState::Closed, "{ctx}: contactors open");
+                    assert!(!st.outputs.main, "{ctx}: main contactor commanded open");
+                    assert_eq!(st.allowed, AllowedCurrent::ZERO, "{ctx}");
+                }
+                (TierLevel::Rsl, Blocks::Charge) => assert_eq!(st.allowed.charge_a, 0.0, "{ctx}"),
+                (TierLevel::Rsl, Blocks::Discharge) => assert_eq!(st.allowed.discharge_a, 0.0, "{ctx}"),
+                (TierLevel::Rsl, Blocks::Both) => assert_eq!(st.allowed, AllowedCurrent::ZERO, "{ctx}"),
+                (TierLevel::Mol, _) => {
+                    assert!(st.latched.is_empty(), "{ctx}: MOL must not latch");
+                    assert_eq!(st.contactor_state, ContactorState::Closed, "{ctx}: MOL keeps contactors");
+                }
+            }
+
+            // Hysteresis: between release and limit the tier holds; past the
+            // release point it clears (the MSL latch stays regardless).
+            let hold = tier.limit - sign * tier.hysteresis / 2.0;
+            let mut s = base(t);
+            apply(key, &mut s, hold);
+            feed(&mut p, s.clone(), Some(50.0), t);
+            if tier.hysteresis > 0.0 {
+                assert!(!cleared(&p, q, level), "{ctx}: cleared inside the hysteresis band");
+            }
+            t += PERIOD;
+            let release = tier.limit - sign * (tier.hysteresis + eps);
+            let mut s = base(t);
+            apply(key, &mut s, release);
+            feed(&mut p, s.clone(), Some(50.0), t);
+            assert!(cleared(&p, q, level), "{ctx}: not cleared past the release point");
+            if level == TierLevel::Msl {
+                assert!(p.latched().iter().any(|l| l.quantity == q), "{ctx}: latch survives clearing");
+            }
+            checked += 1;
+        }
     }
-    // One open and one close event, in that order, at the right times.
-    let actions: Vec<_> = p.events().iter().map(|e| (e.action, e.time_ms)).collect();
-    assert_eq!(
-        actions,
-        [(Action::CloseContactors, 0), (Action::OpenContactors, 500)]
-    );
+    assert!(checked >= 30, "only {checked} tier cases ran");
 }
 
 #[test]
-fn monitor_release_needs_hysteresis() {
-    let lim = TripLimit {
-        limit: 3.65,
-        release: 3.55,
-        delay_ms: 100,
+fn a_short_excursion_restarts_the_debounce() {
+    let cfg = cfg();
+    let (mut p, t0) = closed_protection(&cfg);
+    let msl = cfg.cell_over_voltage_v.msl.unwrap();
+    let over = |t| {
+        let mut s = base(t);
+        apply("cell_over_voltage_v", &mut s, msl.limit + 0.01);
+        s
     };
-    let mut m = monitor::Monitor::new(lim, monitor::Direction::Above);
-    assert!(!m.update(3.70, 0));
-    assert!(m.update(3.70, 100));
-    assert!(
-        m.update(3.60, 200),
-        "between release and limit: still tripped"
-    );
-    assert!(!m.update(3.50, 300), "below release: released");
+    let mut t = t0;
+    while t < t0 + msl.delay_ms - PERIOD {
+        feed(&mut p, over(t), None, t);
+        t += PERIOD;
+    }
+    feed(&mut p, base(t), None, t); // one sample back inside
+    let restart = t + PERIOD;
+    let mut t = restart;
+    while t < restart + msl.delay_ms {
+        feed(&mut p, over(t), None, t);
+        assert!(p.latched().is_empty(), "latched at {t} before a full delay after the restart");
+        t += PERIOD;
+    }
+    feed(&mut p, over(t), None, t);
+    assert_eq!(p.latched()[0].quantity, Quantity::CellOverVoltage);
+    assert_eq!(p.latched()[0].location, Some(Location { module: 1, cell: 2 }));
+}
+
+fn latch_over_voltage(cfg: &ProtectionConfig) -> (Protection, u64) {
+    let (mut p, mut t) = closed_protection(cfg);
+    let msl = cfg.cell_over_voltage_v.msl.unwrap();
+    let end = t + msl.delay_ms;
+    while t <= end {
+        let mut s = base(t);
+        apply("cell_over_voltage_v", &mut s, msl.limit + 0.05);
+        feed(&mut p, s.clone(), None, t);
+        t += PERIOD;
+    }
+    assert!(!p.latched().is_empty());
+    (p, t)
 }
 
 #[test]
-fn contactors_stay_open_until_every_source_is_fresh() {
-    let mut p = Protection::new(cfg());
-    let mut s = snap(0, 3.3, 25.0);
-    s.complete = false;
-    assert_eq!(p.evaluate(&s).contactors, ContactorCommand::Open);
-    let mut s = snap(100, 3.3, 25.0);
-    s.current_comm = CommStatus::Stale;
-    let v = p.evaluate(&s);
-    assert_eq!(v.contactors, ContactorCommand::Open);
-    assert_eq!(
-        p.latched().unwrap().quantity,
-        Some(Quantity::CommunicationLoss)
-    );
+fn latched_fault_keeps_contactors_open_until_an_allowed_reset() {
+    let cfg = cfg();
+    let (mut p, mut t) = latch_over_voltage(&cfg);
+    // Still over the limit: reset refused, naming the condition.
+    let mut s = base(t);
+    apply("cell_over_voltage_v", &mut s, 3.7);
+    feed(&mut p, s.clone(), None, t);
+    let err = p.reset(&s, t).unwrap_err();
+    assert!(matches!(&err, ResetError::NotCleared(m) if m.contains("CellOverVoltage")), "{err}");
+    // Back to normal: the latch holds the contactors open for as long as it lasts.
+    for _ in 0..500 {
+        t += PERIOD;
+        feed(&mut p, base(t), None, t);
+        assert!(!p.status().outputs.main && !p.status().outputs.precharge);
+    }
+        let cleared = p.reset(&base(t), t).unwrap();
+    assert_eq!(cleared.len(), 1, "{cleared:?}");
+    assert_eq!(p.reset(&base(t), t).unwrap_err(), ResetError::NothingLatched);
+    assert!(p.events().iter().any(|e| e.kind == EventKind::Reset));
+    // After the reset, after the reclose delay, the contactors close again.
+    let mut closed_at = None;
+    for _ in 0..1000 {
+        t += PERIOD;
+        if feed(&mut p, base(t), None, t).contactor_state == ContactorState::Closed {
+            closed_at = Some(t);
+            break;
+        }
+    }
+    assert!(closed_at.is_some(), "never reclosed after reset");
 }
 
 #[test]
-fn stale_module_values_do_not_trip_voltage_but_trip_comm_loss() {
-    let mut p = Protection::new(cfg());
-    let mut s = snap(0, 9.99, 25.0);
+fn deep_under_voltage_latch_survives_a_restart_until_reset() {
+    let cfg = cfg();
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("events.jsonl");
+    {
+        let mut p = Protection::new(cfg.clone(), 500, EventLog::open(&path).unwrap());
+        let mut t = 0;
+        while t <= 2000 {
+            let mut s = base(t);
+            apply("cell_deep_under_voltage_v", &mut s, 1.5);
+            feed(&mut p, s.clone(), None, t);
+            t += PERIOD;
+        }
+        assert!(p.latched().iter().any(|l| l.quantity == Quantity::CellDeepUnderVoltage));
+    }
+    // "Restart": healthy data, but closing stays blocked.
+    let mut p = Protection::new(cfg.clone(), 500, EventLog::open(&path).unwrap());
+    for t in (0..3000).step_by(PERIOD as usize) {
+        feed(&mut p, base(t), None, t);
+        assert!(!p.status().outputs.precharge && !p.status().outputs.main, "closing at {t}");
+    }
+    let reason = p.status().blocked_reason.clone().unwrap();
+    assert!(reason.contains("restored"), "{reason}");
+    p.reset(&base(3000), 3000).unwrap();
+    // And after the reset the next restart is clean.
+    drop(p);
+    let p = Protection::new(cfg, 500, EventLog::open(&path).unwrap());
+    assert!(p.latched().is_empty());
+}
+
+#[test]
+fn stale_module_is_comm_loss_and_its_values_are_not_used() {
+    let cfg = cfg();
+    let (mut p, t) = closed_protection(&cfg);
+    let mut s = base(t);
     s.module_comm[1] = CommStatus::Stale;
-    p.evaluate(&s);
-    let f = p.latched().unwrap();
-    assert_eq!(f.quantity, Some(Quantity::CommunicationLoss));
-    assert_eq!(f.location.unwrap().module, 1);
+    s.cell_voltage_v[CELL] = 9.0; // stale garbage must not count as over-voltage
+    feed(&mut p, s.clone(), None, t);
+    let l = &p.latched()[0];
+    assert_eq!(l.quantity, Quantity::CommunicationLoss);
+    assert_eq!(l.location.unwrap().module, 1);
+    assert!(!p.latched().iter().any(|l| l.quantity == Quantity::CellOverVoltage));
+    assert!(!p.latched().iter().any(|l| l.quantity == Quantity::SensorOutOfRange));
 }
 
 #[test]
-fn derating_is_linear_towards_the_limits() {
-    let mut p = Protection::new(cfg());
-    // Max cell 3.55 V: halfway between 3.45 and 3.65.
-    let v = p.evaluate(&snap(0, 3.55, 25.0));
-    assert!((v.allowed.charge_a - 140.0).abs() < 0.5, "{:?}", v.allowed);
-    assert_eq!(v.allowed.discharge_a, 280.0);
-    let v = p.evaluate(&snap(100, 2.7, 25.0));
-    assert!(
-        (v.allowed.discharge_a - 140.0).abs() < 0.5,
-        "{:?}",
-        v.allowed
-    );
+fn acquisition_stall_is_comm_loss() {
+    let cfg = cfg();
+    let (mut p, t) = closed_protection(&cfg);
+    // The snapshot stops updating: protection ticks on alone.
+    let frozen = base(t);
+    let mut now = t;
+    while p.latched().is_empty() {
+        now += PERIOD;
+        feed(&mut p, frozen.clone(), None, now);
+        assert!(now < t + 2000);
+    }
+    assert_eq!(p.latched()[0].quantity, Quantity::CommunicationLoss);
+    assert!(now - t > 500 && now - t <= 500 + PERIOD, "tripped after {} ms", now - t);
 }
 
 #[test]
-fn bleeding_is_refused_on_low_hot_or_stale_cells() {
-    let mut p = Protection::new(cfg());
-    let mut s = snap(0, 3.3, 25.0);
-    s.cell_voltage_v[1] = 2.7; // below UV release
-    s.cell_temp_c[2] = 51.0; // above OT release
+fn no_data_at_start_keeps_contactors_open_without_latching() {
+    let cfg = cfg();
+    let mut p = Protection::new(cfg, 500, EventLog::memory());
+    for t in (0..2000).step_by(PERIOD as usize) {
+        let s = PackSnapshot::empty(CELLS, PER_MODULE);
+        feed(&mut p, s.clone(), None, t);
+        assert!(!p.status().outputs.precharge && !p.status().outputs.main);
+    }
+    assert!(p.latched().is_empty());
+    assert!(p.status().blocked_reason.as_deref().unwrap().contains("waiting for fresh data"));
+}
+
+#[test]
+fn out_of_range_reading_trips_after_the_range_delay() {
+    let cfg = cfg();
+    let (mut p, t0) = closed_protection(&cfg);
+    let mut t = t0;
+    loop {
+        let mut s = base(t);
+        s.cell_temp_c[CELL] = 150.0;
+        feed(&mut p, s.clone(), None, t);
+        if !p.latched().is_empty() {
+            break;
+        }
+        t += PERIOD;
+    }
+    assert_eq!(t - t0, cfg.plausibility.range_delay_ms);
+    assert!(p.latched().iter().any(|l| l.quantity == Quantity::SensorOutOfRange));
+}
+
+#[test]
+fn frozen_current_reading_is_implausible() {
+    let cfg = cfg();
+    let (mut p, t0) = closed_protection(&cfg);
+    let mut t = t0;
+    loop {
+        let mut s = base(t);
+        s.current_changed_ms = t0; // never changes again
+        feed(&mut p, s.clone(), None, t);
+        if !p.latched().is_empty() {
+            break;
+        }
+        t += PERIOD;
+    }
+    assert_eq!(p.latched()[0].quantity, Quantity::CurrentSensorFrozen);
+    assert_eq!(t - t0, cfg.plausibility.current_frozen_ms);
+}
+
+#[test]
+fn current_while_commanded_open_is_a_weld() {
+    let cfg = cfg();
+    let (mut p, mut t) = latch_over_voltage(&cfg);
+    // Contactors commanded open, but current keeps flowing.
+    for _ in 0..100 {
+        let mut s = base(t);
+        s.current_a = 100.0;
+        s.current_changed_ms = t;
+        feed(&mut p, s.clone(), None, t);
+        t += PERIOD;
+    }
+    assert!(p.latched().iter().any(|l| l.quantity == Quantity::ContactorWelded));
+}
+
+#[test]
+fn precharge_that_never_reaches_the_link_faults() {
+    let cfg = cfg();
+    let mut p = Protection::new(cfg.clone(), 500, EventLog::memory());
+    let mut t = 0;
+    while p.latched().is_empty() {
+        let mut s = base(t);
+        s.link_voltage_v = 0.3 * s.pack_voltage_v;
+        p.tick(&s, None, t);
+        t += PERIOD;
+        assert!(t < 5000);
+    }
+    assert_eq!(p.latched()[0].quantity, Quantity::PrechargeFailed);
+    assert!(t - PERIOD >= cfg.contactors.precharge_timeout_ms);
+}
+
+#[test]
+fn allowed_current_ramps_up_and_drops_at_once() {
+    let cfg = cfg();
+    let (mut p, mut t) = closed_protection(&cfg);
+        let ramp = cfg.derating.ramp_up_a_per_s;
+    let before = p.status().allowed.charge_a;
+    let last = p.status().time_ms;
+    t += 1000;
+    feed(&mut p, base(t), Some(50.0), t);
+    let after = p.status().allowed.charge_a;
+    let expected = before + ramp * (t - last) as f32 / 1000.0;
+    assert!((after - expected).abs() < 0.01, "{before} -> {after}, expected {expected}");
+    // Run up to the rating, then a hot cell drops it at once.
+    for _ in 0..10 {
+        t += 1000;
+        feed(&mut p, base(t), Some(50.0), t);
+    }
+    assert_eq!(p.status().allowed.charge_a, cfg.derating.max_charge_current_a);
+    t += PERIOD;
+    let mut s = base(t);
+    s.cell_voltage_v[CELL] = 3.55; // halfway down the voltage curve
+    feed(&mut p, s.clone(), Some(50.0), t);
+    assert!((p.status().allowed.charge_a - 140.0).abs() < 0.5, "{:?}", p.status().allowed);
+    // SOC curve applies as well.
+    t += PERIOD;
+    feed(&mut p, base(t), Some(100.0), t);
+    assert!((p.status().allowed.charge_a - 28.0).abs() < 0.5, "{:?}", p.status().allowed);
+}
+
+fn status_with(allowed: AllowedCurrent, latched: bool) -> Status {
+    let mut st = Status::initial();
+    st.allowed = allowed;
+    st.contactor_state = ContactorState::Closed;
+    if latched {
+        st.latched.push(Latch {
+            quantity: Quantity::CellOverVoltage,
+            location: None,
+            value: None,
+            limit: None,
+            time_ms: 0,
+            message: String::new(),
+        });
+    }
+    st
+}
+
+#[test]
+fn bleeding_is_refused_on_low_hot_stale_or_faulted_cells_and_capped() {
+    let cfg = cfg();
+    let mut c = Clamp::new(&cfg);
+    let mut s = base(0);
+    s.cell_voltage_v[1] = 2.9; // at the under-voltage MOL release
+    s.cell_temp_c[2] = cfg.balancing.max_temp_c; // at the temperature limit
     s.module_comm[1] = CommStatus::Stale; // cells 4..8
-    let out = p.clamp_bleed(&s, &[true; 8]);
-    assert_eq!(out, [true, false, false, true, false, false, false, false]);
-    assert_eq!(p.clamp_stats.bleed_refused, 6);
+    let st = status_with(AllowedCurrent::ZERO, false);
+    assert_eq!(c.bleed(&s, &st, &[true; CELLS]), [true, false, false, true, false, false, false, false]);
+    assert_eq!(c.stats.bleed_refused, 6);
+    let st = status_with(AllowedCurrent::ZERO, true);
+    assert_eq!(c.bleed(&base(0), &st, &[true; CELLS]), [false; CELLS]);
 }
 
 #[test]
 fn power_hints_are_capped_and_nan_is_zero() {
-    let mut p = Protection::new(cfg());
-    let s = snap(0, 3.3, 25.0);
-    let allowed = AllowedCurrent {
-        charge_a: 10.0,
-        discharge_a: 20.0,
-    };
+    let cfg = cfg();
+    let mut c = Clamp::new(&cfg);
+    let s = base(0);
+    let st = status_with(AllowedCurrent { charge_a: 10.0, discharge_a: 20.0 }, false);
     let pack_v = s.pack_voltage_v;
-    assert_eq!(p.clamp_power_w(&s, allowed, 1e9), 10.0 * pack_v);
-    assert_eq!(p.clamp_power_w(&s, allowed, -1e9), -20.0 * pack_v);
-    assert_eq!(p.clamp_power_w(&s, allowed, f32::NAN), 0.0);
-    assert_eq!(p.clamp_power_w(&s, allowed, f32::INFINITY), 0.0);
-    assert_eq!(p.clamp_power_w(&s, allowed, 5.0), 5.0);
-    assert_eq!(p.clamp_stats.non_finite, 2);
-    assert_eq!(p.clamp_stats.power_capped, 2);
+    assert_eq!(c.power_w(&s, &st, 1e9), 10.0 * pack_v);
+    assert_eq!(c.power_w(&s, &st, -1e9), -20.0 * pack_v);
+    assert_eq!(c.power_w(&s, &st, f32::NAN), 0.0);
+    assert_eq!(c.power_w(&s, &st, f32::INFINITY), 0.0);
+    assert_eq!(c.power_w(&s, &st, 5.0), 5.0);
+    assert_eq!(c.stats.non_finite, 2);
+    assert_eq!(c.stats.power_capped, 2);
+}
+
+fn arb_snapshot() -> impl Strategy<Value = PackSnapshot> {
+    (
+        prop::collection::vec(prop_oneof![2.0f32..4.0, Just(f32::NAN), -1.0f32..10.0], CELLS),
+        prop::collection::vec(prop_oneof![-30.0f32..80.0, Just(f32::NAN)], CELLS),
+        prop_oneof![-400.0f32..400.0, Just(f32::NAN)],
+        prop::collection::vec(any::<bool>(), 2),
+        any::<bool>(),
+    )
+        .prop_map(|(v, t, i, comm, current_ok)| {
+            let mut s = base(0);
+            s.cell_voltage_v = v;
+            s.cell_temp_c = t;
+            s.current_a = i;
+            s.pack_voltage_v = s.cell_voltage_v.iter().sum();
+            s.link_voltage_v = s.pack_voltage_v;
+            s.module_comm = comm.into_iter().map(|ok| if ok { CommStatus::Ok } else { CommStatus::Stale }).collect();
+            s.current_comm = if current_ok { CommStatus::Ok } else { CommStatus::Stale };
+            s
+        })
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(64))]
+
+    /// Whatever the snapshots: allowed currents stay within the ratings,
+    /// clamped power within the allowed currents, and the main contactor is
+    /// never commanded closed while a fault is latched.
+    #[test]
+    fn never_above_limits_never_closed_while_latched(
+        snaps in prop::collection::vec(arb_snapshot(), 1..60),
+        hints in prop::collection::vec(prop_oneof![any::<f32>(), -1e7f32..1e7], 60),
+        soc in prop::option::of(-10.0f32..120.0),
+    ) {
+        let cfg = cfg();
+        let mut p = Protection::new(cfg.clone(), 500, EventLog::memory());
+        let mut clamp = Clamp::new(&cfg);
+        for (k, mut s) in snaps.into_iter().enumerate() {
+            let t = (k as u64 + 1) * PERIOD;
+            s.timestamp_ms = t;
+            s.current_changed_ms = t;
+            let st = p.tick(&s, soc, t).clone();
+            prop_assert!(st.allowed.charge_a >= 0.0 && st.allowed.charge_a <= cfg.derating.max_charge_current_a);
+            prop_assert!(st.allowed.discharge_a >= 0.0 && st.allowed.discharge_a <= cfg.derating.max_discharge_current_a);
+            if !st.latched.is_empty() {
+                prop_assert!(!st.outputs.main && !st.outputs.precharge, "closed while latched: {:?}", st);
+            }
+            if st.contactor_state != ContactorState::Closed {
+                prop_assert_eq!(st.allowed, AllowedCurrent::ZERO);
+            }
+            let w = clamp.power_w(&s, &st, hints[k]);
+            let pack_v = if s.pack_voltage_v.is_finite() { s.pack_voltage_v.max(0.0) } else { 0.0 };
+            prop_assert!(w.is_finite());
+            prop_assert!(w <= st.allowed.charge_a * pack_v + 1e-3);
+            prop_assert!(w >= -st.allowed.discharge_a * pack_v - 1e-3);
+        }
+    }
+
+    /// Whatever a balancer asks: no bleed on a cell outside the window, on
+    /// a stale module, or beyond the cap.
+    #[test]
+    fn bleed_never_outside_the_window(s in arb_snapshot(), req in prop::collection::vec(any::<bool>(), CELLS), latched in any::<bool>()) {
+        let cfg = cfg();
+        let mut clamp = Clamp::new(&cfg);
+        let st = status_with(AllowedCurrent::ZERO, latched);
+        let out = clamp.bleed(&s, &st, &req);
+        let min_v = cfg.cell_under_voltage_v.mol.map(|t| t.limit + t.hysteresis).unwrap();
+        prop_assert!(out.iter().filter(|b| **b).count() <= cfg.balancing.max_bleeders as usize);
+        for (i, b) in out.iter().enumerate() {
+            if *b {
+                prop_assert!(req[i] && !latched);
+                prop_assert!(s.cell_voltage_v[i] > min_v);
+                prop_assert!(s.cell_temp_c[i] < cfg.balancing.max_temp_c);
+                prop_assert_eq!(s.module_comm[i / PER_MODULE as usize], CommStatus::Ok);
+            }
+        }
+    }
 }

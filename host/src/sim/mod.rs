@@ -11,7 +11,6 @@
 
 pub mod model;
 
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use bms_plugin_sdk::ocv::OcvTable;
@@ -24,6 +23,7 @@ use crate::io::can::acquire::Acquisition;
 use crate::io::can::bus::CanPort;
 use crate::io::can::mapping::{FrameLayout, Quantity, RackMap};
 use crate::io::can::CanFrame;
+use crate::io::contactor::SimWiring;
 use model::RackModel;
 
 /// `[sim]` section of a site file.
@@ -82,9 +82,23 @@ pub struct SimConfig {
     pub step_ms: u64,
     /// The current profile, played once, then rest.
     pub profile: Vec<ProfileStep>,
-    /// Faults injected at given times.
+        /// Faults injected at given times (any order).
     #[serde(default)]
     pub faults: Vec<Fault>,
+    /// DC-link capacitor charging time constant through the precharge
+    /// resistor, ms.
+    #[serde(default = "default_precharge_tau")]
+    pub precharge_tau_ms: f64,
+    /// DC-link discharge time constant (PCS bleed resistor), ms.
+    #[serde(default = "default_link_discharge_tau")]
+    pub link_discharge_tau_ms: f64,
+}
+
+fn default_precharge_tau() -> f64 {
+    150.0
+}
+fn default_link_discharge_tau() -> f64 {
+    50.0
 }
 
 fn default_seed() -> u64 {
@@ -140,8 +154,12 @@ pub enum FaultKind {
     ModuleSilent { module: usize },
     /// An internal short: a leak resistance across one cell, in Ω.
     CellLeak { cell: usize, resistance_ohm: f64 },
-    /// The current sensor reads this value whatever flows.
+        /// The current sensor reads this value whatever flows.
     CurrentStuck { value_a: f64 },
+    /// The main contactor welds shut: it stays closed whatever the coil.
+    ContactorWelded,
+    /// The precharge resistor fails open: the link never charges.
+    PrechargeOpen,
 }
 
 impl SimConfig {
@@ -222,9 +240,19 @@ pub struct SimTruth {
 pub struct Simulator {
     cfg: SimConfig,
     model: RackModel,
-    port: Box<dyn CanPort>,
+        port: Box<dyn CanPort>,
     map: Arc<RackMap>,
-    contactors_closed: Arc<AtomicBool>,
+    wiring: Arc<SimWiring>,
+    /// The external watchdog relay drops the coils when the heartbeat has
+    /// not toggled for this long, ms.
+    watchdog_timeout_ms: u64,
+    /// DC-link voltage, V.
+    link_v: f64,
+    main_welded: bool,
+    precharge_open: bool,
+    /// Whether the watchdog relay has dropped out (latches until restart,
+    /// like a hardware relay without auto-reset).
+    watchdog_tripped: bool,
     rng: ChaCha8Rng,
     now_ms: u64,
     next_bmu_ms: u64,
@@ -243,19 +271,22 @@ pub struct Simulator {
 }
 
 impl Simulator {
-    /// Build the simulated rack. `contactors_closed` is the contactor
-    /// output the host drives: current flows only while it is set.
+        /// Build the simulated rack. `wiring` carries the host's coil commands
+    /// and heartbeat: current flows only through a closed main contactor,
+    /// and only while the watchdog relay sees the heartbeat.
     pub fn new(
         site: &crate::config::SiteConfig,
         map: Arc<RackMap>,
         port: Box<dyn CanPort>,
-        contactors_closed: Arc<AtomicBool>,
+        wiring: Arc<SimWiring>,
     ) -> anyhow::Result<Self> {
         use anyhow::Context;
         let cfg = site
             .sim
             .clone()
             .context("site config has no [sim] section")?;
+                let mut cfg = cfg;
+        cfg.faults.sort_by(|a, b| a.at_s.total_cmp(&b.at_s));
         let ocv_path = site.resolve(&cfg.ocv_table);
         let text = std::fs::read_to_string(&ocv_path)
             .with_context(|| format!("reading sim.ocv_table {}", ocv_path.display()))?;
@@ -274,13 +305,19 @@ impl Simulator {
         let cells = r.cell_count();
         let bmu_frames =
             map.frames(|q| matches!(q, Quantity::CellVoltage(_) | Quantity::Temperature(_)));
-        let current_frames =
-            map.frames(|q| matches!(q, Quantity::PackCurrent | Quantity::PackVoltage));
+                let current_frames = map.frames(|q| {
+            matches!(q, Quantity::PackCurrent | Quantity::PackVoltage | Quantity::LinkVoltage)
+        });
         Ok(Self {
             model,
             port,
-            map,
-            contactors_closed,
+                        map,
+            wiring,
+            watchdog_timeout_ms: site.protection.period_ms * site.protection.watchdog_periods as u64,
+            link_v: 0.0,
+            main_welded: false,
+            precharge_open: false,
+            watchdog_tripped: false,
             rng,
             now_ms: 0,
             next_bmu_ms: 0,
@@ -318,14 +355,18 @@ impl Simulator {
             self.receive_commands();
             self.apply_faults();
             let step = self.cfg.step_ms.min(t_ms - self.now_ms);
-            let closed = self.contactors_closed.load(Ordering::Acquire);
-            self.current_a = if closed {
-                self.profile_current_a(self.now_ms)
+            let (precharge, main) = self.relays();
+            self.current_a = if main { self.profile_current_a(self.now_ms) } else { 0.0 };
+            self.model.step(step as f64 / 1000.0, self.current_a, &self.bleed);
+            let pack_v = self.model.pack_voltage_v();
+            let dt_ms = step as f64;
+            self.link_v = if main {
+                pack_v
+            } else if precharge && !self.precharge_open {
+                pack_v + (self.link_v - pack_v) * (-dt_ms / self.cfg.precharge_tau_ms).exp()
             } else {
-                0.0
+                self.link_v * (-dt_ms / self.cfg.link_discharge_tau_ms).exp()
             };
-            self.model
-                .step(step as f64 / 1000.0, self.current_a, &self.bleed);
             self.now_ms += step;
             if self.now_ms >= self.next_current_ms {
                 self.transmit(false);
@@ -336,6 +377,32 @@ impl Simulator {
                 self.next_bmu_ms += self.cfg.bmu_period_ms;
             }
         }
+    }
+
+        /// Effective (precharge, main) contact states: the host's commands
+    /// through the watchdog relay, and a welded main contact.
+    fn relays(&mut self) -> (bool, bool) {
+        let cmd = self.wiring.commanded();
+        if !self.watchdog_tripped {
+            if let Some(last) = self.wiring.last_heartbeat_ms() {
+                if self.now_ms.saturating_sub(last) > self.watchdog_timeout_ms {
+                    tracing::error!(last_heartbeat_ms = last, now_ms = self.now_ms, "sim: watchdog relay dropped out: coils de-energised");
+                    self.watchdog_tripped = true;
+                }
+            }
+        }
+        let energised = !self.watchdog_tripped;
+        (cmd.precharge && energised, (cmd.main && energised) || self.main_welded)
+    }
+
+    /// Whether the external watchdog relay has dropped out.
+    pub fn watchdog_tripped(&self) -> bool {
+        self.watchdog_tripped
+    }
+
+    /// Whether current can flow now (main contact closed).
+    pub fn main_closed(&mut self) -> bool {
+        self.relays().1
     }
 
     fn receive_commands(&mut self) {
@@ -381,7 +448,9 @@ impl Simulator {
                         c.leak_ohm = Some(resistance_ohm);
                     }
                 }
-                FaultKind::CurrentStuck { value_a } => self.current_stuck_a = Some(value_a),
+                                FaultKind::CurrentStuck { value_a } => self.current_stuck_a = Some(value_a),
+                FaultKind::ContactorWelded => self.main_welded = true,
+                FaultKind::PrechargeOpen => self.precharge_open = true,
             }
             self.next_fault += 1;
         }
@@ -414,7 +483,8 @@ impl Simulator {
                         + noise(&mut self.rng, self.cfg.current_noise_a)
                 }
             },
-            Quantity::PackVoltage => self.model.pack_voltage_v(),
+                        Quantity::PackVoltage => self.model.pack_voltage_v(),
+            Quantity::LinkVoltage => self.link_v,
             Quantity::BleedMask(_) => 0.0,
         }
     }

@@ -6,7 +6,9 @@
 use serde::Serialize;
 
 use crate::control::{CycleReport, PluginSet};
-use crate::protection::{ClampStats, ProtectionEvent};
+use crate::protection::contactor::ContactorState;
+use crate::protection::events::EventRecord;
+use crate::protection::{ClampStats, Latch};
 
 /// One status line: SOC, SOH, cell V/T extremes, current, allowed
 /// currents, bleeding cells and the active plugins.
@@ -32,10 +34,37 @@ pub fn status_line(time_s: f64, r: &CycleReport, plugins: &PluginSet) -> String 
         r.allowed.charge_a,
         r.allowed.discharge_a,
         r.bleed.iter().filter(|b| **b).count(),
-        if r.contactors == crate::protection::ContactorCommand::Closed { "closed" } else { "OPEN" },
+        contactor_label(r),
         r.ems_power_w / 1000.0,
         r.ems_reason,
         plugin_list.join(" "),
+    )
+}
+
+fn contactor_label(r: &CycleReport) -> String {
+    let p = &r.protection;
+    match (p.contactor_state, p.latched.first()) {
+        (ContactorState::Closed, _) => "closed".into(),
+        (s, Some(l)) => format!("{s:?} FAULT {:?}", l.quantity).to_uppercase(),
+        (s, None) => format!("{s:?}").to_lowercase(),
+    }
+}
+
+/// One event record as a line for operators.
+pub fn event_line(e: &EventRecord) -> String {
+    let opt = |v: Option<f32>| v.map_or("-".to_string(), |v| format!("{v:.3}"));
+    format!(
+        "#{:<4} t={:>9.2}s {:<9} {:<24} {:<4} at {:<14} value {:>8} limit {:>8} -> {}: {}",
+        e.seq,
+        e.time_ms as f64 / 1000.0,
+        format!("{:?}", e.kind).to_lowercase(),
+        e.quantity.map_or("-".to_string(), |q| format!("{q:?}")),
+        e.tier.map_or("-", |t| t.key()),
+        e.location.map_or("-".to_string(), |l| format!("m{} c{}", l.module, l.cell)),
+        opt(e.value),
+        opt(e.limit),
+        e.action,
+        e.message
     )
 }
 
@@ -102,10 +131,12 @@ pub struct Summary {
     pub final_cell_voltage_spread_mv: f32,
     pub final_cell_voltage_min_v: f32,
     pub final_cell_voltage_max_v: f32,
-    pub final_contactors: crate::protection::ContactorCommand,
-    pub latched_fault: Option<ProtectionEvent>,
-    /// Every contactor transition with its reason.
-    pub protection_events: Vec<ProtectionEvent>,
+    pub final_contactor_state: ContactorState,
+    /// MSL faults latched at the end.
+    pub latched: Vec<Latch>,
+    /// The protection event record of the run (tier transitions, latches,
+    /// resets, contactor transitions).
+    pub protection_events: Vec<EventRecord>,
     pub clamp: ClampStats,
     pub acquisition: crate::io::can::acquire::AcquireStats,
     /// Cell-seconds of bleeding over the run.

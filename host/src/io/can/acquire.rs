@@ -47,6 +47,8 @@ pub struct Acquisition {
     temp_c: Vec<Sample>,
     current_a: Sample,
     pack_v: Sample,
+    link_v: Sample,
+    current_changed_ms: u64,
     bleed_frames: Vec<FrameLayout>,
     pub stats: AcquireStats,
 }
@@ -71,6 +73,8 @@ impl Acquisition {
             temp_c: vec![NONE; map.sensors],
             current_a: NONE,
             pack_v: NONE,
+            link_v: NONE,
+            current_changed_ms: 0,
             bleed_frames,
             map,
             stats: AcquireStats::default(),
@@ -112,8 +116,14 @@ impl Acquisition {
                 match q {
                     Quantity::CellVoltage(i) => self.cell_v[i] = sample,
                     Quantity::Temperature(i) => self.temp_c[i] = sample,
-                    Quantity::PackCurrent => self.current_a = sample,
+                    Quantity::PackCurrent => {
+                        if sample.value.to_bits() != self.current_a.value.to_bits() {
+                            self.current_changed_ms = now_ms;
+                        }
+                        self.current_a = sample;
+                    }
                     Quantity::PackVoltage => self.pack_v = sample,
+                    Quantity::LinkVoltage => self.link_v = sample,
                     Quantity::BleedMask(_) => {}
                 }
             }
@@ -145,18 +155,21 @@ impl Acquisition {
                 }
             })
             .collect();
-        let current_ok = Self::fresh(&self.current_a, now_ms, self.current_timeout_ms)
-            && Self::fresh(&self.pack_v, now_ms, self.current_timeout_ms);
+        let current_ok = [&self.current_a, &self.pack_v, &self.link_v]
+            .iter()
+            .all(|s| Self::fresh(s, now_ms, self.current_timeout_ms));
         let complete = self
             .cell_v
             .iter()
             .chain(&self.temp_c)
-            .chain([&self.current_a, &self.pack_v])
+            .chain([&self.current_a, &self.pack_v, &self.link_v])
             .all(|s| s.at_ms.is_some());
         PackSnapshot {
             timestamp_ms: now_ms,
             current_a: self.current_a.value,
             pack_voltage_v: self.pack_v.value,
+            link_voltage_v: self.link_v.value,
+            current_changed_ms: self.current_changed_ms,
             cell_voltage_v: self.cell_v.iter().map(|s| s.value).collect(),
             cell_temp_c: self
                 .sensor_of_cell

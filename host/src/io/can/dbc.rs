@@ -1462,7 +1462,7 @@ mod tests {
     fn bmu_demo_round_trip() {
         let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../configs/bmu-demo.dbc");
         let d = Dbc::from_file(path).unwrap();
-        assert_eq!(d.messages().len(), 8 * 3 + 2);
+        assert_eq!(d.messages().len(), 8 * 3 + 3);
 
         let msg = |name: &str| d.message_at(d.resolve_message(name).unwrap());
         let idx = |m: &MessageDef, s: &str| m.signal_index(s).unwrap();

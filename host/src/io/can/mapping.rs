@@ -23,6 +23,8 @@ pub enum Quantity {
     Temperature(usize),
     PackCurrent,
     PackVoltage,
+    /// DC-link voltage behind the contactors.
+    LinkVoltage,
     /// Outbound bleed bitmask of module `n`.
     BleedMask(usize),
 }
@@ -148,6 +150,15 @@ impl RackMap {
             &s.pack_voltage,
             &[],
             Quantity::PackVoltage,
+            VOLT,
+            "mV, V",
+        )?;
+        map.add(
+            &site,
+            "link_voltage",
+            &s.link_voltage,
+            &[],
+            Quantity::LinkVoltage,
             VOLT,
             "mV, V",
         )?;
