@@ -78,7 +78,12 @@ pub fn hash_credential(credential: &str) -> String {
 fn credential_matches(credential: &str, expected_sha256: &str) -> bool {
     let got = hash_credential(credential);
     let expected = expected_sha256.to_ascii_lowercase();
-    got.len() == expected.len() && got.bytes().zip(expected.bytes()).fold(0u8, |acc, (a, b)| acc | (a ^ b)) == 0
+    got.len() == expected.len()
+        && got
+            .bytes()
+            .zip(expected.bytes())
+            .fold(0u8, |acc, (a, b)| acc | (a ^ b))
+            == 0
 }
 
 /// What the API serves from.
@@ -96,7 +101,12 @@ impl ApiContext {
             Request::Status => Response::ok(&*self.shared.status()),
             Request::Events { since_seq } => {
                 let p = self.protection.lock().unwrap_or_else(|e| e.into_inner());
-                let recs: Vec<_> = p.events().iter().filter(|r| r.seq > since_seq).cloned().collect();
+                let recs: Vec<_> = p
+                    .events()
+                    .iter()
+                    .filter(|r| r.seq > since_seq)
+                    .cloned()
+                    .collect();
                 Response::ok(recs)
             }
             Request::Reset { credential } => {
@@ -139,23 +149,25 @@ impl ApiServer {
         listener.set_nonblocking(true)?;
         let stop = Arc::new(AtomicBool::new(false));
         let stop2 = stop.clone();
-        let handle = std::thread::Builder::new().name("control-api".into()).spawn(move || {
-            while !stop2.load(Ordering::Relaxed) {
-                match listener.accept() {
-                    Ok((stream, _)) => {
-                        let ctx = ctx.clone();
-                        std::thread::spawn(move || serve(stream, &ctx));
-                    }
-                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
-                        std::thread::sleep(Duration::from_millis(20));
-                    }
-                    Err(e) => {
-                        tracing::error!(error = %e, "control socket accept failed");
-                        std::thread::sleep(Duration::from_millis(200));
+        let handle = std::thread::Builder::new()
+            .name("control-api".into())
+            .spawn(move || {
+                while !stop2.load(Ordering::Relaxed) {
+                    match listener.accept() {
+                        Ok((stream, _)) => {
+                            let ctx = ctx.clone();
+                            std::thread::spawn(move || serve(stream, &ctx));
+                        }
+                        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                            std::thread::sleep(Duration::from_millis(20));
+                        }
+                        Err(e) => {
+                            tracing::error!(error = %e, "control socket accept failed");
+                            std::thread::sleep(Duration::from_millis(200));
+                        }
                     }
                 }
-            }
-        })?;
+            })?;
         Ok(Self {
             path: path.to_owned(),
             stop,
@@ -181,7 +193,9 @@ impl Drop for ApiServer {
 fn serve(stream: UnixStream, ctx: &ApiContext) {
     let _ = stream.set_nonblocking(false);
     let _ = stream.set_read_timeout(Some(Duration::from_secs(30)));
-    let Ok(mut writer) = stream.try_clone() else { return };
+    let Ok(mut writer) = stream.try_clone() else {
+        return;
+    };
     for line in BufReader::new(stream).lines() {
         let Ok(line) = line else { return };
         if line.trim().is_empty() {

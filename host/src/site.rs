@@ -80,6 +80,20 @@ impl Default for RunOptions {
     }
 }
 
+/// What a run observer sees every protection tick.
+pub struct Observation<'a> {
+    pub t_ms: u64,
+    /// Present on ticks that ended a control cycle.
+    pub cycle: Option<&'a CycleReport>,
+    /// The snapshot protection evaluated and its resulting status. In a
+    /// paced run the status is the latest the protection thread published.
+    pub snapshot: &'a PackSnapshot,
+    pub status: &'a crate::protection::Status,
+    pub sim: &'a mut Simulator,
+    /// The protection thread of a paced run (fault injection in tests).
+    pub thread: Option<&'a ProtectionThread>,
+}
+
 /// A site running against the simulated rack.
 pub struct SimSite {
     pub cfg: SiteConfig,
@@ -91,7 +105,7 @@ pub struct SimSite {
     /// Present until a run starts: lock-step runs tick it directly, paced
     /// runs move it onto its thread.
     task: Option<ProtectionTask>,
-        thread: Option<ProtectionThread>,
+    thread: Option<ProtectionThread>,
     /// First event sequence number of this run (the record file also holds
     /// earlier runs).
     first_seq: u64,
@@ -115,7 +129,10 @@ impl SimSite {
             );
         }
         let dbc_path = cfg.resolve(&cfg.can.dbc);
-        let dbc = Arc::new(Dbc::from_file(&dbc_path).with_context(|| format!("{}: `can.dbc`", cfg.source.display()))?);
+        let dbc = Arc::new(
+            Dbc::from_file(&dbc_path)
+                .with_context(|| format!("{}: `can.dbc`", cfg.source.display()))?,
+        );
         let map = Arc::new(RackMap::resolve(&cfg, dbc)?);
         let bus = VirtualBus::new();
         let (contactor, wiring) = SimulatedContactor::new();
@@ -123,7 +140,13 @@ impl SimSite {
         let engine = PluginEngine::new().context("starting the wasm engine")?;
         let load = |role: Role| {
             let slot = cfg.plugins.slot(role);
-            RoleSlot::load(&engine, role, slot, &cfg.resolve(&slot.path), cfg.plugins.sandbox)
+            RoleSlot::load(
+                &engine,
+                role,
+                slot,
+                &cfg.resolve(&slot.path),
+                cfg.plugins.sandbox,
+            )
         };
         let plugins = PluginSet {
             soc: load(Role::Soc),
@@ -134,16 +157,25 @@ impl SimSite {
         let events_path = state_dir.join("events.jsonl");
         let log = EventLog::open(&events_path)?;
         let data_timeout_ms = cfg.can.module_timeout_ms.max(cfg.can.current_timeout_ms);
-                let first_seq = log.records().last().map_or(1, |r| r.seq + 1);
+        let first_seq = log.records().last().map_or(1, |r| r.seq + 1);
         let protection = Protection::new(cfg.protection.clone(), data_timeout_ms, log);
-        let shared = Shared::new(PackSnapshot::empty(cfg.rack.cell_count(), cfg.rack.cells_per_module));
+        let shared = Shared::new(PackSnapshot::empty(
+            cfg.rack.cell_count(),
+            cfg.rack.cells_per_module,
+        ));
         let task = ProtectionTask::new(protection, Box::new(contactor), shared.clone());
         let acquisition = Acquisition::new(&cfg, map);
-        let controller = Controller::new(&cfg, acquisition, Box::new(bus.endpoint()), shared.clone(), plugins);
+        let controller = Controller::new(
+            &cfg,
+            acquisition,
+            Box::new(bus.endpoint()),
+            shared.clone(),
+            plugins,
+        );
         Ok(Self {
             protection: task.protection.clone(),
             task: Some(task),
-                        thread: None,
+            thread: None,
             first_seq,
             cfg,
             controller,
@@ -162,16 +194,25 @@ impl SimSite {
     /// has verified the operator's credential).
     pub fn reset(&self, now_ms: u64) -> Result<Vec<Latch>, ResetError> {
         let snap = self.shared.snapshot();
-        self.protection.lock().unwrap_or_else(|e| e.into_inner()).reset(&snap, now_ms)
+        self.protection
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .reset(&snap, now_ms)
     }
 
-    /// Run for the configured duration; `observe` sees every control cycle
-    /// with the simulator (for tests and accuracy reporting).
-    pub fn run(&mut self, opts: &RunOptions, mut observe: impl FnMut(f64, &CycleReport, &mut Simulator)) -> Result<Summary> {
+    /// Run for the configured duration; `observe` sees every protection
+    /// tick (tests use it to time trips against the simulator's truth).
+    pub fn run(
+        &mut self,
+        opts: &RunOptions,
+        mut observe: impl FnMut(Observation<'_>),
+    ) -> Result<Summary> {
         let period_ms = self.cfg.protection.period_ms;
         let cycle_ms = self.cfg.control.cycle_ms;
         let per_cycle = (cycle_ms / period_ms).max(1);
-        let duration_s = opts.duration_s.unwrap_or_else(|| self.sim.profile_duration_s());
+        let duration_s = opts
+            .duration_s
+            .unwrap_or_else(|| self.sim.profile_duration_s());
         let cycles = (duration_s * 1000.0 / cycle_ms as f64).round() as u64;
         let ticks = cycles * per_cycle;
         let start_min = self
@@ -215,7 +256,16 @@ impl SimSite {
             if let Some(task) = self.task.as_mut() {
                 task.tick(t_ms);
             }
-            if tick % per_cycle != 0 {
+            if !tick.is_multiple_of(per_cycle) {
+                let (snapshot, status) = (self.shared.snapshot(), self.shared.status());
+                observe(Observation {
+                    t_ms,
+                    cycle: None,
+                    snapshot: &snapshot,
+                    status: &status,
+                    sim: &mut self.sim,
+                    thread: self.thread.as_ref(),
+                });
                 continue;
             }
             k += 1;
@@ -227,7 +277,11 @@ impl SimSite {
             if took_us > cycle_ms * 1000 {
                 over_period += 1;
             }
-            let report = self.controller.last.as_ref().context("cycle produced no report")?;
+            let report = self
+                .controller
+                .last
+                .as_ref()
+                .context("cycle produced no report")?;
             let t_s = t_ms as f64 / 1000.0;
             if k >= avg_from {
                 final_sum_v.resize(report.snapshot.cell_voltage_v.len(), 0.0);
@@ -236,21 +290,41 @@ impl SimSite {
                 }
                 final_n += 1;
             }
-            bleed_cell_s += report.bleed.iter().filter(|b| **b).count() as f64 * cycle_ms as f64 / 1000.0;
+            bleed_cell_s +=
+                report.bleed.iter().filter(|b| **b).count() as f64 * cycle_ms as f64 / 1000.0;
             let truth = self.sim.truth();
             initial_spread.get_or_insert_with(|| spread(&truth.soc_pct));
             track_soc_error(&mut acc, t_s, report, &truth);
-            observe(t_s, report, &mut self.sim);
-            if opts.print_status && (k % status_every == 0 || k == 1) {
-                println!("{}", telemetry::status_line(t_s, report, &self.controller.plugins));
+            let (snapshot, status) = (self.shared.snapshot(), self.shared.status());
+            observe(Observation {
+                t_ms,
+                cycle: Some(report),
+                snapshot: &snapshot,
+                status: &status,
+                sim: &mut self.sim,
+                thread: self.thread.as_ref(),
+            });
+            if opts.print_status && (k.is_multiple_of(status_every) || k == 1) {
+                println!(
+                    "{}",
+                    telemetry::status_line(t_s, report, &self.controller.plugins)
+                );
             }
         }
         let truth = self.sim.truth();
         acc.initial_true_soc_spread_pct = initial_spread.unwrap_or(0.0);
         acc.final_true_soc_spread_pct = spread(&truth.soc_pct);
-        acc.true_mean_capacity_ah = truth.capacity_ah.iter().sum::<f64>() / truth.capacity_ah.len().max(1) as f64;
-        let last = self.controller.last.clone().context("the run had no cycles")?;
-        let final_avg: Vec<f32> = final_sum_v.iter().map(|s| (s / final_n.max(1) as f64) as f32).collect();
+        acc.true_mean_capacity_ah =
+            truth.capacity_ah.iter().sum::<f64>() / truth.capacity_ah.len().max(1) as f64;
+        let last = self
+            .controller
+            .last
+            .clone()
+            .context("the run had no cycles")?;
+        let final_avg: Vec<f32> = final_sum_v
+            .iter()
+            .map(|s| (s / final_n.max(1) as f64) as f32)
+            .collect();
         let (vmin, vmax) = PackSnapshot::min_max(&final_avg);
         let status = self.shared.status();
         let protection = self.protection.lock().unwrap_or_else(|e| e.into_inner());
@@ -268,7 +342,12 @@ impl SimSite {
             final_cell_voltage_max_v: vmax,
             final_contactor_state: status.contactor_state,
             latched: protection.latched().to_vec(),
-                        protection_events: protection.events().iter().filter(|e| e.seq >= self.first_seq).cloned().collect(),
+            protection_events: protection
+                .events()
+                .iter()
+                .filter(|e| e.seq >= self.first_seq)
+                .cloned()
+                .collect(),
             clamp: self.controller.clamp.stats,
             acquisition: self.controller.acquire_stats(),
             bleed_cell_s,
@@ -281,7 +360,9 @@ impl SimSite {
 fn spread(v: &[f64]) -> f64 {
     let (lo, hi) = v
         .iter()
-        .fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), &x| (lo.min(x), hi.max(x)));
+        .fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), &x| {
+            (lo.min(x), hi.max(x))
+        });
     if lo.is_finite() {
         hi - lo
     } else {

@@ -38,6 +38,8 @@ pub struct PackSnapshot {
     pub current_comm: CommStatus,
     /// Whether any data at all has arrived for every source yet.
     pub complete: bool,
+    /// Current each cell's bleed resistor drew over the last cycle, A.
+    pub cell_bleed_a: Vec<f32>,
     /// Main contactors closed.
     pub contactors_closed: bool,
 }
@@ -58,6 +60,7 @@ impl PackSnapshot {
             module_comm: vec![CommStatus::Stale; modules],
             current_comm: CommStatus::Stale,
             complete: false,
+            cell_bleed_a: vec![0.0; cells],
             contactors_closed: false,
         }
     }

@@ -30,6 +30,8 @@ fn run_prints_status_and_writes_the_summary() {
         ])
         .arg("--summary")
         .arg(&summary)
+        .arg("--state-dir")
+        .arg(dir.join("state"))
         .output()
         .unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
@@ -65,7 +67,14 @@ fn run_prints_status_and_writes_the_summary() {
     assert_eq!(json["cycles"], 3600);
     assert!(json["sim"]["max_abs_soc_error_pct"].as_f64().unwrap() < 3.0);
     assert!(json["final_cell_voltage_spread_mv"].as_f64().unwrap() > 0.0);
-    assert_eq!(json["protection_events"][0]["action"], "close_contactors");
+    assert_eq!(
+        json["protection_events"][0]["action"],
+        "close precharge relay"
+    );
+    assert_eq!(
+        json["protection_events"][1]["action"],
+        "close main contactor"
+    );
     assert_eq!(json["plugins"].as_array().unwrap().len(), 4);
     std::fs::remove_dir_all(&dir).ok();
 }

@@ -90,6 +90,7 @@ pub fn snapshot_in(s: w::PackSnapshot) -> PackSnapshot {
                 w::CommStatus::Stale => CommStatus::Stale,
             })
             .collect(),
+        cell_bleed_a: s.cell_bleed_a,
         contactors_closed: s.contactors_closed,
     }
 }

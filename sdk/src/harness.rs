@@ -133,6 +133,7 @@ impl IdealPack {
             cell_temp_c: vec![self.temp_c; cells],
             cells_per_module: self.cells_per_module,
             module_comm: vec![CommStatus::Ok; modules],
+            cell_bleed_a: vec![0.0; cells],
             contactors_closed: true,
         }
     }

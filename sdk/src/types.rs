@@ -42,6 +42,9 @@ pub struct PackSnapshot {
     pub cells_per_module: u32,
     /// Communication status per module.
     pub module_comm: Vec<CommStatus>,
+    /// Current drawn by each cell's bleed resistor over the last cycle, A
+    /// (>= 0). A cell's own current is `current_a - cell_bleed_a[i]`.
+    pub cell_bleed_a: Vec<f32>,
     /// True when the main contactors are closed.
     pub contactors_closed: bool,
 }
@@ -66,8 +69,14 @@ impl PackSnapshot {
             cell_temp_c: vec![temp_c; cells],
             cells_per_module,
             module_comm: vec![CommStatus::Ok; modules],
+            cell_bleed_a: vec![0.0; cells],
             contactors_closed: true,
         }
+    }
+
+    /// The current through cell `index`, A: pack current minus its bleed.
+    pub fn cell_current_a(&self, index: usize) -> f32 {
+        self.current_a - self.cell_bleed_a.get(index).copied().unwrap_or(0.0)
     }
 
     /// Number of cells.

@@ -60,3 +60,38 @@ pub fn section<'a>(t: &'a mut toml::Table, path: &[&str]) -> &'a mut toml::Table
             .unwrap_or_else(|| panic!("no [{k}] in demo config"))
     })
 }
+
+/// Assemble `cfg` with its durable state in a fresh temporary directory,
+/// so parallel tests never share an event record.
+pub fn assemble(cfg: SiteConfig) -> (bmshost::site::SimSite, tempfile::TempDir) {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let site =
+        bmshost::site::SimSite::assemble_in(cfg, dir.path().to_path_buf()).expect("site assembles");
+    (site, dir)
+}
+
+/// Point `role` at another component with a config.
+pub fn use_plugin(t: &mut toml::Table, role: &str, component_name: &str, config: toml::Table) {
+    let slot = section(t, &["plugins", role]);
+    slot.insert(
+        "path".into(),
+        format!("../target/plugins/{component_name}.wasm").into(),
+    );
+    slot.insert("config".into(), toml::Value::Table(config));
+}
+
+/// A `[[sim.faults]]` entry.
+pub fn fault(kind: &str, at_s: f64, fields: &[(&str, toml::Value)]) -> toml::Value {
+    let mut t = toml::Table::new();
+    t.insert("kind".into(), kind.into());
+    t.insert("at_s".into(), at_s.into());
+    for (k, v) in fields {
+        t.insert((*k).into(), v.clone());
+    }
+    toml::Value::Table(t)
+}
+
+/// Replace the demo's sim faults.
+pub fn set_faults(t: &mut toml::Table, faults: Vec<toml::Value>) {
+    section(t, &["sim"]).insert("faults".into(), toml::Value::Array(faults));
+}

@@ -1,16 +1,16 @@
 //! The demo site end to end: real components on the simulated rack for the
 //! whole two-hour profile.
 
-use bms_e2e::{demo_site, section};
-use bmshost::site::{RunOptions, SimSite};
+use bms_e2e::{assemble, demo_site, section};
+use bmshost::site::RunOptions;
 use bmshost::telemetry::Summary;
 
 fn run(balancing: bool) -> Summary {
     let cfg = demo_site(|t| {
         section(t, &["plugins", "balancer"]).insert("enabled".into(), balancing.into());
     });
-    let mut site = SimSite::assemble(cfg).unwrap();
-    site.run(&RunOptions::default(), |_, _, _| {}).unwrap()
+    let (mut site, _dir) = assemble(cfg);
+    site.run(&RunOptions::default(), |_| {}).unwrap()
 }
 
 #[test]
@@ -56,6 +56,12 @@ fn soc_stays_accurate_and_balancing_narrows_the_spread() {
         off.final_cell_voltage_spread_mv
     );
     assert!(acc.final_true_soc_spread_pct < acc_off.final_true_soc_spread_pct);
-    // No fault on the nominal profile.
-    assert!(on.latched_fault.is_none(), "{:?}", on.latched_fault);
+    // No fault on the nominal profile, and the contactors closed once.
+    assert!(on.latched.is_empty(), "{:?}", on.latched);
+    let closes = on
+        .protection_events
+        .iter()
+        .filter(|e| e.action == "close main contactor")
+        .count();
+    assert_eq!(closes, 1, "{:#?}", on.protection_events);
 }

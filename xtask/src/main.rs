@@ -57,10 +57,18 @@ fn workspace_root() -> PathBuf {
         .to_path_buf()
 }
 
-/// Every directory under `plugins/` with a Cargo.toml, as (package name, dir).
+/// Every directory under `plugins/` (reference plugins) and
+/// `tests/plugins/` (test-only hostile plugins) with a Cargo.toml, as
+/// (package name, dir).
 fn plugin_crates(root: &Path) -> Result<Vec<(String, PathBuf)>> {
     let mut out = Vec::new();
-    for entry in std::fs::read_dir(root.join("plugins")).context("reading plugins/")? {
+    let dirs = [root.join("plugins"), root.join("tests/plugins")];
+    let entries = dirs
+        .iter()
+        .filter(|d| d.is_dir())
+        .map(|d| std::fs::read_dir(d).with_context(|| format!("reading {}", d.display())))
+        .collect::<Result<Vec<_>>>()?;
+    for entry in entries.into_iter().flatten() {
         let dir = entry?.path();
         let manifest = dir.join("Cargo.toml");
         if !manifest.is_file() {

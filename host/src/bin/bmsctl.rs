@@ -67,14 +67,16 @@ fn main() -> Result<()> {
         },
     };
     let path = socket(&cli)?;
-    let resp = call(&path, &req).with_context(|| format!("talking to bmsd at {} (is it running?)", path.display()))?;
+    let resp = call(&path, &req)
+        .with_context(|| format!("talking to bmsd at {} (is it running?)", path.display()))?;
     if !resp.ok {
         bail!("{}", resp.error.unwrap_or_else(|| "request failed".into()));
     }
     let result = resp.result.unwrap_or_default();
     match cli.command {
         Command::Events { .. } => {
-            let recs: Vec<bmshost::protection::events::EventRecord> = serde_json::from_value(result)?;
+            let recs: Vec<bmshost::protection::events::EventRecord> =
+                serde_json::from_value(result)?;
             for r in &recs {
                 println!("{}", bmshost::telemetry::event_line(r));
             }

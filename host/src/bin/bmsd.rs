@@ -31,6 +31,10 @@ enum Command {
         /// Write the end-of-run summary as JSON to this file.
         #[arg(long)]
         summary: Option<PathBuf>,
+        /// Keep durable state (event record, control socket) here instead
+        /// of the config's `site.state_dir`.
+        #[arg(long)]
+        state_dir: Option<PathBuf>,
     },
     /// Validate a site configuration and exit.
     Check {
@@ -88,7 +92,10 @@ fn main() -> Result<()> {
                 println!("{}", bmshost::telemetry::event_line(r));
             }
             if read.torn_lines > 0 {
-                println!("({} torn line(s) skipped: the writer died mid-record)", read.torn_lines);
+                println!(
+                    "({} torn line(s) skipped: the writer died mid-record)",
+                    read.torn_lines
+                );
             }
             Ok(())
         }
@@ -97,11 +104,13 @@ fn main() -> Result<()> {
             speed,
             duration,
             summary,
+            state_dir,
         } => {
             let cfg = SiteConfig::load(&config)?;
-            let socket = cfg.resolve(&cfg.site.state_dir).join("bmsd.sock");
+            let state_dir = state_dir.unwrap_or_else(|| cfg.resolve(&cfg.site.state_dir));
+            let socket = state_dir.join("bmsd.sock");
             let credential = cfg.operator.reset_credential_sha256.clone();
-            let mut site = SimSite::assemble(cfg)?;
+            let mut site = SimSite::assemble_in(cfg, state_dir)?;
             let _api = bmshost::api::ApiServer::start(
                 &socket,
                 bmshost::api::ApiContext {
@@ -117,7 +126,7 @@ fn main() -> Result<()> {
                 duration_s: duration,
                 print_status: true,
             };
-            let result = site.run(&opts, |_, _, _| {})?;
+            let result = site.run(&opts, |_| {})?;
             drop(site);
             print_summary(&result);
             if let Some(path) = summary {
@@ -163,7 +172,10 @@ fn print_summary(s: &bmshost::telemetry::Summary) {
     }
     println!("contactors {:?}", s.final_contactor_state);
     for l in &s.latched {
-        println!("  LATCHED {:?} at {:?}: {}", l.quantity, l.location, l.message);
+        println!(
+            "  LATCHED {:?} at {:?}: {}",
+            l.quantity, l.location, l.message
+        );
     }
     for e in &s.protection_events {
         println!("  {}", bmshost::telemetry::event_line(e));

@@ -92,6 +92,9 @@ pub struct RackConfig {
     pub temp_sensors_per_module: u32,
     /// Rated capacity of one cell (the string), in Ah.
     pub capacity_ah: f32,
+    /// The BMU's bleed resistor per cell, in Ω: lets the host tell
+    /// estimators how much current balancing drew from each cell.
+    pub bleed_resistance_ohm: f32,
     #[serde(default)]
     pub chemistry: Option<String>,
 }
@@ -314,6 +317,7 @@ impl SiteConfig {
             ));
         }
         positive(self, "rack.capacity_ah", r.capacity_ah)?;
+        positive(self, "rack.bleed_resistance_ohm", r.bleed_resistance_ohm)?;
         if self.control.cycle_ms == 0 || self.control.cycle_ms > 10_000 {
             return Err(self.invalid(
                 "control.cycle_ms",

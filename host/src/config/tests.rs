@@ -53,14 +53,21 @@ fn tiers_must_nest_mol_inside_rsl_inside_msl() {
     )
     .unwrap_err();
     let msg = e.to_string();
-    assert!(msg.contains("protection.cell_over_voltage_v.msl.limit"), "{msg}");
+    assert!(
+        msg.contains("protection.cell_over_voltage_v.msl.limit"),
+        "{msg}"
+    );
     assert!(msg.contains("MOL inside RSL inside MSL"), "{msg}");
     let e = with(
         "mol = { limit = 2.90, delay_ms = 1000",
         "mol = { limit = 2.70, delay_ms = 1000",
     )
     .unwrap_err();
-    assert!(e.to_string().contains("protection.cell_under_voltage_v.rsl.limit"), "{e}");
+    assert!(
+        e.to_string()
+            .contains("protection.cell_under_voltage_v.rsl.limit"),
+        "{e}"
+    );
 }
 
 #[test]
@@ -70,13 +77,21 @@ fn zero_delay_and_negative_hysteresis_are_rejected() {
         "msl = { limit = 55.0, delay_ms = 0",
     )
     .unwrap_err();
-    assert!(e.to_string().contains("protection.cell_over_temp_charge_c.msl.delay_ms"), "{e}");
+    assert!(
+        e.to_string()
+            .contains("protection.cell_over_temp_charge_c.msl.delay_ms"),
+        "{e}"
+    );
     let e = with(
         "rsl = { limit = 300.0, delay_ms = 500, hysteresis = 10.0 }",
         "rsl = { limit = 300.0, delay_ms = 500, hysteresis = -1.0 }",
     )
     .unwrap_err();
-    assert!(e.to_string().contains("protection.charge_over_current_a.rsl.hysteresis"), "{e}");
+    assert!(
+        e.to_string()
+            .contains("protection.charge_over_current_a.rsl.hysteresis"),
+        "{e}"
+    );
 }
 
 #[test]
@@ -86,13 +101,24 @@ fn derating_curves_must_be_monotonic_where_required() {
         "charge_vs_cell_voltage_v = [[3.45, 280.0], [3.55, 140.0], [3.60, 200.0]]",
     )
     .unwrap_err();
-    assert!(e.to_string().contains("protection.derating.charge_vs_cell_voltage_v[2]"), "{e}");
+    assert!(
+        e.to_string()
+            .contains("protection.derating.charge_vs_cell_voltage_v[2]"),
+        "{e}"
+    );
 }
 
 #[test]
 fn credential_hash_is_checked() {
-    let e = with("reset_credential_sha256 = \"75197bba", "reset_credential_sha256 = \"zz197bba").unwrap_err();
-    assert!(e.to_string().contains("operator.reset_credential_sha256"), "{e}");
+    let e = with(
+        "reset_credential_sha256 = \"75197bba",
+        "reset_credential_sha256 = \"zz197bba",
+    )
+    .unwrap_err();
+    assert!(
+        e.to_string().contains("operator.reset_credential_sha256"),
+        "{e}"
+    );
 }
 
 #[test]

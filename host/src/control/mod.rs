@@ -68,6 +68,9 @@ pub struct Controller {
     rx: Vec<CanFrame>,
     /// Operating cell-voltage window shown to plugins (the MOL limits).
     cell_window_v: (f32, f32),
+    /// Bleed switches commanded last cycle, and the resistor they close.
+    last_bleed: Vec<bool>,
+    bleed_resistance_ohm: f32,
     pub cycles: u64,
     pub last: Option<CycleReport>,
 }
@@ -90,6 +93,8 @@ impl Controller {
             soh_fallback: SohFallback::default(),
             rx: Vec::new(),
             cell_window_v: cfg.protection.operating_window_v(),
+            last_bleed: vec![false; cfg.rack.cell_count()],
+            bleed_resistance_ohm: cfg.rack.bleed_resistance_ohm,
             cycles: 0,
             last: None,
         }
@@ -102,7 +107,18 @@ impl Controller {
         self.port.drain(&mut self.rx);
         self.acquisition.ingest(&self.rx, now_ms);
         let closed = self.shared.status().closed();
-        self.shared.publish_snapshot(self.acquisition.snapshot(now_ms, closed));
+        let mut snap = self.acquisition.snapshot(now_ms, closed);
+        for ((bleed_a, on), v) in snap
+            .cell_bleed_a
+            .iter_mut()
+            .zip(&self.last_bleed)
+            .zip(&snap.cell_voltage_v)
+        {
+            if *on && v.is_finite() {
+                *bleed_a = v / self.bleed_resistance_ohm;
+            }
+        }
+        self.shared.publish_snapshot(snap);
     }
 
     /// Run the plugin stages on the latest snapshot and protection status.
@@ -117,10 +133,18 @@ impl Controller {
             self.run_plugins(&snap, &status, minute_of_day)
         } else {
             let n = snap.cell_voltage_v.len();
-            (vec![f32::NAN; n], None, None, vec![false; n], 0.0, "no data yet".to_string())
+            (
+                vec![f32::NAN; n],
+                None,
+                None,
+                vec![false; n],
+                0.0,
+                "no data yet".to_string(),
+            )
         };
         self.shared.publish_soc(pack_soc);
 
+        self.last_bleed.clone_from(&bleed);
         // Bleed commands go out every cycle (also all-off), so a BMU that
         // stops hearing them can time out to no bleeding.
         for frame in self.acquisition.encode_bleed(&bleed) {
@@ -218,7 +242,7 @@ impl Controller {
         let hint = self.plugins.ems.run(|p| p.step_ems(&ems_in));
 
         // 5. Clamp.
-                let bleed = self.clamp.bleed(snap, status, &requested);
+        let bleed = self.clamp.bleed(snap, status, &requested);
         let (power_w, reason) = match hint {
             Some(h) => (self.clamp.power_w(snap, status, h.power_w), h.reason),
             None => (0.0, "EMS fallback: no hint".to_string()),
@@ -233,7 +257,7 @@ impl Controller {
         snap: &PackSnapshot,
         allowed: AllowedCurrent,
     ) -> w::ProtectionLimits {
-                let pack_v = if snap.pack_voltage_v.is_finite() {
+        let pack_v = if snap.pack_voltage_v.is_finite() {
             snap.pack_voltage_v
         } else {
             0.0
@@ -252,7 +276,6 @@ impl Controller {
     pub fn acquire_stats(&self) -> crate::io::can::acquire::AcquireStats {
         self.acquisition.stats
     }
-
 }
 
 /// A SOC output must cover every cell with finite values in 0..=100.

@@ -71,7 +71,9 @@ impl ContactorOutput for SimulatedContactor {
     }
 
     fn toggle_heartbeat(&mut self, now_ms: u64) {
-        self.wiring.heartbeat_level.fetch_xor(true, Ordering::AcqRel);
+        self.wiring
+            .heartbeat_level
+            .fetch_xor(true, Ordering::AcqRel);
         self.wiring.last_toggle_ms.store(now_ms, Ordering::Release);
         self.wiring.heartbeat_seen.store(true, Ordering::Release);
     }

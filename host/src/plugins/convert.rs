@@ -19,6 +19,7 @@ pub fn snapshot(s: &PackSnapshot) -> w::PackSnapshot {
                 CommStatus::Stale => w::CommStatus::Stale,
             })
             .collect(),
+        cell_bleed_a: s.cell_bleed_a.clone(),
         contactors_closed: s.contactors_closed,
     }
 }

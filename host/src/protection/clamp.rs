@@ -60,7 +60,13 @@ impl Clamp {
             let v = snap.cell_voltage_v[i];
             let t = snap.cell_temp_c[i];
             let fresh = snap.module_comm.get(i / per) == Some(&CommStatus::Ok);
-            if !faulted && fresh && v.is_finite() && v > self.min_bleed_v && t.is_finite() && t < self.limits.max_temp_c {
+            if !faulted
+                && fresh
+                && v.is_finite()
+                && v > self.min_bleed_v
+                && t.is_finite()
+                && t < self.limits.max_temp_c
+            {
                 allowed.push(i);
             } else {
                 self.stats.bleed_refused += 1;
@@ -86,7 +92,11 @@ impl Clamp {
             self.stats.non_finite += 1;
             return 0.0;
         }
-        let pack_v = if snap.pack_voltage_v.is_finite() { snap.pack_voltage_v.max(0.0) } else { 0.0 };
+        let pack_v = if snap.pack_voltage_v.is_finite() {
+            snap.pack_voltage_v.max(0.0)
+        } else {
+            0.0
+        };
         let max_charge = status.allowed.charge_a * pack_v;
         let max_discharge = status.allowed.discharge_a * pack_v;
         let capped = power_w.clamp(-max_discharge, max_charge);

@@ -74,7 +74,7 @@ pub struct ContactorInputs {
 #[derive(Debug, Clone)]
 pub struct ContactorFsm {
     cfg: ContactorConfig,
-        state: ContactorState,
+    state: ContactorState,
     since_ms: u64,
     /// No open has happened yet: the first close needs no reclose delay.
     first_close: bool,
@@ -84,7 +84,7 @@ impl ContactorFsm {
     pub fn new(cfg: ContactorConfig, now_ms: u64) -> Self {
         Self {
             cfg,
-                        state: ContactorState::Open,
+            state: ContactorState::Open,
             since_ms: now_ms,
             first_close: true,
         }
@@ -120,7 +120,7 @@ impl ContactorFsm {
                         current_a: m.current_a,
                         link_v: m.link_v,
                     });
-                                } else if want_closed && (self.first_close || elapsed >= c.reclose_delay_ms) {
+                } else if want_closed && (self.first_close || elapsed >= c.reclose_delay_ms) {
                     self.first_close = false;
                     self.go(ContactorState::Precharge, now_ms, &mut step);
                     step.outputs.precharge = true;
@@ -181,25 +181,59 @@ mod tests {
     }
 
     fn m(link_v: f32, current_a: f32) -> ContactorInputs {
-        ContactorInputs { pack_v: 400.0, link_v, current_a }
+        ContactorInputs {
+            pack_v: 400.0,
+            link_v,
+            current_a,
+        }
     }
 
     #[test]
     fn sequence_open_precharge_closed_opening_open() {
         let mut f = ContactorFsm::new(cfg(), 0);
         let s = f.tick(true, m(0.0, 0.0), 0);
-        assert_eq!(s.transition, Some((ContactorState::Open, ContactorState::Precharge)));
-        assert_eq!(s.outputs, RelayOutputs { precharge: true, main: false });
+        assert_eq!(
+            s.transition,
+            Some((ContactorState::Open, ContactorState::Precharge))
+        );
+        assert_eq!(
+            s.outputs,
+            RelayOutputs {
+                precharge: true,
+                main: false
+            }
+        );
         let s = f.tick(true, m(200.0, 0.0), 100);
-        assert_eq!(s.outputs, RelayOutputs { precharge: true, main: false });
+        assert_eq!(
+            s.outputs,
+            RelayOutputs {
+                precharge: true,
+                main: false
+            }
+        );
         let s = f.tick(true, m(385.0, 0.0), 200);
-        assert_eq!(s.transition, Some((ContactorState::Precharge, ContactorState::Closed)));
-        assert_eq!(s.outputs, RelayOutputs { precharge: false, main: true });
+        assert_eq!(
+            s.transition,
+            Some((ContactorState::Precharge, ContactorState::Closed))
+        );
+        assert_eq!(
+            s.outputs,
+            RelayOutputs {
+                precharge: false,
+                main: true
+            }
+        );
         let s = f.tick(false, m(400.0, 50.0), 300);
-        assert_eq!(s.transition, Some((ContactorState::Closed, ContactorState::Opening)));
+        assert_eq!(
+            s.transition,
+            Some((ContactorState::Closed, ContactorState::Opening))
+        );
         assert_eq!(s.outputs, RelayOutputs::OPEN);
         let s = f.tick(false, m(10.0, 0.0), 500);
-        assert_eq!(s.transition, Some((ContactorState::Opening, ContactorState::Open)));
+        assert_eq!(
+            s.transition,
+            Some((ContactorState::Opening, ContactorState::Open))
+        );
         assert_eq!(s.fault, None);
         // Reclose only after the reclose delay.
         assert_eq!(f.tick(true, m(0.0, 0.0), 1400).transition, None);
@@ -212,7 +246,10 @@ mod tests {
         f.tick(true, m(0.0, 0.0), 0);
         assert_eq!(f.tick(true, m(100.0, 0.0), 1999).fault, None);
         let s = f.tick(true, m(100.0, 0.0), 2000);
-        assert!(matches!(s.fault, Some(ContactorFault::PrechargeTimeout { .. })));
+        assert!(matches!(
+            s.fault,
+            Some(ContactorFault::PrechargeTimeout { .. })
+        ));
         assert_eq!(s.outputs, RelayOutputs::OPEN);
     }
 
@@ -223,7 +260,10 @@ mod tests {
         f.tick(true, m(390.0, 0.0), 100);
         f.tick(false, m(400.0, 100.0), 200);
         let s = f.tick(false, m(400.0, 100.0), 400);
-        assert!(matches!(s.fault, Some(ContactorFault::Welded { .. })), "{s:?}");
+        assert!(
+            matches!(s.fault, Some(ContactorFault::Welded { .. })),
+            "{s:?}"
+        );
         assert_eq!(s.outputs, RelayOutputs::OPEN);
         // And while open, it keeps reporting.
         assert!(f.tick(false, m(400.0, 100.0), 700).fault.is_some());

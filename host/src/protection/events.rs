@@ -110,13 +110,19 @@ impl EventLog {
         if previous.torn_lines > 0 {
             tracing::warn!(path = %path.display(), torn = previous.torn_lines, "event log had unreadable lines (torn write); skipped");
         }
-        let mut file = OpenOptions::new().create(true).append(true).open(path).map_err(io)?;
+        let mut file = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path)
+            .map_err(io)?;
         // Terminate a torn last line so the next record starts clean.
         let ends_clean = std::fs::read(path)
             .map(|b| b.last().is_none_or(|c| *c == b'\n'))
             .map_err(io)?;
         if !ends_clean {
-            file.write_all(b"\n").and_then(|_| file.sync_data()).map_err(io)?;
+            file.write_all(b"\n")
+                .and_then(|_| file.sync_data())
+                .map_err(io)?;
         }
         let next_seq = previous.records.last().map_or(1, |r| r.seq + 1);
         Ok(Self {
@@ -211,8 +217,14 @@ mod tests {
         assert_eq!(log.append(rec(EventKind::Reset)).seq, 3);
         let read = EventLog::read(&path).unwrap();
         let kinds: Vec<_> = read.records.iter().map(|r| r.kind).collect();
-        assert_eq!(kinds, [EventKind::Raised, EventKind::Latched, EventKind::Reset]);
-        assert_eq!(read.records[0].location, Some(Location { module: 1, cell: 2 }));
+        assert_eq!(
+            kinds,
+            [EventKind::Raised, EventKind::Latched, EventKind::Reset]
+        );
+        assert_eq!(
+            read.records[0].location,
+            Some(Location { module: 1, cell: 2 })
+        );
     }
 
     #[test]
@@ -231,7 +243,11 @@ mod tests {
         let mut log = EventLog::open(&path).unwrap();
         log.append(rec(EventKind::Cleared));
         let read = EventLog::read(&path).unwrap();
-        assert_eq!(read.records.len(), 2, "the new record must not be glued to the torn line");
+        assert_eq!(
+            read.records.len(),
+            2,
+            "the new record must not be glued to the torn line"
+        );
         assert_eq!(read.records[1].kind, EventKind::Cleared);
         assert_eq!(read.torn_lines, 1);
     }

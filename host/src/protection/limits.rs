@@ -100,22 +100,41 @@ impl Curve {
     fn validate(&self, field: &str, monotonic: Option<bool>) -> Result<(), (String, String)> {
         let p = &self.0;
         if p.len() < 2 {
-            return Err((field.into(), "needs at least 2 points [x, current_a]".into()));
+            return Err((
+                field.into(),
+                "needs at least 2 points [x, current_a]".into(),
+            ));
         }
         for (i, q) in p.iter().enumerate() {
             if !q[0].is_finite() || !q[1].is_finite() || q[1] < 0.0 {
-                return Err((format!("{field}[{i}]"), format!("{q:?}: values must be finite, current >= 0")));
+                return Err((
+                    format!("{field}[{i}]"),
+                    format!("{q:?}: values must be finite, current >= 0"),
+                ));
             }
             if i > 0 {
                 if q[0] <= p[i - 1][0] {
-                    return Err((format!("{field}[{i}]"), format!("x = {} must be greater than the previous x = {}", q[0], p[i - 1][0])));
+                    return Err((
+                        format!("{field}[{i}]"),
+                        format!(
+                            "x = {} must be greater than the previous x = {}",
+                            q[0],
+                            p[i - 1][0]
+                        ),
+                    ));
                 }
                 match monotonic {
                     Some(true) if q[1] < p[i - 1][1] => {
-                        return Err((format!("{field}[{i}]"), "curve must not decrease with x".into()))
+                        return Err((
+                            format!("{field}[{i}]"),
+                            "curve must not decrease with x".into(),
+                        ))
                     }
                     Some(false) if q[1] > p[i - 1][1] => {
-                        return Err((format!("{field}[{i}]"), "curve must not increase with x".into()))
+                        return Err((
+                            format!("{field}[{i}]"),
+                            "curve must not increase with x".into(),
+                        ))
                     }
                     _ => {}
                 }
@@ -259,15 +278,39 @@ impl ProtectionConfig {
         [
             ("cell_over_voltage_v", self.cell_over_voltage_v, Above),
             ("cell_under_voltage_v", self.cell_under_voltage_v, Below),
-            ("cell_over_temp_charge_c", self.cell_over_temp_charge_c, Above),
-            ("cell_over_temp_discharge_c", self.cell_over_temp_discharge_c, Above),
-            ("cell_under_temp_charge_c", self.cell_under_temp_charge_c, Below),
-            ("cell_under_temp_discharge_c", self.cell_under_temp_discharge_c, Below),
+            (
+                "cell_over_temp_charge_c",
+                self.cell_over_temp_charge_c,
+                Above,
+            ),
+            (
+                "cell_over_temp_discharge_c",
+                self.cell_over_temp_discharge_c,
+                Above,
+            ),
+            (
+                "cell_under_temp_charge_c",
+                self.cell_under_temp_charge_c,
+                Below,
+            ),
+            (
+                "cell_under_temp_discharge_c",
+                self.cell_under_temp_discharge_c,
+                Below,
+            ),
             ("cell_temp_spread_c", self.cell_temp_spread_c, Above),
             ("cell_voltage_spread_v", self.cell_voltage_spread_v, Above),
             ("charge_over_current_a", self.charge_over_current_a, Above),
-            ("discharge_over_current_a", self.discharge_over_current_a, Above),
-            ("pack_voltage_mismatch_v", self.pack_voltage_mismatch_v, Above),
+            (
+                "discharge_over_current_a",
+                self.discharge_over_current_a,
+                Above,
+            ),
+            (
+                "pack_voltage_mismatch_v",
+                self.pack_voltage_mismatch_v,
+                Above,
+            ),
             (
                 "cell_deep_under_voltage_v",
                 Tiers {
@@ -283,7 +326,13 @@ impl ProtectionConfig {
     /// The operating cell-voltage window (lowest, highest) in V: the
     /// least severe configured under- and over-voltage tiers.
     pub fn operating_window_v(&self) -> (f32, f32) {
-        let first = |t: &Tiers| [t.mol, t.rsl, t.msl].into_iter().flatten().next().map(|t| t.limit);
+        let first = |t: &Tiers| {
+            [t.mol, t.rsl, t.msl]
+                .into_iter()
+                .flatten()
+                .next()
+                .map(|t| t.limit)
+        };
         (
             first(&self.cell_under_voltage_v).unwrap_or(f32::NAN),
             first(&self.cell_over_voltage_v).unwrap_or(f32::NAN),
@@ -294,13 +343,19 @@ impl ProtectionConfig {
     /// `protection.`, message).
     pub fn validate(&self) -> Result<(), (String, String)> {
         if self.period_ms == 0 || self.period_ms > 1000 {
-            return Err(("period_ms".into(), format!("must be 1..=1000, got {}", self.period_ms)));
+            return Err((
+                "period_ms".into(),
+                format!("must be 1..=1000, got {}", self.period_ms),
+            ));
         }
         if !(self.rest_current_a.is_finite() && self.rest_current_a >= 0.0) {
             return Err(("rest_current_a".into(), "must be finite and >= 0".into()));
         }
         if self.watchdog_periods < 2 {
-            return Err(("watchdog_periods".into(), "must be >= 2 (one late period is not a dead thread)".into()));
+            return Err((
+                "watchdog_periods".into(),
+                "must be >= 2 (one late period is not a dead thread)".into(),
+            ));
         }
         for (name, tiers, dir) in self.tiered() {
             validate_tiers(name, &tiers, dir)?;
@@ -314,27 +369,40 @@ impl ProtectionConfig {
                 ));
             }
         }
-        if let (Some(ov), Some(uv)) = (self.cell_over_voltage_v.mol, self.cell_under_voltage_v.mol) {
+        if let (Some(ov), Some(uv)) = (self.cell_over_voltage_v.mol, self.cell_under_voltage_v.mol)
+        {
             if uv.limit >= ov.limit {
-                return Err(("cell_under_voltage_v.mol.limit".into(), format!("must be below cell_over_voltage_v.mol.limit ({})", ov.limit)));
+                return Err((
+                    "cell_under_voltage_v.mol.limit".into(),
+                    format!("must be below cell_over_voltage_v.mol.limit ({})", ov.limit),
+                ));
             }
         }
         let d = &self.derating;
         for (f, v) in [
             ("derating.max_charge_current_a", d.max_charge_current_a),
-            ("derating.max_discharge_current_a", d.max_discharge_current_a),
+            (
+                "derating.max_discharge_current_a",
+                d.max_discharge_current_a,
+            ),
             ("derating.ramp_up_a_per_s", d.ramp_up_a_per_s),
         ] {
             if !(v.is_finite() && v > 0.0) {
                 return Err((f.into(), format!("must be a finite number > 0, got {v}")));
             }
         }
-        d.charge_vs_cell_voltage_v.validate("derating.charge_vs_cell_voltage_v", Some(false))?;
-        d.discharge_vs_cell_voltage_v.validate("derating.discharge_vs_cell_voltage_v", Some(true))?;
-        d.charge_vs_temp_c.validate("derating.charge_vs_temp_c", None)?;
-        d.discharge_vs_temp_c.validate("derating.discharge_vs_temp_c", None)?;
-        d.charge_vs_soc_pct.validate("derating.charge_vs_soc_pct", Some(false))?;
-        d.discharge_vs_soc_pct.validate("derating.discharge_vs_soc_pct", Some(true))?;
+        d.charge_vs_cell_voltage_v
+            .validate("derating.charge_vs_cell_voltage_v", Some(false))?;
+        d.discharge_vs_cell_voltage_v
+            .validate("derating.discharge_vs_cell_voltage_v", Some(true))?;
+        d.charge_vs_temp_c
+            .validate("derating.charge_vs_temp_c", None)?;
+        d.discharge_vs_temp_c
+            .validate("derating.discharge_vs_temp_c", None)?;
+        d.charge_vs_soc_pct
+            .validate("derating.charge_vs_soc_pct", Some(false))?;
+        d.discharge_vs_soc_pct
+            .validate("derating.discharge_vs_soc_pct", Some(true))?;
         let p = &self.plausibility;
         for (f, r) in [
             ("plausibility.cell_voltage_range_v", p.cell_voltage_range_v),
@@ -342,7 +410,10 @@ impl ProtectionConfig {
             ("plausibility.current_range_a", p.current_range_a),
         ] {
             if !(r[0].is_finite() && r[1].is_finite() && r[0] < r[1]) {
-                return Err((f.into(), format!("must be [low, high] with low < high, got {r:?}")));
+                return Err((
+                    f.into(),
+                    format!("must be [low, high] with low < high, got {r:?}"),
+                ));
             }
         }
         if p.range_delay_ms == 0 {
@@ -353,10 +424,16 @@ impl ProtectionConfig {
         }
         let c = &self.contactors;
         if !(c.precharge_fraction > 0.0 && c.precharge_fraction < 1.0) {
-            return Err(("contactors.precharge_fraction".into(), format!("must be in (0, 1), got {}", c.precharge_fraction)));
+            return Err((
+                "contactors.precharge_fraction".into(),
+                format!("must be in (0, 1), got {}", c.precharge_fraction),
+            ));
         }
         if !(c.weld_voltage_fraction > 0.0 && c.weld_voltage_fraction < 1.0) {
-            return Err(("contactors.weld_voltage_fraction".into(), format!("must be in (0, 1), got {}", c.weld_voltage_fraction)));
+            return Err((
+                "contactors.weld_voltage_fraction".into(),
+                format!("must be in (0, 1), got {}", c.weld_voltage_fraction),
+            ));
         }
         if !(c.weld_current_a.is_finite() && c.weld_current_a > 0.0) {
             return Err(("contactors.weld_current_a".into(), "must be > 0".into()));
@@ -390,7 +467,10 @@ fn validate_tiers(name: &str, t: &Tiers, dir: Direction) -> Result<(), (String, 
             return Err((f("delay_ms"), "must be > 0 (a debounce delay)".into()));
         }
         if !(tier.hysteresis.is_finite() && tier.hysteresis >= 0.0) {
-            return Err((f("hysteresis"), format!("must be >= 0, got {}", tier.hysteresis)));
+            return Err((
+                f("hysteresis"),
+                format!("must be >= 0, got {}", tier.hysteresis),
+            ));
         }
     }
     // MOL inside RSL inside MSL.
@@ -401,7 +481,11 @@ fn validate_tiers(name: &str, t: &Tiers, dir: Direction) -> Result<(), (String, 
             Direction::Below => a.limit >= b.limit,
         };
         if !ordered {
-            let rel = if dir == Direction::Above { "above" } else { "below" };
+            let rel = if dir == Direction::Above {
+                "above"
+            } else {
+                "below"
+            };
             return Err((
                 format!("{name}.{}.limit", lb.key()),
                 format!(
@@ -422,18 +506,46 @@ mod tests {
     use super::*;
 
     fn tier(limit: f32) -> Option<Tier> {
-        Some(Tier { limit, delay_ms: 100, hysteresis: 0.01 })
+        Some(Tier {
+            limit,
+            delay_ms: 100,
+            hysteresis: 0.01,
+        })
     }
 
     #[test]
     fn tiers_must_nest_in_the_trip_direction() {
-        let t = Tiers { mol: tier(3.55), rsl: tier(3.60), msl: tier(3.65) };
+        let t = Tiers {
+            mol: tier(3.55),
+            rsl: tier(3.60),
+            msl: tier(3.65),
+        };
         assert!(validate_tiers("ov", &t, Direction::Above).is_ok());
-        let (field, msg) = validate_tiers("ov", &Tiers { rsl: tier(3.70), ..t }, Direction::Above).unwrap_err();
+        let (field, msg) = validate_tiers(
+            "ov",
+            &Tiers {
+                rsl: tier(3.70),
+                ..t
+            },
+            Direction::Above,
+        )
+        .unwrap_err();
         assert_eq!(field, "ov.msl.limit", "{msg}");
-        let t = Tiers { mol: tier(2.9), rsl: tier(2.8), msl: tier(2.5) };
+        let t = Tiers {
+            mol: tier(2.9),
+            rsl: tier(2.8),
+            msl: tier(2.5),
+        };
         assert!(validate_tiers("uv", &t, Direction::Below).is_ok());
-        let (field, _) = validate_tiers("uv", &Tiers { mol: tier(2.7), ..t }, Direction::Below).unwrap_err();
+        let (field, _) = validate_tiers(
+            "uv",
+            &Tiers {
+                mol: tier(2.7),
+                ..t
+            },
+            Direction::Below,
+        )
+        .unwrap_err();
         assert_eq!(field, "uv.rsl.limit");
         let (field, _) = validate_tiers("uv", &Tiers::default(), Direction::Below).unwrap_err();
         assert_eq!(field, "uv");
@@ -441,10 +553,30 @@ mod tests {
 
     #[test]
     fn zero_delay_and_negative_hysteresis_are_rejected() {
-        let bad = Tiers { msl: Some(Tier { limit: 1.0, delay_ms: 0, hysteresis: 0.0 }), ..Default::default() };
-        assert_eq!(validate_tiers("q", &bad, Direction::Above).unwrap_err().0, "q.msl.delay_ms");
-        let bad = Tiers { msl: Some(Tier { limit: 1.0, delay_ms: 5, hysteresis: -1.0 }), ..Default::default() };
-        assert_eq!(validate_tiers("q", &bad, Direction::Above).unwrap_err().0, "q.msl.hysteresis");
+        let bad = Tiers {
+            msl: Some(Tier {
+                limit: 1.0,
+                delay_ms: 0,
+                hysteresis: 0.0,
+            }),
+            ..Default::default()
+        };
+        assert_eq!(
+            validate_tiers("q", &bad, Direction::Above).unwrap_err().0,
+            "q.msl.delay_ms"
+        );
+        let bad = Tiers {
+            msl: Some(Tier {
+                limit: 1.0,
+                delay_ms: 5,
+                hysteresis: -1.0,
+            }),
+            ..Default::default()
+        };
+        assert_eq!(
+            validate_tiers("q", &bad, Direction::Above).unwrap_err().0,
+            "q.msl.hysteresis"
+        );
     }
 
     #[test]
@@ -457,7 +589,9 @@ mod tests {
         assert!(c.validate("c", Some(false)).is_ok());
         let (field, _) = c.validate("c", Some(true)).unwrap_err();
         assert_eq!(field, "c[1]");
-        let (field, _) = Curve(vec![[1.0, 1.0], [1.0, 1.0]]).validate("c", None).unwrap_err();
+        let (field, _) = Curve(vec![[1.0, 1.0], [1.0, 1.0]])
+            .validate("c", None)
+            .unwrap_err();
         assert_eq!(field, "c[1]");
     }
 }

@@ -72,17 +72,23 @@ impl Quantity {
     fn blocks(self) -> Blocks {
         use Quantity::*;
         match self {
-            CellOverVoltage | CellOverTempCharge | CellUnderTempCharge | ChargeOverCurrent => Blocks::Charge,
-            CellUnderVoltage | CellOverTempDischarge | CellUnderTempDischarge | DischargeOverCurrent => {
-                Blocks::Discharge
+            CellOverVoltage | CellOverTempCharge | CellUnderTempCharge | ChargeOverCurrent => {
+                Blocks::Charge
             }
+            CellUnderVoltage
+            | CellOverTempDischarge
+            | CellUnderTempDischarge
+            | DischargeOverCurrent => Blocks::Discharge,
             _ => Blocks::Both,
         }
     }
 
     /// Latches that survive a host restart (blocking closing until reset).
     pub fn is_persistent(self) -> bool {
-        matches!(self, Quantity::CellDeepUnderVoltage | Quantity::ContactorWelded)
+        matches!(
+            self,
+            Quantity::CellDeepUnderVoltage | Quantity::ContactorWelded
+        )
     }
 }
 
@@ -276,7 +282,13 @@ impl Protection {
         &self.latched
     }
 
-    fn record(&mut self, kind: EventKind, quantity: Option<Quantity>, tier: Option<TierLevel>, detail: Detail) {
+    fn record(
+        &mut self,
+        kind: EventKind,
+        quantity: Option<Quantity>,
+        tier: Option<TierLevel>,
+        detail: Detail,
+    ) {
         let rec = EventRecord {
             seq: 0,
             time_ms: detail.time_ms,
@@ -290,7 +302,7 @@ impl Protection {
             action: detail.action.to_string(),
             message: detail.message,
         };
-                let level_error = matches!(kind, EventKind::Latched) || tier == Some(TierLevel::Msl);
+        let level_error = matches!(kind, EventKind::Latched) || tier == Some(TierLevel::Msl);
         if kind == EventKind::Contactor {
             tracing::info!(action = %rec.action, "{}", rec.message);
         } else if level_error {
@@ -302,7 +314,11 @@ impl Protection {
     }
 
     fn latch(&mut self, l: Latch) {
-        if self.latched.iter().any(|x| x.quantity == l.quantity && x.location == l.location) {
+        if self
+            .latched
+            .iter()
+            .any(|x| x.quantity == l.quantity && x.location == l.location)
+        {
             return;
         }
         self.record(
@@ -326,7 +342,8 @@ impl Protection {
         let age_ok = now_ms.saturating_sub(s.timestamp_ms) <= self.data_timeout_ms;
         let module_ok = |i: &usize| age_ok && s.module_comm.get(i / per) == Some(&CommStatus::Ok);
         let current_ok = age_ok && s.current_comm == CommStatus::Ok && s.current_a.is_finite();
-        let all_fresh = s.complete && current_ok && s.module_comm.iter().all(|c| *c == CommStatus::Ok);
+        let all_fresh =
+            s.complete && current_ok && s.module_comm.iter().all(|c| *c == CommStatus::Ok);
         let current_a = current_ok.then_some(s.current_a);
         let mismatch_v = (all_fresh && s.pack_voltage_v.is_finite()).then(|| {
             let sum: f32 = s.cell_voltage_v.iter().sum();
@@ -385,17 +402,27 @@ impl Protection {
         for (k, (value, location, msl_applies)) in inputs.into_iter().enumerate() {
             for level in TierLevel::ALL {
                 let quantity = self.tracked[k].quantity;
-                let v = if level == TierLevel::Msl && !msl_applies { None } else { value };
+                let v = if level == TierLevel::Msl && !msl_applies {
+                    None
+                } else {
+                    value
+                };
                 let Some(mon) = self.tracked[k].monitor.tiers[level as usize].as_mut() else {
                     continue;
                 };
                 let limit = mon.tier.limit;
-                let Some(tr) = mon.update(v, now_ms) else { continue };
+                let Some(tr) = mon.update(v, now_ms) else {
+                    continue;
+                };
                 let (kind, action) = match (tr, level, quantity.blocks()) {
                     (Transition::Cleared, _, _) => (EventKind::Cleared, "none"),
                     (_, TierLevel::Mol, _) => (EventKind::Raised, "warn; derating"),
-                    (_, TierLevel::Rsl, Blocks::Charge) => (EventKind::Raised, "zero charge current"),
-                    (_, TierLevel::Rsl, Blocks::Discharge) => (EventKind::Raised, "zero discharge current"),
+                    (_, TierLevel::Rsl, Blocks::Charge) => {
+                        (EventKind::Raised, "zero charge current")
+                    }
+                    (_, TierLevel::Rsl, Blocks::Discharge) => {
+                        (EventKind::Raised, "zero discharge current")
+                    }
                     (_, TierLevel::Rsl, Blocks::Both) => (EventKind::Raised, "zero current"),
                     (_, TierLevel::Msl, _) => (EventKind::Raised, "open contactors"),
                 };
@@ -404,10 +431,24 @@ impl Protection {
                     kind,
                     Some(quantity),
                     Some(level),
-                    Detail { time_ms: now_ms, location, value, limit: Some(limit), action, message: message.clone() },
+                    Detail {
+                        time_ms: now_ms,
+                        location,
+                        value,
+                        limit: Some(limit),
+                        action,
+                        message: message.clone(),
+                    },
                 );
                 if tr == Transition::Raised && level == TierLevel::Msl {
-                    self.latch(Latch { quantity, location, value, limit: Some(limit), time_ms: now_ms, message });
+                    self.latch(Latch {
+                        quantity,
+                        location,
+                        value,
+                        limit: Some(limit),
+                        time_ms: now_ms,
+                        message,
+                    });
                 }
             }
         }
@@ -430,9 +471,13 @@ impl Protection {
             link_v: if d.fresh { s.link_voltage_v } else { f32::NAN },
             current_a: d.current_a.unwrap_or(f32::NAN),
         };
-        let step = self.contactor.tick(blocked_reason.is_none(), inputs, now_ms);
+        let step = self
+            .contactor
+            .tick(blocked_reason.is_none(), inputs, now_ms);
         if let Some((from, to)) = step.transition {
-            let reason = blocked_reason.clone().unwrap_or_else(|| "all sources fresh, no fault".into());
+            let reason = blocked_reason
+                .clone()
+                .unwrap_or_else(|| "all sources fresh, no fault".into());
             self.record(
                 EventKind::Contactor,
                 None,
@@ -460,15 +505,30 @@ impl Protection {
                     Some(current_a),
                 ),
             };
-            self.latch(Latch { quantity, location: None, value, limit: None, time_ms: now_ms, message });
+            self.latch(Latch {
+                quantity,
+                location: None,
+                value,
+                limit: None,
+                time_ms: now_ms,
+                message,
+            });
         }
 
         // Derating: drop at once, rise at the ramp rate.
         let target = self.derate_target(&d, pack_soc_pct);
-        let dt_s = self.last_tick_ms.map_or(0.0, |t| now_ms.saturating_sub(t) as f32 / 1000.0);
+        let dt_s = self
+            .last_tick_ms
+            .map_or(0.0, |t| now_ms.saturating_sub(t) as f32 / 1000.0);
         self.last_tick_ms = Some(now_ms);
         let ramp = self.cfg.derating.ramp_up_a_per_s * dt_s;
-        let follow = |prev: f32, target: f32| if target < prev { target } else { (prev + ramp).min(target) };
+        let follow = |prev: f32, target: f32| {
+            if target < prev {
+                target
+            } else {
+                (prev + ramp).min(target)
+            }
+        };
         self.allowed = if self.contactor.state() == ContactorState::Closed {
             AllowedCurrent {
                 charge_a: follow(self.allowed.charge_a, target.charge_a),
@@ -485,7 +545,10 @@ impl Protection {
                 TierLevel::ALL
                     .into_iter()
                     .filter(|l| t.monitor.is_active(*l))
-                    .map(|tier| ActiveTier { quantity: t.quantity, tier })
+                    .map(|tier| ActiveTier {
+                        quantity: t.quantity,
+                        tier,
+                    })
             })
             .collect();
         self.status = Status {
@@ -506,26 +569,53 @@ impl Protection {
         let fresh = |i: usize| s.module_comm.get(i / per) == Some(&CommStatus::Ok);
         let outside = |v: f32, r: [f32; 2]| v.is_finite() && (v < r[0] || v > r[1]);
         let bad_cell = (0..s.cell_voltage_v.len()).find(|&i| {
-            fresh(i) && (outside(s.cell_voltage_v[i], p.cell_voltage_range_v) || outside(s.cell_temp_c[i], p.temp_range_c))
+            fresh(i)
+                && (outside(s.cell_voltage_v[i], p.cell_voltage_range_v)
+                    || outside(s.cell_temp_c[i], p.temp_range_c))
         });
         let bad_current = d.current_a.is_some_and(|i| outside(i, p.current_range_a));
         let out = bad_cell.is_some() || bad_current;
         if out {
-            self.range_location = bad_cell.map(|i| Location { module: i / per, cell: i % per });
+            self.range_location = bad_cell.map(|i| Location {
+                module: i / per,
+                cell: i % per,
+            });
         }
-        if self.range.update(Some(if out { 1.0 } else { 0.0 }), now_ms) == Some(Transition::Raised) {
+        if self.range.update(Some(if out { 1.0 } else { 0.0 }), now_ms) == Some(Transition::Raised)
+        {
             let (location, value, what) = match bad_cell {
-                Some(i) => (self.range_location, Some(s.cell_voltage_v[i]), "cell voltage or temperature"),
+                Some(i) => (
+                    self.range_location,
+                    Some(s.cell_voltage_v[i]),
+                    "cell voltage or temperature",
+                ),
                 None => (None, d.current_a, "current"),
             };
-            let message = format!("{what} reading outside its sensor's physical range for {} ms", p.range_delay_ms);
+            let message = format!(
+                "{what} reading outside its sensor's physical range for {} ms",
+                p.range_delay_ms
+            );
             self.record(
                 EventKind::Raised,
                 Some(Quantity::SensorOutOfRange),
                 Some(TierLevel::Msl),
-                Detail { time_ms: now_ms, location, value, limit: None, action: "open contactors", message: message.clone() },
+                Detail {
+                    time_ms: now_ms,
+                    location,
+                    value,
+                    limit: None,
+                    action: "open contactors",
+                    message: message.clone(),
+                },
             );
-            self.latch(Latch { quantity: Quantity::SensorOutOfRange, location, value, limit: None, time_ms: now_ms, message });
+            self.latch(Latch {
+                quantity: Quantity::SensorOutOfRange,
+                location,
+                value,
+                limit: None,
+                time_ms: now_ms,
+                message,
+            });
         }
         if p.current_frozen_ms > 0 && self.contactor.state() == ContactorState::Closed {
             let frozen_for = now_ms.saturating_sub(s.current_changed_ms);
@@ -552,9 +642,15 @@ impl Protection {
         }
         let age = now_ms.saturating_sub(s.timestamp_ms);
         let (location, message) = if age > self.data_timeout_ms {
-            (None, format!("no snapshot for {age} ms: acquisition stalled"))
+            (
+                None,
+                format!("no snapshot for {age} ms: acquisition stalled"),
+            )
         } else if let Some(m) = s.module_comm.iter().position(|c| *c == CommStatus::Stale) {
-            (Some(Location { module: m, cell: 0 }), format!("module {m} stopped communicating"))
+            (
+                Some(Location { module: m, cell: 0 }),
+                format!("module {m} stopped communicating"),
+            )
         } else {
             (None, "current sensor stopped communicating".to_string())
         };
@@ -611,8 +707,12 @@ impl Protection {
             let cleared = match l.quantity {
                 Quantity::CommunicationLoss => d.fresh,
                 Quantity::SensorOutOfRange => !self.range.active,
-                Quantity::CurrentSensorFrozen => d.current_a.is_some() && s.current_changed_ms + 1000 >= now_ms,
-                Quantity::ContactorWelded => d.current_a.is_some_and(|i| i.abs() < self.cfg.contactors.weld_current_a),
+                Quantity::CurrentSensorFrozen => {
+                    d.current_a.is_some() && s.current_changed_ms + 1000 >= now_ms
+                }
+                Quantity::ContactorWelded => d
+                    .current_a
+                    .is_some_and(|i| i.abs() < self.cfg.contactors.weld_current_a),
                 Quantity::PrechargeFailed => true,
                 q => self
                     .tracked
@@ -671,7 +771,9 @@ fn contactor_action(from: ContactorState, to: ContactorState) -> &'static str {
 fn restore_persistent_latches(records: &[EventRecord]) -> Vec<Latch> {
     let mut out: Vec<Latch> = Vec::new();
     for r in records {
-        let Some(q) = r.quantity.filter(|q| q.is_persistent()) else { continue };
+        let Some(q) = r.quantity.filter(|q| q.is_persistent()) else {
+            continue;
+        };
         match r.kind {
             EventKind::Latched => out.push(Latch {
                 quantity: q,
@@ -689,7 +791,11 @@ fn restore_persistent_latches(records: &[EventRecord]) -> Vec<Latch> {
 }
 
 /// Index and value of the extreme finite value among cells passing `keep`.
-fn extreme(values: &[f32], keep: impl Fn(&usize) -> bool, pick: fn(f32, f32) -> f32) -> Option<(usize, f32)> {
+fn extreme(
+    values: &[f32],
+    keep: impl Fn(&usize) -> bool,
+    pick: fn(f32, f32) -> f32,
+) -> Option<(usize, f32)> {
     values
         .iter()
         .enumerate()

@@ -71,7 +71,11 @@ pub struct ProtectionTask {
 }
 
 impl ProtectionTask {
-    pub fn new(protection: Protection, mut output: Box<dyn ContactorOutput>, shared: Arc<Shared>) -> Self {
+    pub fn new(
+        protection: Protection,
+        mut output: Box<dyn ContactorOutput>,
+        shared: Arc<Shared>,
+    ) -> Self {
         output.set(super::contactor::RelayOutputs::OPEN);
         Self {
             protection: Arc::new(Mutex::new(protection)),
@@ -147,7 +151,8 @@ impl ProtectionThread {
 impl Drop for ProtectionThread {
     fn drop(&mut self) {
         self.stop.store(true, Ordering::SeqCst);
-        self.inject.store(InjectedFault::None as u8, Ordering::SeqCst);
+        self.inject
+            .store(InjectedFault::None as u8, Ordering::SeqCst);
         if let Some(h) = self.handle.take() {
             let _ = h.join();
         }
@@ -155,33 +160,39 @@ impl Drop for ProtectionThread {
 }
 
 /// Run `task` on its own thread every `period_ms` of `clock` time.
-pub fn spawn(mut task: ProtectionTask, clock: Arc<ScaledClock>, period_ms: u64) -> std::io::Result<ProtectionThread> {
+pub fn spawn(
+    mut task: ProtectionTask,
+    clock: Arc<ScaledClock>,
+    period_ms: u64,
+) -> std::io::Result<ProtectionThread> {
     let stop = Arc::new(AtomicBool::new(false));
     let inject = Arc::new(AtomicU8::new(0));
     let protection = task.protection.clone();
     let (stop2, inject2) = (stop.clone(), inject.clone());
-    let handle = std::thread::Builder::new().name("protection".into()).spawn(move || {
-        let mut next = clock.now_ms();
-        while !stop2.load(Ordering::SeqCst) {
-            match inject2.load(Ordering::SeqCst) {
-                1 => {
-                    // Hung: no ticks, no heartbeat, until released.
-                    std::thread::sleep(Duration::from_millis(1));
-                    continue;
+    let handle = std::thread::Builder::new()
+        .name("protection".into())
+        .spawn(move || {
+            let mut next = clock.now_ms();
+            while !stop2.load(Ordering::SeqCst) {
+                match inject2.load(Ordering::SeqCst) {
+                    1 => {
+                        // Hung: no ticks, no heartbeat, until released.
+                        std::thread::sleep(Duration::from_millis(1));
+                        continue;
+                    }
+                    2 => {
+                        tracing::error!("injected fault: protection thread killed without cleanup");
+                        std::mem::forget(task);
+                        return;
+                    }
+                    _ => {}
                 }
-                2 => {
-                    tracing::error!("injected fault: protection thread killed without cleanup");
-                    std::mem::forget(task);
-                    return;
-                }
-                _ => {}
+                task.tick(clock.now_ms());
+                next += period_ms;
+                std::thread::sleep(clock.wall_until(next));
             }
-            task.tick(clock.now_ms());
-            next += period_ms;
-            std::thread::sleep(clock.wall_until(next));
-        }
-        // Leaving: drop the task, which de-energises the outputs.
-    })?;
+            // Leaving: drop the task, which de-energises the outputs.
+        })?;
     Ok(ProtectionThread {
         stop,
         inject,

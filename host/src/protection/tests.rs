@@ -42,6 +42,7 @@ fn base(t_ms: u64) -> PackSnapshot {
         cell_temp_c: vec![20.0; CELLS],
         cells_per_module: PER_MODULE,
         module_comm: vec![CommStatus::Ok; CELLS / PER_MODULE as usize],
+        cell_bleed_a: vec![0.0; CELLS],
         current_comm: CommStatus::Ok,
         complete: true,
         contactors_closed: true,
@@ -51,7 +52,9 @@ fn base(t_ms: u64) -> PackSnapshot {
 /// Set quantity `key` to `x` in a snapshot.
 fn apply(key: &str, s: &mut PackSnapshot, x: f32) {
     match key {
-        "cell_over_voltage_v" | "cell_under_voltage_v" | "cell_deep_under_voltage_v" => s.cell_voltage_v[CELL] = x,
+        "cell_over_voltage_v" | "cell_under_voltage_v" | "cell_deep_under_voltage_v" => {
+            s.cell_voltage_v[CELL] = x
+        }
         "cell_over_temp_charge_c" | "cell_under_temp_charge_c" => {
             s.cell_temp_c[CELL] = x;
             s.current_a = 50.0;
@@ -61,7 +64,7 @@ fn apply(key: &str, s: &mut PackSnapshot, x: f32) {
             s.current_a = -50.0;
         }
         "cell_temp_spread_c" => s.cell_temp_c[CELL] = 20.0 + x,
-                "cell_voltage_spread_v" => {
+        "cell_voltage_spread_v" => {
             s.cell_voltage_v.fill(3.2);
             s.cell_voltage_v[CELL] = 3.2 + x / 2.0;
             s.cell_voltage_v[CELL - 1] = 3.2 - x / 2.0;
@@ -81,7 +84,11 @@ fn apply(key: &str, s: &mut PackSnapshot, x: f32) {
 /// charged while precharge or main is closed, discharged otherwise.
 fn feed(p: &mut Protection, mut s: PackSnapshot, soc: Option<f32>, t: u64) -> Status {
     let o = p.status().outputs;
-    s.link_voltage_v = if o.main || o.precharge { s.pack_voltage_v } else { 0.0 };
+    s.link_voltage_v = if o.main || o.precharge {
+        s.pack_voltage_v
+    } else {
+        0.0
+    };
     p.tick(&s, soc, t).clone()
 }
 
@@ -136,7 +143,9 @@ fn every_tier_of_every_quantity_debounces_acts_and_releases_with_hysteresis() {
     for (key, tiers, dir) in cfg.tiered() {
         let q = quantity_of(key);
         for level in TierLevel::ALL {
-            let Some(tier) = tiers.get(level).copied() else { continue };
+            let Some(tier) = tiers.get(level).copied() else {
+                continue;
+            };
             let sign = if dir == Direction::Above { 1.0 } else { -1.0 };
             let eps = (tier.limit.abs() * 0.002).max(0.002);
             let beyond = tier.limit + sign * eps;
@@ -154,8 +163,17 @@ fn every_tier_of_every_quantity_debounces_acts_and_releases_with_hysteresis() {
                 }
                 t += PERIOD;
             }
-            assert_eq!(raised_at(&p, q, level), Some(t0 + tier.delay_ms), "{ctx}: debounce");
-            let rec = p.events().iter().rev().find(|e| e.quantity == Some(q) && e.tier == Some(level)).unwrap();
+            assert_eq!(
+                raised_at(&p, q, level),
+                Some(t0 + tier.delay_ms),
+                "{ctx}: debounce"
+            );
+            let rec = p
+                .events()
+                .iter()
+                .rev()
+                .find(|e| e.quantity == Some(q) && e.tier == Some(level))
+                .unwrap();
             assert_eq!(rec.limit, Some(tier.limit), "{ctx}: record names the limit");
 
             // Action.
@@ -163,16 +181,28 @@ fn every_tier_of_every_quantity_debounces_acts_and_releases_with_hysteresis() {
             match (level, q.blocks()) {
                 (TierLevel::Msl, _) => {
                     assert!(st.latched.iter().any(|l| l.quantity == q), "{ctx}: latched");
-                    assert_ne!(st.contactor_state, ContactorState::Closed, "{ctx}: contactors open");
+                    assert_ne!(
+                        st.contactor_state,
+                        ContactorState::Closed,
+                        "{ctx}: contactors open"
+                    );
                     assert!(!st.outputs.main, "{ctx}: main contactor commanded open");
                     assert_eq!(st.allowed, AllowedCurrent::ZERO, "{ctx}");
                 }
                 (TierLevel::Rsl, Blocks::Charge) => assert_eq!(st.allowed.charge_a, 0.0, "{ctx}"),
-                (TierLevel::Rsl, Blocks::Discharge) => assert_eq!(st.allowed.discharge_a, 0.0, "{ctx}"),
-                (TierLevel::Rsl, Blocks::Both) => assert_eq!(st.allowed, AllowedCurrent::ZERO, "{ctx}"),
+                (TierLevel::Rsl, Blocks::Discharge) => {
+                    assert_eq!(st.allowed.discharge_a, 0.0, "{ctx}")
+                }
+                (TierLevel::Rsl, Blocks::Both) => {
+                    assert_eq!(st.allowed, AllowedCurrent::ZERO, "{ctx}")
+                }
                 (TierLevel::Mol, _) => {
                     assert!(st.latched.is_empty(), "{ctx}: MOL must not latch");
-                    assert_eq!(st.contactor_state, ContactorState::Closed, "{ctx}: MOL keeps contactors");
+                    assert_eq!(
+                        st.contactor_state,
+                        ContactorState::Closed,
+                        "{ctx}: MOL keeps contactors"
+                    );
                 }
             }
 
@@ -183,16 +213,25 @@ fn every_tier_of_every_quantity_debounces_acts_and_releases_with_hysteresis() {
             apply(key, &mut s, hold);
             feed(&mut p, s.clone(), Some(50.0), t);
             if tier.hysteresis > 0.0 {
-                assert!(!cleared(&p, q, level), "{ctx}: cleared inside the hysteresis band");
+                assert!(
+                    !cleared(&p, q, level),
+                    "{ctx}: cleared inside the hysteresis band"
+                );
             }
             t += PERIOD;
             let release = tier.limit - sign * (tier.hysteresis + eps);
             let mut s = base(t);
             apply(key, &mut s, release);
             feed(&mut p, s.clone(), Some(50.0), t);
-            assert!(cleared(&p, q, level), "{ctx}: not cleared past the release point");
+            assert!(
+                cleared(&p, q, level),
+                "{ctx}: not cleared past the release point"
+            );
             if level == TierLevel::Msl {
-                assert!(p.latched().iter().any(|l| l.quantity == q), "{ctx}: latch survives clearing");
+                assert!(
+                    p.latched().iter().any(|l| l.quantity == q),
+                    "{ctx}: latch survives clearing"
+                );
             }
             checked += 1;
         }
@@ -220,12 +259,18 @@ fn a_short_excursion_restarts_the_debounce() {
     let mut t = restart;
     while t < restart + msl.delay_ms {
         feed(&mut p, over(t), None, t);
-        assert!(p.latched().is_empty(), "latched at {t} before a full delay after the restart");
+        assert!(
+            p.latched().is_empty(),
+            "latched at {t} before a full delay after the restart"
+        );
         t += PERIOD;
     }
     feed(&mut p, over(t), None, t);
     assert_eq!(p.latched()[0].quantity, Quantity::CellOverVoltage);
-    assert_eq!(p.latched()[0].location, Some(Location { module: 1, cell: 2 }));
+    assert_eq!(
+        p.latched()[0].location,
+        Some(Location { module: 1, cell: 2 })
+    );
 }
 
 fn latch_over_voltage(cfg: &ProtectionConfig) -> (Protection, u64) {
@@ -251,16 +296,22 @@ fn latched_fault_keeps_contactors_open_until_an_allowed_reset() {
     apply("cell_over_voltage_v", &mut s, 3.7);
     feed(&mut p, s.clone(), None, t);
     let err = p.reset(&s, t).unwrap_err();
-    assert!(matches!(&err, ResetError::NotCleared(m) if m.contains("CellOverVoltage")), "{err}");
+    assert!(
+        matches!(&err, ResetError::NotCleared(m) if m.contains("CellOverVoltage")),
+        "{err}"
+    );
     // Back to normal: the latch holds the contactors open for as long as it lasts.
     for _ in 0..500 {
         t += PERIOD;
         feed(&mut p, base(t), None, t);
         assert!(!p.status().outputs.main && !p.status().outputs.precharge);
     }
-        let cleared = p.reset(&base(t), t).unwrap();
+    let cleared = p.reset(&base(t), t).unwrap();
     assert_eq!(cleared.len(), 1, "{cleared:?}");
-    assert_eq!(p.reset(&base(t), t).unwrap_err(), ResetError::NothingLatched);
+    assert_eq!(
+        p.reset(&base(t), t).unwrap_err(),
+        ResetError::NothingLatched
+    );
     assert!(p.events().iter().any(|e| e.kind == EventKind::Reset));
     // After the reset, after the reclose delay, the contactors close again.
     let mut closed_at = None;
@@ -288,13 +339,19 @@ fn deep_under_voltage_latch_survives_a_restart_until_reset() {
             feed(&mut p, s.clone(), None, t);
             t += PERIOD;
         }
-        assert!(p.latched().iter().any(|l| l.quantity == Quantity::CellDeepUnderVoltage));
+        assert!(p
+            .latched()
+            .iter()
+            .any(|l| l.quantity == Quantity::CellDeepUnderVoltage));
     }
     // "Restart": healthy data, but closing stays blocked.
     let mut p = Protection::new(cfg.clone(), 500, EventLog::open(&path).unwrap());
     for t in (0..3000).step_by(PERIOD as usize) {
         feed(&mut p, base(t), None, t);
-        assert!(!p.status().outputs.precharge && !p.status().outputs.main, "closing at {t}");
+        assert!(
+            !p.status().outputs.precharge && !p.status().outputs.main,
+            "closing at {t}"
+        );
     }
     let reason = p.status().blocked_reason.clone().unwrap();
     assert!(reason.contains("restored"), "{reason}");
@@ -316,8 +373,14 @@ fn stale_module_is_comm_loss_and_its_values_are_not_used() {
     let l = &p.latched()[0];
     assert_eq!(l.quantity, Quantity::CommunicationLoss);
     assert_eq!(l.location.unwrap().module, 1);
-    assert!(!p.latched().iter().any(|l| l.quantity == Quantity::CellOverVoltage));
-    assert!(!p.latched().iter().any(|l| l.quantity == Quantity::SensorOutOfRange));
+    assert!(!p
+        .latched()
+        .iter()
+        .any(|l| l.quantity == Quantity::CellOverVoltage));
+    assert!(!p
+        .latched()
+        .iter()
+        .any(|l| l.quantity == Quantity::SensorOutOfRange));
 }
 
 #[test]
@@ -333,7 +396,11 @@ fn acquisition_stall_is_comm_loss() {
         assert!(now < t + 2000);
     }
     assert_eq!(p.latched()[0].quantity, Quantity::CommunicationLoss);
-    assert!(now - t > 500 && now - t <= 500 + PERIOD, "tripped after {} ms", now - t);
+    assert!(
+        now - t > 500 && now - t <= 500 + PERIOD,
+        "tripped after {} ms",
+        now - t
+    );
 }
 
 #[test]
@@ -346,7 +413,12 @@ fn no_data_at_start_keeps_contactors_open_without_latching() {
         assert!(!p.status().outputs.precharge && !p.status().outputs.main);
     }
     assert!(p.latched().is_empty());
-    assert!(p.status().blocked_reason.as_deref().unwrap().contains("waiting for fresh data"));
+    assert!(p
+        .status()
+        .blocked_reason
+        .as_deref()
+        .unwrap()
+        .contains("waiting for fresh data"));
 }
 
 #[test]
@@ -364,7 +436,10 @@ fn out_of_range_reading_trips_after_the_range_delay() {
         t += PERIOD;
     }
     assert_eq!(t - t0, cfg.plausibility.range_delay_ms);
-    assert!(p.latched().iter().any(|l| l.quantity == Quantity::SensorOutOfRange));
+    assert!(p
+        .latched()
+        .iter()
+        .any(|l| l.quantity == Quantity::SensorOutOfRange));
 }
 
 #[test]
@@ -397,7 +472,10 @@ fn current_while_commanded_open_is_a_weld() {
         feed(&mut p, s.clone(), None, t);
         t += PERIOD;
     }
-    assert!(p.latched().iter().any(|l| l.quantity == Quantity::ContactorWelded));
+    assert!(p
+        .latched()
+        .iter()
+        .any(|l| l.quantity == Quantity::ContactorWelded));
 }
 
 #[test]
@@ -420,29 +498,43 @@ fn precharge_that_never_reaches_the_link_faults() {
 fn allowed_current_ramps_up_and_drops_at_once() {
     let cfg = cfg();
     let (mut p, mut t) = closed_protection(&cfg);
-        let ramp = cfg.derating.ramp_up_a_per_s;
+    let ramp = cfg.derating.ramp_up_a_per_s;
     let before = p.status().allowed.charge_a;
     let last = p.status().time_ms;
     t += 1000;
     feed(&mut p, base(t), Some(50.0), t);
     let after = p.status().allowed.charge_a;
     let expected = before + ramp * (t - last) as f32 / 1000.0;
-    assert!((after - expected).abs() < 0.01, "{before} -> {after}, expected {expected}");
+    assert!(
+        (after - expected).abs() < 0.01,
+        "{before} -> {after}, expected {expected}"
+    );
     // Run up to the rating, then a hot cell drops it at once.
     for _ in 0..10 {
         t += 1000;
         feed(&mut p, base(t), Some(50.0), t);
     }
-    assert_eq!(p.status().allowed.charge_a, cfg.derating.max_charge_current_a);
+    assert_eq!(
+        p.status().allowed.charge_a,
+        cfg.derating.max_charge_current_a
+    );
     t += PERIOD;
     let mut s = base(t);
     s.cell_voltage_v[CELL] = 3.55; // halfway down the voltage curve
     feed(&mut p, s.clone(), Some(50.0), t);
-    assert!((p.status().allowed.charge_a - 140.0).abs() < 0.5, "{:?}", p.status().allowed);
+    assert!(
+        (p.status().allowed.charge_a - 140.0).abs() < 0.5,
+        "{:?}",
+        p.status().allowed
+    );
     // SOC curve applies as well.
     t += PERIOD;
     feed(&mut p, base(t), Some(100.0), t);
-    assert!((p.status().allowed.charge_a - 28.0).abs() < 0.5, "{:?}", p.status().allowed);
+    assert!(
+        (p.status().allowed.charge_a - 28.0).abs() < 0.5,
+        "{:?}",
+        p.status().allowed
+    );
 }
 
 fn status_with(allowed: AllowedCurrent, latched: bool) -> Status {
@@ -471,7 +563,10 @@ fn bleeding_is_refused_on_low_hot_stale_or_faulted_cells_and_capped() {
     s.cell_temp_c[2] = cfg.balancing.max_temp_c; // at the temperature limit
     s.module_comm[1] = CommStatus::Stale; // cells 4..8
     let st = status_with(AllowedCurrent::ZERO, false);
-    assert_eq!(c.bleed(&s, &st, &[true; CELLS]), [true, false, false, true, false, false, false, false]);
+    assert_eq!(
+        c.bleed(&s, &st, &[true; CELLS]),
+        [true, false, false, true, false, false, false, false]
+    );
     assert_eq!(c.stats.bleed_refused, 6);
     let st = status_with(AllowedCurrent::ZERO, true);
     assert_eq!(c.bleed(&base(0), &st, &[true; CELLS]), [false; CELLS]);
@@ -482,7 +577,13 @@ fn power_hints_are_capped_and_nan_is_zero() {
     let cfg = cfg();
     let mut c = Clamp::new(&cfg);
     let s = base(0);
-    let st = status_with(AllowedCurrent { charge_a: 10.0, discharge_a: 20.0 }, false);
+    let st = status_with(
+        AllowedCurrent {
+            charge_a: 10.0,
+            discharge_a: 20.0,
+        },
+        false,
+    );
     let pack_v = s.pack_voltage_v;
     assert_eq!(c.power_w(&s, &st, 1e9), 10.0 * pack_v);
     assert_eq!(c.power_w(&s, &st, -1e9), -20.0 * pack_v);
@@ -495,7 +596,10 @@ fn power_hints_are_capped_and_nan_is_zero() {
 
 fn arb_snapshot() -> impl Strategy<Value = PackSnapshot> {
     (
-        prop::collection::vec(prop_oneof![2.0f32..4.0, Just(f32::NAN), -1.0f32..10.0], CELLS),
+        prop::collection::vec(
+            prop_oneof![2.0f32..4.0, Just(f32::NAN), -1.0f32..10.0],
+            CELLS,
+        ),
         prop::collection::vec(prop_oneof![-30.0f32..80.0, Just(f32::NAN)], CELLS),
         prop_oneof![-400.0f32..400.0, Just(f32::NAN)],
         prop::collection::vec(any::<bool>(), 2),
@@ -508,8 +612,21 @@ fn arb_snapshot() -> impl Strategy<Value = PackSnapshot> {
             s.current_a = i;
             s.pack_voltage_v = s.cell_voltage_v.iter().sum();
             s.link_voltage_v = s.pack_voltage_v;
-            s.module_comm = comm.into_iter().map(|ok| if ok { CommStatus::Ok } else { CommStatus::Stale }).collect();
-            s.current_comm = if current_ok { CommStatus::Ok } else { CommStatus::Stale };
+            s.module_comm = comm
+                .into_iter()
+                .map(|ok| {
+                    if ok {
+                        CommStatus::Ok
+                    } else {
+                        CommStatus::Stale
+                    }
+                })
+                .collect();
+            s.current_comm = if current_ok {
+                CommStatus::Ok
+            } else {
+                CommStatus::Stale
+            };
             s
         })
 }

@@ -82,7 +82,7 @@ pub struct SimConfig {
     pub step_ms: u64,
     /// The current profile, played once, then rest.
     pub profile: Vec<ProfileStep>,
-        /// Faults injected at given times (any order).
+    /// Faults injected at given times (any order).
     #[serde(default)]
     pub faults: Vec<Fault>,
     /// DC-link capacitor charging time constant through the precharge
@@ -154,7 +154,7 @@ pub enum FaultKind {
     ModuleSilent { module: usize },
     /// An internal short: a leak resistance across one cell, in Ω.
     CellLeak { cell: usize, resistance_ohm: f64 },
-        /// The current sensor reads this value whatever flows.
+    /// The current sensor reads this value whatever flows.
     CurrentStuck { value_a: f64 },
     /// The main contactor welds shut: it stays closed whatever the coil.
     ContactorWelded,
@@ -240,7 +240,7 @@ pub struct SimTruth {
 pub struct Simulator {
     cfg: SimConfig,
     model: RackModel,
-        port: Box<dyn CanPort>,
+    port: Box<dyn CanPort>,
     map: Arc<RackMap>,
     wiring: Arc<SimWiring>,
     /// The external watchdog relay drops the coils when the heartbeat has
@@ -271,7 +271,7 @@ pub struct Simulator {
 }
 
 impl Simulator {
-        /// Build the simulated rack. `wiring` carries the host's coil commands
+    /// Build the simulated rack. `wiring` carries the host's coil commands
     /// and heartbeat: current flows only through a closed main contactor,
     /// and only while the watchdog relay sees the heartbeat.
     pub fn new(
@@ -285,7 +285,7 @@ impl Simulator {
             .sim
             .clone()
             .context("site config has no [sim] section")?;
-                let mut cfg = cfg;
+        let mut cfg = cfg;
         cfg.faults.sort_by(|a, b| a.at_s.total_cmp(&b.at_s));
         let ocv_path = site.resolve(&cfg.ocv_table);
         let text = std::fs::read_to_string(&ocv_path)
@@ -305,15 +305,19 @@ impl Simulator {
         let cells = r.cell_count();
         let bmu_frames =
             map.frames(|q| matches!(q, Quantity::CellVoltage(_) | Quantity::Temperature(_)));
-                let current_frames = map.frames(|q| {
-            matches!(q, Quantity::PackCurrent | Quantity::PackVoltage | Quantity::LinkVoltage)
+        let current_frames = map.frames(|q| {
+            matches!(
+                q,
+                Quantity::PackCurrent | Quantity::PackVoltage | Quantity::LinkVoltage
+            )
         });
         Ok(Self {
             model,
             port,
-                        map,
+            map,
             wiring,
-            watchdog_timeout_ms: site.protection.period_ms * site.protection.watchdog_periods as u64,
+            watchdog_timeout_ms: site.protection.period_ms
+                * site.protection.watchdog_periods as u64,
             link_v: 0.0,
             main_welded: false,
             precharge_open: false,
@@ -356,8 +360,13 @@ impl Simulator {
             self.apply_faults();
             let step = self.cfg.step_ms.min(t_ms - self.now_ms);
             let (precharge, main) = self.relays();
-            self.current_a = if main { self.profile_current_a(self.now_ms) } else { 0.0 };
-            self.model.step(step as f64 / 1000.0, self.current_a, &self.bleed);
+            self.current_a = if main {
+                self.profile_current_a(self.now_ms)
+            } else {
+                0.0
+            };
+            self.model
+                .step(step as f64 / 1000.0, self.current_a, &self.bleed);
             let pack_v = self.model.pack_voltage_v();
             let dt_ms = step as f64;
             self.link_v = if main {
@@ -379,20 +388,27 @@ impl Simulator {
         }
     }
 
-        /// Effective (precharge, main) contact states: the host's commands
+    /// Effective (precharge, main) contact states: the host's commands
     /// through the watchdog relay, and a welded main contact.
     fn relays(&mut self) -> (bool, bool) {
         let cmd = self.wiring.commanded();
         if !self.watchdog_tripped {
             if let Some(last) = self.wiring.last_heartbeat_ms() {
                 if self.now_ms.saturating_sub(last) > self.watchdog_timeout_ms {
-                    tracing::error!(last_heartbeat_ms = last, now_ms = self.now_ms, "sim: watchdog relay dropped out: coils de-energised");
+                    tracing::error!(
+                        last_heartbeat_ms = last,
+                        now_ms = self.now_ms,
+                        "sim: watchdog relay dropped out: coils de-energised"
+                    );
                     self.watchdog_tripped = true;
                 }
             }
         }
         let energised = !self.watchdog_tripped;
-        (cmd.precharge && energised, (cmd.main && energised) || self.main_welded)
+        (
+            cmd.precharge && energised,
+            (cmd.main && energised) || self.main_welded,
+        )
     }
 
     /// Whether the external watchdog relay has dropped out.
@@ -448,7 +464,7 @@ impl Simulator {
                         c.leak_ohm = Some(resistance_ohm);
                     }
                 }
-                                FaultKind::CurrentStuck { value_a } => self.current_stuck_a = Some(value_a),
+                FaultKind::CurrentStuck { value_a } => self.current_stuck_a = Some(value_a),
                 FaultKind::ContactorWelded => self.main_welded = true,
                 FaultKind::PrechargeOpen => self.precharge_open = true,
             }
@@ -483,7 +499,7 @@ impl Simulator {
                         + noise(&mut self.rng, self.cfg.current_noise_a)
                 }
             },
-                        Quantity::PackVoltage => self.model.pack_voltage_v(),
+            Quantity::PackVoltage => self.model.pack_voltage_v(),
             Quantity::LinkVoltage => self.link_v,
             Quantity::BleedMask(_) => 0.0,
         }

@@ -60,7 +60,8 @@ pub fn event_line(e: &EventRecord) -> String {
         format!("{:?}", e.kind).to_lowercase(),
         e.quantity.map_or("-".to_string(), |q| format!("{q:?}")),
         e.tier.map_or("-", |t| t.key()),
-        e.location.map_or("-".to_string(), |l| format!("m{} c{}", l.module, l.cell)),
+        e.location
+            .map_or("-".to_string(), |l| format!("m{} c{}", l.module, l.cell)),
         opt(e.value),
         opt(e.limit),
         e.action,

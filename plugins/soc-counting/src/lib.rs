@@ -13,7 +13,7 @@
 //!   mean of the others and is read from OCV as soon as it reports a valid
 //!   voltage while the current is below `rest_current_a`.
 //! - **Counting:** every step adds `I·dt` to every cell (series string: one
-//!   current). Charge current is scaled by `coulombic_efficiency` because
+//!   current), less the cell's own bleed current (`cell_bleed_a`). Charge current is scaled by `coulombic_efficiency` because
 //!   part of the charge put in is lost to side reactions; discharge is not.
 //!   The current of a snapshot is taken to have flowed over the interval
 //!   that ends at it. `dt` comes from `timestamp_ms` differences: 0 on the
@@ -493,10 +493,14 @@ impl SocEstimator for SocCounting {
 
         match &self.cells {
             Some(cells) if cells.len() == n => {
-                if let Some(i) = current_a {
-                    let d = self.delta_soc_pct(i, dt.integrate_s);
+                if current_a.is_some() {
+                    // Each cell carries the string current minus what its
+                    // own bleed resistor draws.
+                    let d: Vec<f64> = (0..n)
+                        .map(|k| self.delta_soc_pct(s.cell_current_a(k), dt.integrate_s))
+                        .collect();
                     if let Some(cells) = self.cells.as_mut() {
-                        for c in cells {
+                        for (c, d) in cells.iter_mut().zip(d) {
                             c.soc_pct = (c.soc_pct + d).clamp(0.0, 100.0);
                         }
                     }

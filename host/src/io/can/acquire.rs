@@ -184,6 +184,7 @@ impl Acquisition {
                 CommStatus::Stale
             },
             complete,
+            cell_bleed_a: vec![0.0; self.cell_v.len()],
             contactors_closed,
         }
     }
