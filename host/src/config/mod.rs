@@ -355,11 +355,13 @@ impl SiteConfig {
         if sb.memory_mib == 0 {
             return Err(self.invalid("plugins.sandbox.memory_mib", "must be > 0"));
         }
-        if sb.deadline_ms == 0 || sb.deadline_ms >= self.control.cycle_ms {
+                // Four plugin calls run back to back each cycle; all of them at
+        // their deadline (+1 ms epoch granularity) must still fit.
+        if sb.deadline_ms == 0 || 4 * (sb.deadline_ms + 1) >= self.control.cycle_ms {
             return Err(self.invalid(
                 "plugins.sandbox.deadline_ms",
                 format!(
-                    "must be > 0 and below control.cycle_ms ({}), got {}",
+                    "must be > 0 with 4 x (deadline_ms + 1) below control.cycle_ms ({}): four plugins run per cycle; got {}",
                     self.control.cycle_ms, sb.deadline_ms
                 ),
             ));

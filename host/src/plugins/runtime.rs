@@ -170,8 +170,38 @@ impl PluginEngine {
         })
     }
 
-    pub fn engine(&self) -> &Engine {
+        pub fn engine(&self) -> &Engine {
         &self.engine
+    }
+
+    /// Compile a component and check that every import is one this host
+    /// provides. The host's linker defines only `bms:plugin/log` (and the
+    /// type-only `bms:plugin/types`), so anything else — a contactor, a
+    /// limit, WASI — fails here, and the error names the import.
+    pub fn check_linkable(&self, bytes: &[u8]) -> Result<(), String> {
+        let component = Component::new(&self.engine, bytes).map_err(|e| format!("not a valid component: {e:#}"))?;
+        self.linker
+            .instantiate_pre(&component)
+            .map(|_| ())
+            .map_err(|e| format!("{e:#}"))
+    }
+
+    /// What a component imports: each imported instance with the names it
+    /// exports to the component (functions and types).
+    pub fn describe_imports(&self, bytes: &[u8]) -> Result<Vec<(String, Vec<String>)>, String> {
+        use wasmtime::component::types::ComponentItem;
+        let component = Component::new(&self.engine, bytes).map_err(|e| format!("{e:#}"))?;
+        let ty = component.component_type();
+        Ok(ty
+            .imports(&self.engine)
+            .filter_map(|(name, item)| match item.ty {
+                ComponentItem::ComponentInstance(inst) => Some((
+                    name.to_string(),
+                    inst.exports(&self.engine).map(|(n, _)| n.to_string()).collect(),
+                )),
+                _ => None,
+            })
+            .collect())
     }
 }
 
@@ -238,9 +268,10 @@ impl PluginInstance {
         let ctx = PluginCtx {
             limits: StoreLimitsBuilder::new()
                 .memory_size(sandbox.memory_mib as usize * 1024 * 1024)
-                .instances(4)
+                                .instances(4)
+                .table_elements(100_000)
                 .tables(8)
-                .memories(2)
+                                .memories(1)
                 .trap_on_grow_failure(true)
                 .build(),
             role,

@@ -60,6 +60,13 @@ pub enum MappingError {
         unit: String,
         expected: &'static str,
     },
+        #[error("{site}: `can.signals.bleed_mask`: signal `{signal}` has {bits} bits but a module has {cells} cells (one bit per cell)")]
+    MaskTooNarrow {
+        site: PathBuf,
+        signal: String,
+        bits: u8,
+        cells: u32,
+    },
     #[error("{site}: signal `{signal}` is mapped twice ({first:?} and {second:?})")]
     Duplicate {
         site: PathBuf,
@@ -162,6 +169,17 @@ impl RackMap {
             VOLT,
             "mV, V",
         )?;
+        for m in 0..map.modules {
+            let sig = map.dbc.signal(map.slot(Quantity::BleedMask(m)).signal);
+            if u32::from(sig.size_bits) < r.cells_per_module {
+                return Err(MappingError::MaskTooNarrow {
+                    site: site.clone(),
+                    signal: sig.name.clone(),
+                    bits: sig.size_bits,
+                    cells: r.cells_per_module,
+                });
+            }
+        }
         Ok(map)
     }
 
@@ -194,7 +212,8 @@ impl RackMap {
         let unit = self.dbc.signal(signal).unit.trim().to_string();
         let to_si = units
             .iter()
-            .find(|(u, _)| u.eq_ignore_ascii_case(&unit) || (u.is_empty() && unit.is_empty()))
+                        // Case matters: `MV` is megavolt, not millivolt.
+            .find(|(u, _)| *u == unit)
             .map(|(_, f)| *f)
             .or_else(|| units.iter().any(|(u, _)| u.is_empty()).then_some(1.0))
             .ok_or_else(|| MappingError::Unit {
