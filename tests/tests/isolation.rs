@@ -38,12 +38,23 @@ fn component_importing(interface: &str) -> Vec<u8> {
 #[test]
 fn a_component_asking_for_a_contactor_cannot_be_linked() {
     let engine = PluginEngine::new().unwrap();
-    for interface in ["bms:plugin/contactor@0.1.0", "bms:plugin/protection@0.1.0", "wasi:cli/environment@0.2.0"] {
-        let err = engine.check_linkable(&component_importing(interface)).unwrap_err();
-        assert!(err.contains(interface), "error must name `{interface}`: {err}");
+    for interface in [
+        "bms:plugin/contactor@0.1.0",
+        "bms:plugin/protection@0.1.0",
+        "wasi:cli/environment@0.2.0",
+    ] {
+        let err = engine
+            .check_linkable(&component_importing(interface))
+            .unwrap_err();
+        assert!(
+            err.contains(interface),
+            "error must name `{interface}`: {err}"
+        );
     }
     // The reference plugins link.
     for name in PLUGINS {
-        engine.check_linkable(&std::fs::read(component(name)).unwrap()).unwrap();
+        engine
+            .check_linkable(&std::fs::read(component(name)).unwrap())
+            .unwrap();
     }
 }

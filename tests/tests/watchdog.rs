@@ -9,7 +9,7 @@ use bmshost::site::{Observation, RunOptions, Speed};
 /// Run 4 s in real time; inject `fault` into the protection thread at 2 s.
 /// Returns (time the fault was injected, time current stopped flowing).
 fn run_with(fault: InjectedFault) -> (u64, u64) {
-        // 10 missed 10 ms heartbeats: tolerant of a loaded test machine, still
+    // 10 missed 10 ms heartbeats: tolerant of a loaded test machine, still
     // far below any trip delay.
     let cfg = demo_site(|t| {
         bms_e2e::section(t, &["protection"]).insert("watchdog_periods".into(), 10.into());
@@ -27,8 +27,14 @@ fn run_with(fault: InjectedFault) -> (u64, u64) {
         let closed = o.sim.main_closed();
         match injected {
             None if o.t_ms >= 2000 => {
-                assert!(closed, "contactors must be closed before the fault (at {} ms)", o.t_ms);
-                o.thread.expect("paced run has a protection thread").inject(fault);
+                assert!(
+                    closed,
+                    "contactors must be closed before the fault (at {} ms)",
+                    o.t_ms
+                );
+                o.thread
+                    .expect("paced run has a protection thread")
+                    .inject(fault);
                 injected = Some(o.t_ms);
             }
             None => closed_before += closed as u32,
@@ -37,12 +43,19 @@ fn run_with(fault: InjectedFault) -> (u64, u64) {
         }
     })
     .unwrap();
-    assert!(closed_before > 100, "contactors were closed for only {closed_before} ticks before the fault");
+    assert!(
+        closed_before > 100,
+        "contactors were closed for only {closed_before} ticks before the fault"
+    );
     let (injected, opened) = (injected.unwrap(), opened.expect("contactors never opened"));
     // Heartbeat missing for the watchdog time, then the relay drops on the
     // next simulator step (20 ms); allow one more period of scheduling slack.
     let bound = watchdog_ms + 20 + 2 * 10;
-    assert!(opened - injected <= bound, "{fault:?}: opened {} ms after the fault, bound {bound} ms", opened - injected);
+    assert!(
+        opened - injected <= bound,
+        "{fault:?}: opened {} ms after the fault, bound {bound} ms",
+        opened - injected
+    );
     (injected, opened)
 }
 

@@ -355,7 +355,7 @@ impl SiteConfig {
         if sb.memory_mib == 0 {
             return Err(self.invalid("plugins.sandbox.memory_mib", "must be > 0"));
         }
-                // Four plugin calls run back to back each cycle; all of them at
+        // Four plugin calls run back to back each cycle; all of them at
         // their deadline (+1 ms epoch granularity) must still fit.
         if sb.deadline_ms == 0 || 4 * (sb.deadline_ms + 1) >= self.control.cycle_ms {
             return Err(self.invalid(

@@ -170,7 +170,7 @@ impl PluginEngine {
         })
     }
 
-        pub fn engine(&self) -> &Engine {
+    pub fn engine(&self) -> &Engine {
         &self.engine
     }
 
@@ -179,7 +179,8 @@ impl PluginEngine {
     /// type-only `bms:plugin/types`), so anything else — a contactor, a
     /// limit, WASI — fails here, and the error names the import.
     pub fn check_linkable(&self, bytes: &[u8]) -> Result<(), String> {
-        let component = Component::new(&self.engine, bytes).map_err(|e| format!("not a valid component: {e:#}"))?;
+        let component = Component::new(&self.engine, bytes)
+            .map_err(|e| format!("not a valid component: {e:#}"))?;
         self.linker
             .instantiate_pre(&component)
             .map(|_| ())
@@ -197,7 +198,9 @@ impl PluginEngine {
             .filter_map(|(name, item)| match item.ty {
                 ComponentItem::ComponentInstance(inst) => Some((
                     name.to_string(),
-                    inst.exports(&self.engine).map(|(n, _)| n.to_string()).collect(),
+                    inst.exports(&self.engine)
+                        .map(|(n, _)| n.to_string())
+                        .collect(),
                 )),
                 _ => None,
             })
@@ -268,10 +271,10 @@ impl PluginInstance {
         let ctx = PluginCtx {
             limits: StoreLimitsBuilder::new()
                 .memory_size(sandbox.memory_mib as usize * 1024 * 1024)
-                                .instances(4)
+                .instances(4)
                 .table_elements(100_000)
                 .tables(8)
-                                .memories(1)
+                .memories(1)
                 .trap_on_grow_failure(true)
                 .build(),
             role,

@@ -166,11 +166,23 @@ impl Acquisition {
             .all(|s| s.at_ms.is_some());
         PackSnapshot {
             timestamp_ms: now_ms,
-                        // A stale current sensor reads NaN: counting on its last value
+            // A stale current sensor reads NaN: counting on its last value
             // would integrate a current nobody measured.
-            current_a: if current_ok { self.current_a.value } else { f32::NAN },
-            pack_voltage_v: if current_ok { self.pack_v.value } else { f32::NAN },
-            link_voltage_v: if current_ok { self.link_v.value } else { f32::NAN },
+            current_a: if current_ok {
+                self.current_a.value
+            } else {
+                f32::NAN
+            },
+            pack_voltage_v: if current_ok {
+                self.pack_v.value
+            } else {
+                f32::NAN
+            },
+            link_voltage_v: if current_ok {
+                self.link_v.value
+            } else {
+                f32::NAN
+            },
             current_changed_ms: self.current_changed_ms,
             cell_voltage_v: self.cell_v.iter().map(|s| s.value).collect(),
             cell_temp_c: self

@@ -60,7 +60,7 @@ pub enum MappingError {
         unit: String,
         expected: &'static str,
     },
-        #[error("{site}: `can.signals.bleed_mask`: signal `{signal}` has {bits} bits but a module has {cells} cells (one bit per cell)")]
+    #[error("{site}: `can.signals.bleed_mask`: signal `{signal}` has {bits} bits but a module has {cells} cells (one bit per cell)")]
     MaskTooNarrow {
         site: PathBuf,
         signal: String,
@@ -212,7 +212,7 @@ impl RackMap {
         let unit = self.dbc.signal(signal).unit.trim().to_string();
         let to_si = units
             .iter()
-                        // Case matters: `MV` is megavolt, not millivolt.
+            // Case matters: `MV` is megavolt, not millivolt.
             .find(|(u, _)| *u == unit)
             .map(|(_, f)| *f)
             .or_else(|| units.iter().any(|(u, _)| u.is_empty()).then_some(1.0))
