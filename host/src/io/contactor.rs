@@ -84,3 +84,21 @@ impl Drop for SimulatedContactor {
         self.set(RelayOutputs::OPEN);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn starts_open_and_opens_on_drop() {
+        let (mut out, wiring) = SimulatedContactor::new();
+        assert_eq!(wiring.commanded(), RelayOutputs::OPEN);
+        assert_eq!(wiring.last_heartbeat_ms(), None);
+        out.set(RelayOutputs { precharge: false, main: true });
+        out.toggle_heartbeat(10);
+        assert!(wiring.commanded().main);
+        assert_eq!(wiring.last_heartbeat_ms(), Some(10));
+        drop(out);
+        assert_eq!(wiring.commanded(), RelayOutputs::OPEN);
+    }
+}
