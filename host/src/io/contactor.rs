@@ -94,7 +94,10 @@ mod tests {
         let (mut out, wiring) = SimulatedContactor::new();
         assert_eq!(wiring.commanded(), RelayOutputs::OPEN);
         assert_eq!(wiring.last_heartbeat_ms(), None);
-        out.set(RelayOutputs { precharge: false, main: true });
+        out.set(RelayOutputs {
+            precharge: false,
+            main: true,
+        });
         out.toggle_heartbeat(10);
         assert!(wiring.commanded().main);
         assert_eq!(wiring.last_heartbeat_ms(), Some(10));
