@@ -185,6 +185,17 @@ impl SimSite {
         })
     }
 
+    /// Errors of enabled plugins that failed to load (their roles run on
+    /// the native fallback).
+    pub fn plugin_load_errors(&self) -> Vec<String> {
+        self.controller
+            .plugins
+            .iter()
+            .filter(|p| self.cfg.plugins.slot(p.role).enabled && p.info.is_none())
+            .filter_map(|p| p.last_error.clone())
+            .collect()
+    }
+
     /// The protection thread of a paced run, for fault injection in tests.
     pub fn protection_thread(&self) -> Option<&ProtectionThread> {
         self.thread.as_ref()
@@ -355,6 +366,43 @@ impl SimSite {
             sim: Some(acc),
         })
     }
+}
+
+/// Everything a start would check, short of running: the DBC, the signal
+/// mapping, and every enabled plugin's load and `init`. Returns the problems.
+pub fn check(cfg: &SiteConfig) -> Vec<String> {
+    let mut problems = Vec::new();
+    let dbc_path = cfg.resolve(&cfg.can.dbc);
+    match Dbc::from_file(&dbc_path) {
+        Ok(dbc) => {
+            if let Err(e) = RackMap::resolve(cfg, Arc::new(dbc)) {
+                problems.push(e.to_string());
+            }
+        }
+        Err(e) => problems.push(format!("`can.dbc`: {e}")),
+    }
+    match PluginEngine::new() {
+        Ok(engine) => {
+            for role in Role::ALL {
+                let slot = cfg.plugins.slot(role);
+                if !slot.enabled {
+                    continue;
+                }
+                let json = serde_json::to_string(&slot.config).unwrap_or_default();
+                if let Err(e) = crate::plugins::PluginInstance::load(
+                    &engine,
+                    role,
+                    &cfg.resolve(&slot.path),
+                    &json,
+                    cfg.plugins.sandbox,
+                ) {
+                    problems.push(format!("`plugins.{role}`: {e}"));
+                }
+            }
+        }
+        Err(e) => problems.push(format!("wasm engine: {e:#}")),
+    }
+    problems
 }
 
 fn spread(v: &[f64]) -> f64 {

@@ -101,3 +101,39 @@ fn check_rejects_a_bad_config_naming_the_field() {
     );
     std::fs::remove_dir_all(&dir).ok();
 }
+
+#[test]
+fn check_loads_plugins_and_names_a_bad_plugin_config() {
+    // Same directory as the demo so relative paths resolve; unique name.
+    let bad = root().join(format!("configs/.check-{}.toml", std::process::id()));
+    let text = std::fs::read_to_string(root().join("configs/demo-site.toml"))
+        .unwrap()
+        .replacen(
+            "coulombic_efficiency = 0.998",
+            "coulombic_efficency = 0.998",
+            1,
+        );
+    std::fs::write(&bad, text).unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_bmsd"))
+        .args(["check", "--config"])
+        .arg(&bad)
+        .output()
+        .unwrap();
+    std::fs::remove_file(&bad).ok();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("plugins.soc") && stderr.contains("coulombic_efficency"),
+        "{stderr}"
+    );
+    let ok = Command::new(env!("CARGO_BIN_EXE_bmsd"))
+        .args(["check", "--config", "configs/demo-site.toml"])
+        .current_dir(root())
+        .output()
+        .unwrap();
+    assert!(
+        ok.status.success(),
+        "{}",
+        String::from_utf8_lossy(&ok.stderr)
+    );
+}

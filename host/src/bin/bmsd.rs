@@ -35,6 +35,10 @@ enum Command {
         /// of the config's `site.state_dir`.
         #[arg(long)]
         state_dir: Option<PathBuf>,
+        /// Start even if an enabled plugin fails to load; its role runs on
+        /// the native fallback.
+        #[arg(long)]
+        allow_fallback: bool,
     },
     /// Validate a site configuration and exit.
     Check {
@@ -76,6 +80,12 @@ fn main() -> Result<()> {
     match Cli::parse().command {
         Command::Check { config } => {
             let cfg = SiteConfig::load(&config)?;
+            // Everything a start would do short of running: DBC, signal
+            // mapping, and every enabled plugin's load and init.
+            let problems = bmshost::site::check(&cfg);
+            if !problems.is_empty() {
+                anyhow::bail!("{}:\n  {}", config.display(), problems.join("\n  "));
+            }
             println!(
                 "{}: ok ({} modules x {} cells)",
                 config.display(),
@@ -105,12 +115,21 @@ fn main() -> Result<()> {
             duration,
             summary,
             state_dir,
+            allow_fallback,
         } => {
             let cfg = SiteConfig::load(&config)?;
             let state_dir = state_dir.unwrap_or_else(|| cfg.resolve(&cfg.site.state_dir));
             let socket = state_dir.join("bmsd.sock");
             let credential = cfg.operator.reset_credential_sha256.clone();
             let mut site = SimSite::assemble_in(cfg, state_dir)?;
+            let failed = site.plugin_load_errors();
+            if !failed.is_empty() && !allow_fallback {
+                anyhow::bail!(
+                    "{} plugin(s) failed to load (use --allow-fallback to run their native fallbacks):\n  {}",
+                    failed.len(),
+                    failed.join("\n  ")
+                );
+            }
             let _api = bmshost::api::ApiServer::start(
                 &socket,
                 bmshost::api::ApiContext {
