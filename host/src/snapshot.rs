@@ -85,9 +85,4 @@ impl PackSnapshot {
     pub fn cell_temp_range_c(&self) -> (f32, f32) {
         Self::min_max(&self.cell_temp_c)
     }
-
-    /// Module index of a cell.
-    pub fn module_of(&self, cell: usize) -> usize {
-        cell / self.cells_per_module.max(1) as usize
-    }
 }

@@ -50,6 +50,12 @@ fn main() -> Result<()> {
     }
 }
 
+/// A plugin crate: package name and lib target name.
+struct PluginCrate {
+    name: String,
+    lib: String,
+}
+
 fn workspace_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
         .parent()
@@ -59,8 +65,8 @@ fn workspace_root() -> PathBuf {
 
 /// Every directory under `plugins/` (reference plugins) and
 /// `tests/plugins/` (test-only hostile plugins) with a Cargo.toml, as
-/// (package name, dir).
-fn plugin_crates(root: &Path) -> Result<Vec<(String, PathBuf)>> {
+/// their package and lib names.
+fn plugin_crates(root: &Path) -> Result<Vec<PluginCrate>> {
     let mut out = Vec::new();
     let dirs = [root.join("plugins"), root.join("tests/plugins")];
     let entries = dirs
@@ -75,18 +81,23 @@ fn plugin_crates(root: &Path) -> Result<Vec<(String, PathBuf)>> {
             continue;
         }
         let text = std::fs::read_to_string(&manifest)?;
-        let name = text
-            .lines()
-            .find_map(|l| {
-                let l = l.trim();
-                l.strip_prefix("name")
-                    .and_then(|r| r.trim_start().strip_prefix('='))
-                    .map(|r| r.trim().trim_matches('"').to_string())
-            })
-            .with_context(|| format!("{}: no package name", manifest.display()))?;
-        out.push((name, dir));
+        let doc: toml::Table =
+            toml::from_str(&text).with_context(|| format!("parsing {}", manifest.display()))?;
+        let name = doc
+            .get("package")
+            .and_then(|p| p.get("name"))
+            .and_then(toml::Value::as_str)
+            .with_context(|| format!("{}: no [package] name", manifest.display()))?
+            .to_string();
+        // The wasm artifact is named after the lib target.
+        let lib = doc
+            .get("lib")
+            .and_then(|l| l.get("name"))
+            .and_then(toml::Value::as_str)
+            .map_or_else(|| name.replace('-', "_"), str::to_string);
+        out.push(PluginCrate { name, lib });
     }
-    out.sort();
+    out.sort_by(|a, b| a.name.cmp(&b.name));
     Ok(out)
 }
 
@@ -98,7 +109,7 @@ fn build_plugins(root: &Path) -> Result<Vec<PathBuf>> {
     let out_dir = root.join("target").join("plugins");
     std::fs::create_dir_all(&out_dir)?;
     let mut built = Vec::new();
-    for (name, _dir) in plugin_crates(root)? {
+    for PluginCrate { name, lib } in plugin_crates(root)? {
         // One cargo invocation per plugin: feature unification across
         // plugins must not leak one plugin's code into another's module.
         let mut cmd = tc.cargo_build(root, &target_dir, &name);
@@ -112,7 +123,7 @@ fn build_plugins(root: &Path) -> Result<Vec<PathBuf>> {
             .target_dir(&target_dir)
             .join("wasm32-unknown-unknown")
             .join("wasm")
-            .join(format!("{}.wasm", name.replace('-', "_")));
+            .join(format!("{lib}.wasm"));
         let component = componentize(&core)
             .with_context(|| format!("turning {} into a component", core.display()))?;
         check_imports(&name, &component)?;

@@ -3,7 +3,7 @@
 //!
 //! Owns: parsing, `include` resolution, path resolution relative to the
 //! config file, and every validation rule. Errors name the file and the
-//! field (`protection.cell_over_voltage.limit_v`). May not touch: hardware,
+//! field (`protection.cell_over_voltage_v.msl.limit`). May not touch: hardware,
 //! plugins, or the running control cycle; it produces plain data.
 //!
 //! `include`: any table of the form `{ include = "file.toml" }` inside a

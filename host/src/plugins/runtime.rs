@@ -27,6 +27,10 @@ const EPOCH_TICK: Duration = Duration::from_millis(1);
 /// Longest log message a plugin may write; longer ones are truncated.
 const MAX_LOG_BYTES: usize = 1024;
 
+/// Log messages a plugin may write per call; the rest are dropped and
+/// counted, so a plugin logging in a loop cannot flood the host log.
+const MAX_LOGS_PER_CALL: u32 = 16;
+
 /// Everything that can go wrong with a plugin.
 #[derive(Debug, thiserror::Error)]
 pub enum PluginError {
@@ -89,10 +93,22 @@ pub struct PluginCtx {
     limits: StoreLimits,
     role: Role,
     plugin: String,
+    /// Messages logged during the current call.
+    logs_this_call: u32,
+    /// Messages dropped over the instance's life for exceeding the budget.
+    pub logs_dropped: u64,
 }
 
 impl log::Host for PluginCtx {
     fn log(&mut self, level: log::Level, message: String) {
+        self.logs_this_call += 1;
+        if self.logs_this_call > MAX_LOGS_PER_CALL {
+            self.logs_dropped += 1;
+            if self.logs_this_call == MAX_LOGS_PER_CALL + 1 {
+                tracing::warn!(role = %self.role, plugin = %self.plugin, "plugin exceeded {MAX_LOGS_PER_CALL} log messages in one call; dropping the rest of this call's");
+            }
+            return;
+        }
         let mut message = message;
         if message.len() > MAX_LOG_BYTES {
             let mut cut = MAX_LOG_BYTES;
@@ -168,10 +184,6 @@ impl PluginEngine {
             linker: Arc::new(linker),
             _ticker: Arc::new(Ticker { stop }),
         })
-    }
-
-    pub fn engine(&self) -> &Engine {
-        &self.engine
     }
 
     /// Compile a component and check that every import is one this host
@@ -278,6 +290,8 @@ impl PluginInstance {
                 .trap_on_grow_failure(true)
                 .build(),
             role,
+            logs_this_call: 0,
+            logs_dropped: 0,
             plugin: path
                 .file_stem()
                 .map(|s| s.to_string_lossy().into_owned())
@@ -354,6 +368,7 @@ impl PluginInstance {
         f: impl FnOnce(&Bindings, &mut Store<PluginCtx>) -> wasmtime::Result<R>,
     ) -> Result<R, PluginError> {
         self.store.set_epoch_deadline(deadline_ticks(self.sandbox));
+        self.store.data_mut().logs_this_call = 0;
         let result = f(&self.bindings, &mut self.store);
         result.map_err(|e| PluginError::Trap {
             role: self.role,
