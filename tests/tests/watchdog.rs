@@ -6,7 +6,8 @@ use bms_e2e::{assemble, demo_site};
 use bmshost::protection::task::InjectedFault;
 use bmshost::site::{Observation, RunOptions, Speed};
 
-/// Run 4 s in real time; inject `fault` into the protection thread at 2 s.
+/// Run 9 s in real time (the contactors close after the 5 s arming
+/// window); inject `fault` into the protection thread at 7 s.
 /// Returns (time the fault was injected, time current stopped flowing).
 fn run_with(fault: InjectedFault) -> (u64, u64) {
     // 10 missed 10 ms heartbeats: tolerant of a loaded test machine, still
@@ -18,7 +19,7 @@ fn run_with(fault: InjectedFault) -> (u64, u64) {
     let (mut site, _dir) = assemble(cfg);
     let opts = RunOptions {
         speed: Speed::Factor(1.0),
-        duration_s: Some(4.0),
+        duration_s: Some(9.0),
         print_status: false,
     };
     let (mut injected, mut opened) = (None, None);
@@ -26,7 +27,7 @@ fn run_with(fault: InjectedFault) -> (u64, u64) {
     site.run(&opts, |o: Observation<'_>| {
         let closed = o.sim.main_closed();
         match injected {
-            None if o.t_ms >= 2000 => {
+            None if o.t_ms >= 7000 => {
                 assert!(
                     closed,
                     "contactors must be closed before the fault (at {} ms)",

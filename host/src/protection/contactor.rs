@@ -1,6 +1,6 @@
 //! The contactor state machine: open → precharge → closed → opening → open.
 //!
-//! Protection decides whether the pack may be connected (`want_closed`);
+//! Protection decides whether the pack may be connected ([`Permit`]);
 //! this machine sequences the relays and supervises them with the
 //! measurements it gets every tick:
 //! - **Precharge** closes the precharge relay and waits for the DC-link
@@ -63,6 +63,25 @@ pub struct ContactorStep {
     pub fault: Option<ContactorFault>,
 }
 
+/// Protection's permission: `close` to start connecting (from open),
+/// `keep` to go on connecting or stay connected.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Permit {
+    pub close: bool,
+    pub keep: bool,
+}
+
+impl Permit {
+    pub const CLOSED: Permit = Permit {
+        close: true,
+        keep: true,
+    };
+    pub const OPEN: Permit = Permit {
+        close: false,
+        keep: false,
+    };
+}
+
 /// Measurements the machine supervises with; NaN means unknown.
 #[derive(Debug, Clone, Copy)]
 pub struct ContactorInputs {
@@ -94,14 +113,19 @@ impl ContactorFsm {
         self.state
     }
 
+    /// How long the machine has been in its current state.
+    pub fn in_state_ms(&self, now_ms: u64) -> u64 {
+        now_ms.saturating_sub(self.since_ms)
+    }
+
     fn go(&mut self, to: ContactorState, now_ms: u64, step: &mut ContactorStep) {
         step.transition = Some((self.state, to));
         self.state = to;
         self.since_ms = now_ms;
     }
 
-    /// Advance one tick. `want_closed` is protection's permission.
-    pub fn tick(&mut self, want_closed: bool, m: ContactorInputs, now_ms: u64) -> ContactorStep {
+    /// Advance one tick under protection's permission.
+    pub fn tick(&mut self, permit: Permit, m: ContactorInputs, now_ms: u64) -> ContactorStep {
         let mut step = ContactorStep {
             outputs: RelayOutputs::OPEN,
             transition: None,
@@ -115,19 +139,24 @@ impl ContactorFsm {
         let link_charged = m.link_v > c.weld_voltage_fraction * m.pack_v;
         match self.state {
             ContactorState::Open => {
-                if elapsed >= c.open_timeout_ms && (current_flows || link_charged) {
+                // Before any close (including the first after start-up, when the
+                // host may have died with the contacts welded under load) the
+                // link must be discharged and no current flowing; otherwise
+                // the check runs once an opening has settled.
+                let checking = permit.close || elapsed >= c.open_timeout_ms;
+                if checking && (current_flows || link_charged) {
                     step.fault = Some(ContactorFault::Welded {
                         current_a: m.current_a,
                         link_v: m.link_v,
                     });
-                } else if want_closed && (self.first_close || elapsed >= c.reclose_delay_ms) {
+                } else if permit.close && (self.first_close || elapsed >= c.reclose_delay_ms) {
                     self.first_close = false;
                     self.go(ContactorState::Precharge, now_ms, &mut step);
                     step.outputs.precharge = true;
                 }
             }
             ContactorState::Precharge => {
-                if !want_closed {
+                if !permit.keep {
                     self.go(ContactorState::Opening, now_ms, &mut step);
                 } else if m.pack_v > 0.0 && m.link_v >= c.precharge_fraction * m.pack_v {
                     self.go(ContactorState::Closed, now_ms, &mut step);
@@ -143,7 +172,7 @@ impl ContactorFsm {
                 }
             }
             ContactorState::Closed => {
-                if want_closed {
+                if permit.keep {
                     step.outputs.main = true;
                 } else {
                     self.go(ContactorState::Opening, now_ms, &mut step);
@@ -191,7 +220,7 @@ mod tests {
     #[test]
     fn sequence_open_precharge_closed_opening_open() {
         let mut f = ContactorFsm::new(cfg(), 0);
-        let s = f.tick(true, m(0.0, 0.0), 0);
+        let s = f.tick(Permit::CLOSED, m(0.0, 0.0), 0);
         assert_eq!(
             s.transition,
             Some((ContactorState::Open, ContactorState::Precharge))
@@ -203,7 +232,7 @@ mod tests {
                 main: false
             }
         );
-        let s = f.tick(true, m(200.0, 0.0), 100);
+        let s = f.tick(Permit::CLOSED, m(200.0, 0.0), 100);
         assert_eq!(
             s.outputs,
             RelayOutputs {
@@ -211,7 +240,7 @@ mod tests {
                 main: false
             }
         );
-        let s = f.tick(true, m(385.0, 0.0), 200);
+        let s = f.tick(Permit::CLOSED, m(385.0, 0.0), 200);
         assert_eq!(
             s.transition,
             Some((ContactorState::Precharge, ContactorState::Closed))
@@ -223,29 +252,32 @@ mod tests {
                 main: true
             }
         );
-        let s = f.tick(false, m(400.0, 50.0), 300);
+        let s = f.tick(Permit::OPEN, m(400.0, 50.0), 300);
         assert_eq!(
             s.transition,
             Some((ContactorState::Closed, ContactorState::Opening))
         );
         assert_eq!(s.outputs, RelayOutputs::OPEN);
-        let s = f.tick(false, m(10.0, 0.0), 500);
+        let s = f.tick(Permit::OPEN, m(10.0, 0.0), 500);
         assert_eq!(
             s.transition,
             Some((ContactorState::Opening, ContactorState::Open))
         );
         assert_eq!(s.fault, None);
         // Reclose only after the reclose delay.
-        assert_eq!(f.tick(true, m(0.0, 0.0), 1400).transition, None);
-        assert!(f.tick(true, m(0.0, 0.0), 1500).transition.is_some());
+        assert_eq!(f.tick(Permit::CLOSED, m(0.0, 0.0), 1400).transition, None);
+        assert!(f
+            .tick(Permit::CLOSED, m(0.0, 0.0), 1500)
+            .transition
+            .is_some());
     }
 
     #[test]
     fn precharge_timeout_faults_and_opens() {
         let mut f = ContactorFsm::new(cfg(), 0);
-        f.tick(true, m(0.0, 0.0), 0);
-        assert_eq!(f.tick(true, m(100.0, 0.0), 1999).fault, None);
-        let s = f.tick(true, m(100.0, 0.0), 2000);
+        f.tick(Permit::CLOSED, m(0.0, 0.0), 0);
+        assert_eq!(f.tick(Permit::CLOSED, m(100.0, 0.0), 1999).fault, None);
+        let s = f.tick(Permit::CLOSED, m(100.0, 0.0), 2000);
         assert!(matches!(
             s.fault,
             Some(ContactorFault::PrechargeTimeout { .. })
@@ -256,22 +288,25 @@ mod tests {
     #[test]
     fn current_while_opened_is_a_weld() {
         let mut f = ContactorFsm::new(cfg(), 0);
-        f.tick(true, m(0.0, 0.0), 0);
-        f.tick(true, m(390.0, 0.0), 100);
-        f.tick(false, m(400.0, 100.0), 200);
-        let s = f.tick(false, m(400.0, 100.0), 400);
+        f.tick(Permit::CLOSED, m(0.0, 0.0), 0);
+        f.tick(Permit::CLOSED, m(390.0, 0.0), 100);
+        f.tick(Permit::OPEN, m(400.0, 100.0), 200);
+        let s = f.tick(Permit::OPEN, m(400.0, 100.0), 400);
         assert!(
             matches!(s.fault, Some(ContactorFault::Welded { .. })),
             "{s:?}"
         );
         assert_eq!(s.outputs, RelayOutputs::OPEN);
         // And while open, it keeps reporting.
-        assert!(f.tick(false, m(400.0, 100.0), 700).fault.is_some());
+        assert!(f.tick(Permit::OPEN, m(400.0, 100.0), 700).fault.is_some());
     }
 
     #[test]
     fn unknown_measurements_do_not_fake_a_weld() {
         let mut f = ContactorFsm::new(cfg(), 10_000);
-        assert!(f.tick(false, m(f32::NAN, f32::NAN), 10_000).fault.is_none());
+        assert!(f
+            .tick(Permit::OPEN, m(f32::NAN, f32::NAN), 10_000)
+            .fault
+            .is_none());
     }
 }

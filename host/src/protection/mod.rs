@@ -28,7 +28,7 @@ use crate::snapshot::{CommStatus, PackSnapshot};
 use contactor::{ContactorFault, ContactorFsm, ContactorInputs, ContactorState, RelayOutputs};
 use events::{EventKind, EventLog, EventRecord};
 use limits::{Direction, ProtectionConfig, TierLevel};
-use monitor::{QuantityMonitor, TierMonitor, Transition};
+use monitor::{Gate, QuantityMonitor, TierMonitor, Transition};
 
 pub use clamp::ClampStats;
 pub use limits::ProtectionConfig as Config;
@@ -203,6 +203,12 @@ pub struct Protection {
     allowed: AllowedCurrent,
     last_tick_ms: Option<u64>,
     seen_complete: bool,
+    /// Since when every source has been fresh without interruption.
+    fresh_since_ms: Option<u64>,
+    /// Fresh data needed before closing: the longest MSL debounce.
+    arm_ms: u64,
+    /// The first tick's time, for the start-up communication grace.
+    started_ms: Option<u64>,
     log: EventLog,
     pub clamp_stats: ClampStats,
     status: Status,
@@ -245,9 +251,30 @@ impl Protection {
             },
             Direction::Above,
         );
+        let arm_ms = cfg
+            .tiered()
+            .iter()
+            .filter_map(|(_, t, _)| t.msl.map(|m| m.delay_ms))
+            .chain([cfg.plausibility.range_delay_ms])
+            .max()
+            .unwrap_or(0);
         let latched = restore_persistent_latches(log.records());
+        let mut log = log;
         for l in &latched {
             tracing::error!(quantity = ?l.quantity, "persistent latch restored from the event record: closing blocked until reset");
+            log.append(EventRecord {
+                seq: 0,
+                time_ms: 0,
+                unix_ms: 0,
+                kind: EventKind::Latched,
+                quantity: Some(l.quantity),
+                tier: Some(TierLevel::Msl),
+                location: l.location,
+                value: l.value,
+                limit: l.limit,
+                action: "keep contactors open (restored at start-up)".into(),
+                message: l.message.clone(),
+            });
         }
         Self {
             contactor: ContactorFsm::new(cfg.contactors, 0),
@@ -259,6 +286,9 @@ impl Protection {
             allowed: AllowedCurrent::ZERO,
             last_tick_ms: None,
             seen_complete: false,
+            fresh_since_ms: None,
+            arm_ms,
+            started_ms: None,
             log,
             clamp_stats: ClampStats::default(),
             status: Status::initial(),
@@ -402,16 +432,15 @@ impl Protection {
         for (k, (value, location, msl_applies)) in inputs.into_iter().enumerate() {
             for level in TierLevel::ALL {
                 let quantity = self.tracked[k].quantity;
-                let v = if level == TierLevel::Msl && !msl_applies {
-                    None
-                } else {
-                    value
+                let gate = Gate {
+                    raise_applies: level != TierLevel::Msl || msl_applies,
+                    may_clear: d.fresh,
                 };
                 let Some(mon) = self.tracked[k].monitor.tiers[level as usize].as_mut() else {
                     continue;
                 };
                 let limit = mon.tier.limit;
-                let Some(tr) = mon.update(v, now_ms) else {
+                let Some(tr) = mon.update_gated(value, now_ms, gate) else {
                     continue;
                 };
                 let (kind, action) = match (tr, level, quantity.blocks()) {
@@ -458,22 +487,67 @@ impl Protection {
         // Contactors.
         if d.fresh {
             self.seen_complete = true;
+            self.fresh_since_ms.get_or_insert(now_ms);
+        } else {
+            self.fresh_since_ms = None;
         }
-        let blocked_reason = if let Some(l) = self.latched.first() {
+        // Before connecting, no MSL may be beyond its limit even undebounced.
+        // Charge-only temperature limits are left out: a cold pack may still
+        // connect to discharge (charging stays blocked by RSL and derating).
+        let beyond_msl = self
+            .tracked
+            .iter()
+            .filter(|t| {
+                !matches!(
+                    t.quantity,
+                    Quantity::CellOverTempCharge | Quantity::CellUnderTempCharge
+                )
+            })
+            .find(|t| {
+                t.monitor
+                    .get(TierLevel::Msl)
+                    .is_some_and(TierMonitor::is_beyond)
+            })
+            .map(|t| t.quantity);
+        let armed_for = self.fresh_since_ms.map_or(0, |t| now_ms.saturating_sub(t));
+        // Staying connected needs no latch and fresh data; connecting also
+        // needs every MSL inside its limit and a full arming window.
+        let keep_reason = if let Some(l) = self.latched.first() {
             Some(format!("fault latched: {}", l.message))
         } else if !d.fresh {
             Some("waiting for fresh data from every BMU and the current sensor".into())
         } else {
             None
         };
+        let close_reason = keep_reason.clone().or_else(|| {
+            if let Some(q) = beyond_msl {
+                Some(format!("{q:?} is beyond its MSL limit (debouncing)"))
+            } else if armed_for < self.arm_ms {
+                Some(format!(
+                    "arming: {armed_for} of {} ms of fresh data evaluated",
+                    self.arm_ms
+                ))
+            } else {
+                None
+            }
+        });
+        let blocked_reason = match self.contactor.state() {
+            ContactorState::Open => close_reason.clone(),
+            _ => keep_reason.clone(),
+        };
         let inputs = ContactorInputs {
             pack_v: if d.fresh { s.pack_voltage_v } else { f32::NAN },
             link_v: if d.fresh { s.link_voltage_v } else { f32::NAN },
             current_a: d.current_a.unwrap_or(f32::NAN),
         };
-        let step = self
-            .contactor
-            .tick(blocked_reason.is_none(), inputs, now_ms);
+        let step = self.contactor.tick(
+            contactor::Permit {
+                close: close_reason.is_none(),
+                keep: keep_reason.is_none(),
+            },
+            inputs,
+            now_ms,
+        );
         if let Some((from, to)) = step.transition {
             let reason = blocked_reason
                 .clone()
@@ -514,6 +588,11 @@ impl Protection {
                 message,
             });
         }
+        // A fault latched this tick (contactor supervision) is the reason now.
+        let blocked_reason = match self.latched.first() {
+            Some(l) => Some(format!("fault latched: {}", l.message)),
+            None => blocked_reason,
+        };
 
         // Derating: drop at once, rise at the ramp rate.
         let target = self.derate_target(&d, pack_soc_pct);
@@ -581,8 +660,29 @@ impl Protection {
                 cell: i % per,
             });
         }
-        if self.range.update(Some(if out { 1.0 } else { 0.0 }), now_ms) == Some(Transition::Raised)
-        {
+        let gate = Gate {
+            raise_applies: true,
+            may_clear: d.fresh,
+        };
+        let tr = self
+            .range
+            .update_gated(Some(if out { 1.0 } else { 0.0 }), now_ms, gate);
+        if tr == Some(Transition::Cleared) {
+            self.record(
+                EventKind::Cleared,
+                Some(Quantity::SensorOutOfRange),
+                Some(TierLevel::Msl),
+                Detail {
+                    time_ms: now_ms,
+                    location: self.range_location,
+                    value: None,
+                    limit: None,
+                    action: "none",
+                    message: "every reading back inside its sensor range".into(),
+                },
+            );
+        }
+        if tr == Some(Transition::Raised) {
             let (location, value, what) = match bad_cell {
                 Some(i) => (
                     self.range_location,
@@ -637,7 +737,34 @@ impl Protection {
     }
 
     fn check_communication(&mut self, s: &PackSnapshot, d: &Derived, now_ms: u64) {
-        if !self.seen_complete || d.fresh {
+        let started = *self.started_ms.get_or_insert(now_ms);
+        if d.fresh {
+            return;
+        }
+        if !self.seen_complete {
+            // Start-up: give every source two timeouts to report once, then
+            // name the ones that never did.
+            if now_ms.saturating_sub(started) < 2 * self.data_timeout_ms {
+                return;
+            }
+            let missing: Vec<usize> = (0..s.module_comm.len())
+                .filter(|m| s.module_comm[*m] == CommStatus::Stale)
+                .collect();
+            let mut what: Vec<String> = missing.iter().map(|m| format!("module {m}")).collect();
+            if s.current_comm == CommStatus::Stale {
+                what.push("the current sensor".into());
+            }
+            self.latch(Latch {
+                quantity: Quantity::CommunicationLoss,
+                location: missing.first().map(|m| Location {
+                    module: *m,
+                    cell: 0,
+                }),
+                value: None,
+                limit: None,
+                time_ms: now_ms,
+                message: format!("never heard from {} since start-up", what.join(", ")),
+            });
             return;
         }
         let age = now_ms.saturating_sub(s.timestamp_ms);
@@ -702,23 +829,39 @@ impl Protection {
             return Err(ResetError::NothingLatched);
         }
         let d = self.derive(s, now_ms);
+        // Evidence, not flags: every condition is judged on data that has
+        // been fresh for at least the longest MSL debounce, so a value still
+        // beyond its limit has had the time to re-raise its tier.
+        let evaluated_ms = self.fresh_since_ms.map_or(0, |t| now_ms.saturating_sub(t));
+        if !d.fresh || evaluated_ms < self.arm_ms {
+            return Err(ResetError::NotCleared(format!(
+                "need {} ms of fresh data from every source to judge the conditions, have {evaluated_ms} ms",
+                self.arm_ms
+            )));
+        }
+        let c = self.cfg.contactors;
         let mut not_cleared = Vec::new();
         for l in &self.latched {
             let cleared = match l.quantity {
-                Quantity::CommunicationLoss => d.fresh,
-                Quantity::SensorOutOfRange => !self.range.active,
-                Quantity::CurrentSensorFrozen => {
-                    d.current_a.is_some() && s.current_changed_ms + 1000 >= now_ms
+                Quantity::CommunicationLoss => true,
+                Quantity::SensorOutOfRange => !self.range.active && !self.range.is_beyond(),
+                Quantity::CurrentSensorFrozen => s.current_changed_ms + 1000 >= now_ms,
+                Quantity::ContactorWelded => {
+                    self.contactor.state() == ContactorState::Open
+                        && self.contactor.in_state_ms(now_ms) >= c.open_timeout_ms
+                        && d.current_a.is_some_and(|i| i.abs() < c.weld_current_a)
+                        && s.link_voltage_v < c.weld_voltage_fraction * s.pack_voltage_v
                 }
-                Quantity::ContactorWelded => d
-                    .current_a
-                    .is_some_and(|i| i.abs() < self.cfg.contactors.weld_current_a),
                 Quantity::PrechargeFailed => true,
                 q => self
                     .tracked
                     .iter()
                     .find(|t| t.quantity == q)
-                    .is_some_and(|t| !t.monitor.is_active(TierLevel::Msl) && d.fresh),
+                    .is_some_and(|t| {
+                        t.monitor
+                            .get(TierLevel::Msl)
+                            .is_some_and(|m| !m.active && !m.is_beyond())
+                    }),
             };
             if !cleared {
                 not_cleared.push(format!("{:?}: {}", l.quantity, l.message));
@@ -728,6 +871,8 @@ impl Protection {
             return Err(ResetError::NotCleared(not_cleared.join("; ")));
         }
         let cleared = std::mem::take(&mut self.latched);
+        // Re-arm: closing again needs a full arming window of fresh data.
+        self.fresh_since_ms = Some(now_ms);
         for l in &cleared {
             self.record(
                 EventKind::Reset,
@@ -775,13 +920,21 @@ fn restore_persistent_latches(records: &[EventRecord]) -> Vec<Latch> {
             continue;
         };
         match r.kind {
+            EventKind::Latched
+                if out
+                    .iter()
+                    .any(|l| l.quantity == q && l.location == r.location) => {}
             EventKind::Latched => out.push(Latch {
                 quantity: q,
                 location: r.location,
                 value: r.value,
                 limit: r.limit,
                 time_ms: 0,
-                message: format!("{} (restored from the event record)", r.message),
+                message: if r.message.ends_with("(restored from the event record)") {
+                    r.message.clone()
+                } else {
+                    format!("{} (restored from the event record)", r.message)
+                },
             }),
             EventKind::Reset => out.retain(|l| l.quantity != q),
             _ => {}

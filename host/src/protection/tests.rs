@@ -99,7 +99,7 @@ fn closed_protection(cfg: &ProtectionConfig) -> (Protection, u64) {
     while p.status().contactor_state != ContactorState::Closed {
         feed(&mut p, base(t), Some(50.0), t);
         t += PERIOD;
-        assert!(t < 1000, "contactors never closed");
+        assert!(t < 10_000, "contactors never closed");
     }
     (p, t)
 }
@@ -138,7 +138,16 @@ fn quantity_of(key: &str) -> Quantity {
 
 #[test]
 fn every_tier_of_every_quantity_debounces_acts_and_releases_with_hysteresis() {
-    let cfg = cfg();
+    // Flat derating curves, so any zero current is the tier's own doing.
+    let mut cfg = cfg();
+    let flat = |a: f32| super::limits::Curve(vec![[-1000.0, a], [1000.0, a]]);
+    let d = &mut cfg.derating;
+    d.charge_vs_cell_voltage_v = flat(d.max_charge_current_a);
+    d.charge_vs_temp_c = flat(d.max_charge_current_a);
+    d.charge_vs_soc_pct = flat(d.max_charge_current_a);
+    d.discharge_vs_cell_voltage_v = flat(d.max_discharge_current_a);
+    d.discharge_vs_temp_c = flat(d.max_discharge_current_a);
+    d.discharge_vs_soc_pct = flat(d.max_discharge_current_a);
     let mut checked = 0;
     for (key, tiers, dir) in cfg.tiered() {
         let q = quantity_of(key);
@@ -189,15 +198,31 @@ fn every_tier_of_every_quantity_debounces_acts_and_releases_with_hysteresis() {
                     assert!(!st.outputs.main, "{ctx}: main contactor commanded open");
                     assert_eq!(st.allowed, AllowedCurrent::ZERO, "{ctx}");
                 }
-                (TierLevel::Rsl, Blocks::Charge) => assert_eq!(st.allowed.charge_a, 0.0, "{ctx}"),
+                (TierLevel::Rsl, Blocks::Charge) => {
+                    assert_eq!(st.allowed.charge_a, 0.0, "{ctx}");
+                    // (Temperature sets overlap: a hot cell is beyond both.)
+                    if !key.contains("temp") {
+                        assert!(
+                            st.allowed.discharge_a > 0.0,
+                            "{ctx}: discharge must stay allowed"
+                        );
+                    }
+                }
                 (TierLevel::Rsl, Blocks::Discharge) => {
-                    assert_eq!(st.allowed.discharge_a, 0.0, "{ctx}")
+                    assert_eq!(st.allowed.discharge_a, 0.0, "{ctx}");
+                    if !key.contains("temp") {
+                        assert!(st.allowed.charge_a > 0.0, "{ctx}: charge must stay allowed");
+                    }
                 }
                 (TierLevel::Rsl, Blocks::Both) => {
                     assert_eq!(st.allowed, AllowedCurrent::ZERO, "{ctx}")
                 }
                 (TierLevel::Mol, _) => {
-                    assert!(st.latched.is_empty(), "{ctx}: MOL must not latch");
+                    assert!(
+                        st.latched.is_empty(),
+                        "{ctx}: MOL must not latch: {:?}",
+                        st.latched
+                    );
                     assert_eq!(
                         st.contactor_state,
                         ContactorState::Closed,
@@ -330,23 +355,46 @@ fn deep_under_voltage_latch_survives_a_restart_until_reset() {
     let cfg = cfg();
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("events.jsonl");
+    let deep = |t| {
+        let mut s = base(t);
+        apply("cell_deep_under_voltage_v", &mut s, 1.5);
+        s
+    };
     {
         let mut p = Protection::new(cfg.clone(), 500, EventLog::open(&path).unwrap());
-        let mut t = 0;
-        while t <= 2000 {
-            let mut s = base(t);
-            apply("cell_deep_under_voltage_v", &mut s, 1.5);
-            feed(&mut p, s.clone(), None, t);
-            t += PERIOD;
+        for t in (0..=2000).step_by(PERIOD as usize) {
+            feed(&mut p, deep(t), None, t);
+            // Never connected onto the deep-discharged cell, not even
+            // before its debounce ran out.
+            assert!(
+                !p.status().outputs.precharge && !p.status().outputs.main,
+                "closing at {t}"
+            );
         }
         assert!(p
             .latched()
             .iter()
             .any(|l| l.quantity == Quantity::CellDeepUnderVoltage));
     }
-    // "Restart": healthy data, but closing stays blocked.
+    // "Restart" with the cell still deep-discharged: a prompt reset is
+    // refused (the condition has not been judged on fresh data yet), and so
+    // is one after the arming window (the tier has re-raised).
     let mut p = Protection::new(cfg.clone(), 500, EventLog::open(&path).unwrap());
-    for t in (0..3000).step_by(PERIOD as usize) {
+    feed(&mut p, deep(0), None, 0);
+    assert!(p.reset(&deep(0), 0).is_err());
+    for t in (10..=6000).step_by(PERIOD as usize) {
+        feed(&mut p, deep(t), None, t);
+        assert!(
+            !p.status().outputs.precharge && !p.status().outputs.main,
+            "closing at {t}"
+        );
+    }
+    let err = p.reset(&deep(6000), 6000).unwrap_err();
+    assert!(err.to_string().contains("CellDeepUnderVoltage"), "{err}");
+    // Restart with a healthy cell: blocked until reset, reset after arming.
+    drop(p);
+    let mut p = Protection::new(cfg.clone(), 500, EventLog::open(&path).unwrap());
+    for t in (0..6000).step_by(PERIOD as usize) {
         feed(&mut p, base(t), None, t);
         assert!(
             !p.status().outputs.precharge && !p.status().outputs.main,
@@ -355,8 +403,7 @@ fn deep_under_voltage_latch_survives_a_restart_until_reset() {
     }
     let reason = p.status().blocked_reason.clone().unwrap();
     assert!(reason.contains("restored"), "{reason}");
-    p.reset(&base(3000), 3000).unwrap();
-    // And after the reset the next restart is clean.
+    p.reset(&base(6000), 6000).unwrap();
     drop(p);
     let p = Protection::new(cfg, 500, EventLog::open(&path).unwrap());
     assert!(p.latched().is_empty());
@@ -365,22 +412,43 @@ fn deep_under_voltage_latch_survives_a_restart_until_reset() {
 #[test]
 fn stale_module_is_comm_loss_and_its_values_are_not_used() {
     let cfg = cfg();
-    let (mut p, t) = closed_protection(&cfg);
-    let mut s = base(t);
-    s.module_comm[1] = CommStatus::Stale;
-    s.cell_voltage_v[CELL] = 9.0; // stale garbage must not count as over-voltage
-    feed(&mut p, s.clone(), None, t);
+    let (mut p, t0) = closed_protection(&cfg);
+    let before = p.events().len();
+    // Module 1 stale, with garbage in its cells, for longer than any delay.
+    for t in (t0..t0 + 6000).step_by(PERIOD as usize) {
+        let mut s = base(t);
+        s.module_comm[1] = CommStatus::Stale;
+        s.cell_voltage_v[CELL] = 9.0;
+        s.cell_temp_c[CELL] = 150.0;
+        feed(&mut p, s, None, t);
+    }
     let l = &p.latched()[0];
     assert_eq!(l.quantity, Quantity::CommunicationLoss);
     assert_eq!(l.location.unwrap().module, 1);
-    assert!(!p
-        .latched()
+    let tiers: Vec<_> = p.events()[before..]
         .iter()
-        .any(|l| l.quantity == Quantity::CellOverVoltage));
+        .filter(|e| matches!(e.kind, EventKind::Raised | EventKind::Cleared))
+        .collect();
+    assert!(tiers.is_empty(), "stale values moved monitors: {tiers:?}");
+}
+
+#[test]
+fn a_stale_module_cannot_clear_a_raised_tier() {
+    let cfg = cfg();
+    let (mut p, mut t) = latch_over_voltage(&cfg);
+    // The over-voltage cell's module goes stale: the remaining cells are
+    // fine, but that says nothing about the stale one.
+    for _ in 0..100 {
+        let mut s = base(t);
+        apply("cell_over_voltage_v", &mut s, 3.7);
+        s.module_comm[1] = CommStatus::Stale;
+        feed(&mut p, s, None, t);
+        t += PERIOD;
+    }
     assert!(!p
-        .latched()
+        .events()
         .iter()
-        .any(|l| l.quantity == Quantity::SensorOutOfRange));
+        .any(|e| e.kind == EventKind::Cleared && e.quantity == Some(Quantity::CellOverVoltage)));
 }
 
 #[test]
@@ -404,21 +472,102 @@ fn acquisition_stall_is_comm_loss() {
 }
 
 #[test]
-fn no_data_at_start_keeps_contactors_open_without_latching() {
+fn a_source_that_never_reports_is_named_after_the_startup_grace() {
     let cfg = cfg();
     let mut p = Protection::new(cfg, 500, EventLog::memory());
-    for t in (0..2000).step_by(PERIOD as usize) {
-        let s = PackSnapshot::empty(CELLS, PER_MODULE);
-        feed(&mut p, s.clone(), None, t);
+    for t in (0..=1000).step_by(PERIOD as usize) {
+        let mut s = PackSnapshot::empty(CELLS, PER_MODULE);
+        s.timestamp_ms = t;
+        s.module_comm[0] = CommStatus::Ok;
+        feed(&mut p, s, None, t);
         assert!(!p.status().outputs.precharge && !p.status().outputs.main);
+        if t < 1000 {
+            assert!(p.latched().is_empty(), "latched during the grace at {t}");
+        }
     }
-    assert!(p.latched().is_empty());
-    assert!(p
-        .status()
-        .blocked_reason
-        .as_deref()
-        .unwrap()
-        .contains("waiting for fresh data"));
+    let l = &p.latched()[0];
+    assert_eq!(l.quantity, Quantity::CommunicationLoss);
+    assert_eq!(l.location.unwrap().module, 1);
+    assert!(
+        l.message.contains("module 1") && l.message.contains("current sensor"),
+        "{}",
+        l.message
+    );
+}
+
+#[test]
+fn never_connects_before_the_arming_window_or_onto_a_value_beyond_an_msl() {
+    let cfg = cfg();
+    let mut p = Protection::new(cfg.clone(), 500, EventLog::memory());
+    let arm = cfg
+        .tiered()
+        .iter()
+        .filter_map(|(_, t, _)| t.msl.map(|m| m.delay_ms))
+        .max()
+        .unwrap();
+    let mut t = 0;
+    while p.status().contactor_state == ContactorState::Open {
+        feed(&mut p, base(t), None, t);
+        t += PERIOD;
+    }
+    assert!(
+        t - PERIOD >= arm,
+        "precharge started at {} ms, arming needs {arm} ms",
+        t - PERIOD
+    );
+    // A cell beyond its MSL (not yet debounced) blocks a new connection.
+    let mut p = Protection::new(cfg.clone(), 500, EventLog::memory());
+    for t in (0..arm + 1000).step_by(PERIOD as usize) {
+        let mut s = base(t);
+        s.cell_voltage_v[CELL] = 3.7;
+        s.pack_voltage_v = s.cell_voltage_v.iter().sum();
+        feed(&mut p, s, None, t);
+        assert!(
+            !p.status().outputs.precharge,
+            "precharge onto an over-voltage cell at {t}"
+        );
+    }
+}
+
+#[test]
+fn a_welded_contactor_at_startup_is_caught_before_the_first_close() {
+    let cfg = cfg();
+    let mut p = Protection::new(cfg, 500, EventLog::memory());
+    let mut t = 0;
+    // The link is live before anything was commanded: the main is welded.
+    while p.latched().is_empty() {
+        p.tick(&base(t), None, t);
+        assert!(!p.status().outputs.precharge && !p.status().outputs.main);
+        t += PERIOD;
+        assert!(t < 10_000, "weld never detected");
+    }
+    assert_eq!(p.latched()[0].quantity, Quantity::ContactorWelded);
+}
+
+#[test]
+fn alternating_current_direction_cannot_dodge_a_charge_temperature_msl() {
+    let cfg = cfg();
+    let (mut p, t0) = closed_protection(&cfg);
+    let msl = cfg.cell_under_temp_charge_c.msl.unwrap();
+    let mut t = t0;
+    // Charge for 300 ms, discharge for 300 ms, at -5 °C: the MSL (0 °C)
+    // debounce must keep running across the discharge bursts.
+    while t < t0 + msl.delay_ms + 700 && p.latched().is_empty() {
+        let mut s = base(t);
+        s.cell_temp_c[CELL] = -5.0;
+        s.current_a = if (t - t0) % 600 < 300 { 50.0 } else { -50.0 };
+        feed(&mut p, s, None, t);
+        t += PERIOD;
+    }
+    assert_eq!(
+        p.latched().first().map(|l| l.quantity),
+        Some(Quantity::CellUnderTempCharge)
+    );
+    assert!(
+        t - PERIOD - t0 <= msl.delay_ms + 300,
+        "latched after {} ms",
+        t - PERIOD - t0
+    );
 }
 
 #[test]
@@ -483,15 +632,35 @@ fn precharge_that_never_reaches_the_link_faults() {
     let cfg = cfg();
     let mut p = Protection::new(cfg.clone(), 500, EventLog::memory());
     let mut t = 0;
+    let mut precharge_from = None;
     while p.latched().is_empty() {
         let mut s = base(t);
-        s.link_voltage_v = 0.3 * s.pack_voltage_v;
+        // Discharged link until precharge, then stuck at 30 %.
+        s.link_voltage_v = if precharge_from.is_some() {
+            0.3 * s.pack_voltage_v
+        } else {
+            0.0
+        };
         p.tick(&s, None, t);
+        if p.status().outputs.precharge {
+            precharge_from.get_or_insert(t);
+        }
         t += PERIOD;
-        assert!(t < 5000);
+        assert!(t < 20_000);
     }
     assert_eq!(p.latched()[0].quantity, Quantity::PrechargeFailed);
-    assert!(t - PERIOD >= cfg.contactors.precharge_timeout_ms);
+    let took = t - PERIOD - precharge_from.unwrap();
+    assert!(
+        took >= cfg.contactors.precharge_timeout_ms
+            && took <= cfg.contactors.precharge_timeout_ms + PERIOD,
+        "{took}"
+    );
+    assert!(p
+        .status()
+        .blocked_reason
+        .as_deref()
+        .unwrap()
+        .contains("precharge"));
 }
 
 #[test]
