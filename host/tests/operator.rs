@@ -147,11 +147,13 @@ fn reset_needs_the_credential_and_a_cleared_condition_and_the_record_survives_ki
     });
     let (ok, text) = bmsctl(&site, &["reset", "--credential", "demo-reset"]);
     assert!(ok, "{text}");
-        assert!(status(&site)["latched"].as_array().unwrap().is_empty());
+    assert!(status(&site)["latched"].as_array().unwrap().is_empty());
     // After the reset, a new arming window, then the contactors close.
-    wait_for("the contactors to close after the reset", Duration::from_secs(20), || {
-        status(&site)["contactor_state"] == "closed"
-    });
+    wait_for(
+        "the contactors to close after the reset",
+        Duration::from_secs(20),
+        || status(&site)["contactor_state"] == "closed",
+    );
 
     // The record lists raise, latch and reset, over the socket ...
     let (ok, events) = bmsctl(&site, &["events"]);

@@ -109,11 +109,11 @@ fn assert_timing(trip: &Trip, delay_ms: u64, acquisition_latency_ms: u64) {
 
 fn msl(cfg_key: &str) -> (f32, u64) {
     let cfg = demo_site(|_| {});
-    let (_, tiers, _) = cfg
+    let (_, _, tiers, _) = cfg
         .protection
         .tiered()
         .into_iter()
-        .find(|(k, _, _)| *k == cfg_key)
+        .find(|(k, _, _, _)| *k == cfg_key)
         .unwrap();
     let t = tiers.msl.unwrap();
     (t.limit, t.delay_ms)

@@ -17,6 +17,8 @@
 
 use serde::{Deserialize, Serialize};
 
+use super::Quantity;
+
 /// One tier of one quantity.
 #[derive(Debug, Clone, Copy, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
@@ -272,52 +274,86 @@ pub enum Direction {
 }
 
 impl ProtectionConfig {
-    /// Every tiered quantity with its config key and direction.
-    pub fn tiered(&self) -> [(&'static str, Tiers, Direction); 12] {
+    /// Every tiered quantity with its config key, tiers and direction.
+    pub fn tiered(&self) -> [(&'static str, Quantity, Tiers, Direction); 12] {
         use Direction::*;
+        use Quantity::*;
+        let deep = Tiers {
+            mol: None,
+            rsl: None,
+            msl: Some(self.cell_deep_under_voltage_v),
+        };
         [
-            ("cell_over_voltage_v", self.cell_over_voltage_v, Above),
-            ("cell_under_voltage_v", self.cell_under_voltage_v, Below),
+            (
+                "cell_over_voltage_v",
+                CellOverVoltage,
+                self.cell_over_voltage_v,
+                Above,
+            ),
+            (
+                "cell_under_voltage_v",
+                CellUnderVoltage,
+                self.cell_under_voltage_v,
+                Below,
+            ),
             (
                 "cell_over_temp_charge_c",
+                CellOverTempCharge,
                 self.cell_over_temp_charge_c,
                 Above,
             ),
             (
                 "cell_over_temp_discharge_c",
+                CellOverTempDischarge,
                 self.cell_over_temp_discharge_c,
                 Above,
             ),
             (
                 "cell_under_temp_charge_c",
+                CellUnderTempCharge,
                 self.cell_under_temp_charge_c,
                 Below,
             ),
             (
                 "cell_under_temp_discharge_c",
+                CellUnderTempDischarge,
                 self.cell_under_temp_discharge_c,
                 Below,
             ),
-            ("cell_temp_spread_c", self.cell_temp_spread_c, Above),
-            ("cell_voltage_spread_v", self.cell_voltage_spread_v, Above),
-            ("charge_over_current_a", self.charge_over_current_a, Above),
+            (
+                "cell_temp_spread_c",
+                CellTempSpread,
+                self.cell_temp_spread_c,
+                Above,
+            ),
+            (
+                "cell_voltage_spread_v",
+                CellVoltageSpread,
+                self.cell_voltage_spread_v,
+                Above,
+            ),
+            (
+                "charge_over_current_a",
+                ChargeOverCurrent,
+                self.charge_over_current_a,
+                Above,
+            ),
             (
                 "discharge_over_current_a",
+                DischargeOverCurrent,
                 self.discharge_over_current_a,
                 Above,
             ),
             (
                 "pack_voltage_mismatch_v",
+                PackVoltageMismatch,
                 self.pack_voltage_mismatch_v,
                 Above,
             ),
             (
                 "cell_deep_under_voltage_v",
-                Tiers {
-                    mol: None,
-                    rsl: None,
-                    msl: Some(self.cell_deep_under_voltage_v),
-                },
+                CellDeepUnderVoltage,
+                deep,
                 Below,
             ),
         ]
@@ -357,7 +393,7 @@ impl ProtectionConfig {
                 "must be >= 2 (one late period is not a dead thread)".into(),
             ));
         }
-        for (name, tiers, dir) in self.tiered() {
+        for (name, _, tiers, dir) in self.tiered() {
             validate_tiers(name, &tiers, dir)?;
         }
         let uv_msl = self.cell_under_voltage_v.msl.map(|t| t.limit);

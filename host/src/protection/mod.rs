@@ -219,27 +219,11 @@ impl Protection {
     /// under-voltage, welded contactor) found in the record without a later
     /// reset are restored: they keep blocking closing across restarts.
     pub fn new(cfg: ProtectionConfig, data_timeout_ms: u64, log: EventLog) -> Self {
-        use Quantity::*;
-        let quantities = [
-            CellOverVoltage,
-            CellUnderVoltage,
-            CellOverTempCharge,
-            CellOverTempDischarge,
-            CellUnderTempCharge,
-            CellUnderTempDischarge,
-            CellTempSpread,
-            CellVoltageSpread,
-            ChargeOverCurrent,
-            DischargeOverCurrent,
-            PackVoltageMismatch,
-            CellDeepUnderVoltage,
-        ];
         let tracked = cfg
             .tiered()
             .iter()
-            .zip(quantities)
-            .map(|((_, tiers, dir), quantity)| Tracked {
-                quantity,
+            .map(|(_, quantity, tiers, dir)| Tracked {
+                quantity: *quantity,
                 monitor: QuantityMonitor::new(tiers, *dir),
             })
             .collect();
@@ -254,7 +238,7 @@ impl Protection {
         let arm_ms = cfg
             .tiered()
             .iter()
-            .filter_map(|(_, t, _)| t.msl.map(|m| m.delay_ms))
+            .filter_map(|(_, _, t, _)| t.msl.map(|m| m.delay_ms))
             .chain([cfg.plausibility.range_delay_ms])
             .max()
             .unwrap_or(0);

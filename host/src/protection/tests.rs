@@ -117,25 +117,6 @@ fn cleared(p: &Protection, q: Quantity, tier: TierLevel) -> bool {
         .any(|e| e.kind == EventKind::Cleared && e.quantity == Some(q) && e.tier == Some(tier))
 }
 
-fn quantity_of(key: &str) -> Quantity {
-    use Quantity::*;
-    match key {
-        "cell_over_voltage_v" => CellOverVoltage,
-        "cell_under_voltage_v" => CellUnderVoltage,
-        "cell_deep_under_voltage_v" => CellDeepUnderVoltage,
-        "cell_over_temp_charge_c" => CellOverTempCharge,
-        "cell_over_temp_discharge_c" => CellOverTempDischarge,
-        "cell_under_temp_charge_c" => CellUnderTempCharge,
-        "cell_under_temp_discharge_c" => CellUnderTempDischarge,
-        "cell_temp_spread_c" => CellTempSpread,
-        "cell_voltage_spread_v" => CellVoltageSpread,
-        "charge_over_current_a" => ChargeOverCurrent,
-        "discharge_over_current_a" => DischargeOverCurrent,
-        "pack_voltage_mismatch_v" => PackVoltageMismatch,
-        other => panic!("{other}"),
-    }
-}
-
 #[test]
 fn every_tier_of_every_quantity_debounces_acts_and_releases_with_hysteresis() {
     // Flat derating curves, so any zero current is the tier's own doing.
@@ -149,8 +130,7 @@ fn every_tier_of_every_quantity_debounces_acts_and_releases_with_hysteresis() {
     d.discharge_vs_temp_c = flat(d.max_discharge_current_a);
     d.discharge_vs_soc_pct = flat(d.max_discharge_current_a);
     let mut checked = 0;
-    for (key, tiers, dir) in cfg.tiered() {
-        let q = quantity_of(key);
+    for (key, q, tiers, dir) in cfg.tiered() {
         for level in TierLevel::ALL {
             let Some(tier) = tiers.get(level).copied() else {
                 continue;
@@ -502,7 +482,7 @@ fn never_connects_before_the_arming_window_or_onto_a_value_beyond_an_msl() {
     let arm = cfg
         .tiered()
         .iter()
-        .filter_map(|(_, t, _)| t.msl.map(|m| m.delay_ms))
+        .filter_map(|(_, _, t, _)| t.msl.map(|m| m.delay_ms))
         .max()
         .unwrap();
     let mut t = 0;
