@@ -78,6 +78,16 @@ impl PackSnapshot {
             })
     }
 
+    /// Pack voltage for power limits: unknown or negative counts as 0 V,
+    /// so a missing reading allows no power rather than any.
+    pub fn pack_voltage_or_zero(&self) -> f32 {
+        if self.pack_voltage_v.is_finite() {
+            self.pack_voltage_v.max(0.0)
+        } else {
+            0.0
+        }
+    }
+
     pub fn cell_voltage_range_v(&self) -> (f32, f32) {
         Self::min_max(&self.cell_voltage_v)
     }

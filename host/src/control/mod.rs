@@ -257,11 +257,7 @@ impl Controller {
         snap: &PackSnapshot,
         allowed: AllowedCurrent,
     ) -> w::ProtectionLimits {
-        let pack_v = if snap.pack_voltage_v.is_finite() {
-            snap.pack_voltage_v
-        } else {
-            0.0
-        };
+        let pack_v = snap.pack_voltage_or_zero();
         w::ProtectionLimits {
             max_charge_current_a: allowed.charge_a,
             max_discharge_current_a: allowed.discharge_a,

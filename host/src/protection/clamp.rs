@@ -92,11 +92,7 @@ impl Clamp {
             self.stats.non_finite += 1;
             return 0.0;
         }
-        let pack_v = if snap.pack_voltage_v.is_finite() {
-            snap.pack_voltage_v.max(0.0)
-        } else {
-            0.0
-        };
+        let pack_v = snap.pack_voltage_or_zero();
         let max_charge = status.allowed.charge_a * pack_v;
         let max_discharge = status.allowed.discharge_a * pack_v;
         let capped = power_w.clamp(-max_discharge, max_charge);
@@ -104,10 +100,5 @@ impl Clamp {
             self.stats.power_capped += 1;
         }
         capped
-    }
-
-    /// Count a non-finite or out-of-range plugin value that was rejected.
-    pub fn count_rejected(&mut self) {
-        self.stats.non_finite += 1;
     }
 }

@@ -809,6 +809,7 @@ proptest! {
                 prop_assert_eq!(st.allowed, AllowedCurrent::ZERO);
             }
             let w = clamp.power_w(&s, &st, hints[k]);
+                                    // Computed here, independently of the code under test.
             let pack_v = if s.pack_voltage_v.is_finite() { s.pack_voltage_v.max(0.0) } else { 0.0 };
             prop_assert!(w.is_finite());
             prop_assert!(w <= st.allowed.charge_a * pack_v + 1e-3);

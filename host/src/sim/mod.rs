@@ -528,11 +528,9 @@ impl Simulator {
                 values.push((sig, self.measure(q) / to_si));
             }
             let msg = self.map.dbc.message_at(layout.message);
-            match msg.encode(&values) {
-                Ok(data) => {
-                    if let Ok(frame) = CanFrame::new(msg.id, &data[..msg.size_bytes as usize]) {
-                        let _ = self.port.send(&frame);
-                    }
+            match msg.encode_frame(&values) {
+                Ok(frame) => {
+                    let _ = self.port.send(&frame);
                 }
                 // Out-of-range physics (e.g. a cell driven far beyond the
                 // DBC range) is simply not transmittable: the BMU stays

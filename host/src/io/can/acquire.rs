@@ -222,12 +222,8 @@ impl Acquisition {
                     (sig, mask as f64)
                 })
                 .collect();
-            match msg.encode(&values) {
-                Ok(data) => {
-                    if let Ok(frame) = CanFrame::new(msg.id, &data[..msg.size_bytes as usize]) {
-                        out.push(frame);
-                    }
-                }
+            match msg.encode_frame(&values) {
+                Ok(frame) => out.push(frame),
                 Err(e) => {
                     tracing::error!(message = %msg.name, error = %e, "cannot encode bleed command")
                 }
