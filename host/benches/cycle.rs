@@ -76,7 +76,8 @@ fn bench(c: &mut Criterion) {
         }
         let json = serde_json::to_string(&cfg.plugins.slot(role).config).unwrap();
         let mut inst =
-            PluginInstance::load(&engine, role, &path, &json, cfg.plugins.sandbox).unwrap();
+            PluginInstance::load(&engine, role, &path, &json, cfg.plugins.sandbox_for(role))
+                .unwrap();
         let mut s = wsnap.clone();
         c.bench_function(&format!("{name} step (wasm), 128 cells"), |b| {
             b.iter(|| {

@@ -4,13 +4,25 @@
 //! Owns: the socket, request parsing, and operator authorisation (the reset
 //! credential is checked here against the sha256 in `[operator]`). May not
 //! touch: protection internals; it calls only [`Protection::reset`] and
-//! reads the published status and the event record.
+//! reads the published status and the event record. Plugin requests go to
+//! the reloader or, as orders, to the control thread: the API never
+//! touches a plugin instance.
 //!
 //! Requests:
 //! - `{"cmd": "status"}` → protection status (contactors, limits, latches)
 //! - `{"cmd": "events", "since_seq": 0}` → event records after `since_seq`
 //! - `{"cmd": "reset", "credential": "..."}` → clears latched faults, only
 //!   if authorised and every latched condition has cleared.
+//! - `{"cmd": "plugins"}` → per role: plugin, version, sha256, state,
+//!   crashes, last swap, canary
+//! - `{"cmd": "reload", "role": "soc"}` → re-read the site file and swap
+//!   the role's plugin through validation and canary; waits for the outcome
+//! - `{"cmd": "rollback", "role": "soc"}` → back to the previous version
+//! - `{"cmd": "plugin_events", "since_seq": 0}` → the plugin runtime record
+//!
+//! The socket is created with mode 0600 in the state directory: access to
+//! it is the authority to reload and roll back plugins (protection does not
+//! depend on plugins, so this cannot unsafe the rack).
 
 use std::io::{BufRead, BufReader, Write};
 use std::os::unix::net::{UnixListener, UnixStream};
@@ -22,8 +34,15 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
+use crate::plugins::events::PluginJournal;
+use crate::plugins::manager::Board;
+use crate::plugins::reload::{Order, ReloadHandle};
+use crate::plugins::Role;
 use crate::protection::task::Shared;
 use crate::protection::Protection;
+
+/// How long a reload or rollback request waits for the control thread.
+const ORDER_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// A request on the control socket.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -36,6 +55,17 @@ pub enum Request {
     },
     Reset {
         credential: String,
+    },
+    Plugins,
+    Reload {
+        role: Role,
+    },
+    Rollback {
+        role: Role,
+    },
+    PluginEvents {
+        #[serde(default)]
+        since_seq: u64,
     },
 }
 
@@ -86,12 +116,33 @@ fn credential_matches(credential: &str, expected_sha256: &str) -> bool {
             == 0
 }
 
+/// The plugin side of the API.
+#[derive(Clone)]
+pub struct PluginControl {
+    pub board: Arc<Board>,
+    pub journal: PluginJournal,
+    pub orders: std::sync::mpsc::Sender<Order>,
+    pub reload: ReloadHandle,
+}
+
 /// What the API serves from.
 #[derive(Clone)]
 pub struct ApiContext {
     pub protection: Arc<Mutex<Protection>>,
     pub shared: Arc<Shared>,
     pub reset_credential_sha256: String,
+    pub plugins: Option<PluginControl>,
+}
+
+fn wait(rx: std::sync::mpsc::Receiver<Result<String, String>>) -> Response {
+    match rx.recv_timeout(ORDER_TIMEOUT) {
+        Ok(Ok(msg)) => Response::ok(msg),
+        Ok(Err(e)) => Response::err(e),
+        Err(_) => Response::err(format!(
+            "no answer within {} s: is the control cycle running?",
+            ORDER_TIMEOUT.as_secs()
+        )),
+    }
 }
 
 impl ApiContext {
@@ -109,6 +160,13 @@ impl ApiContext {
                     .collect();
                 Response::ok(recs)
             }
+            Request::Plugins
+            | Request::Reload { .. }
+            | Request::Rollback { .. }
+            | Request::PluginEvents { .. } => match &self.plugins {
+                Some(p) => p.handle(req),
+                None => Response::err("this daemon runs without plugin control"),
+            },
             Request::Reset { credential } => {
                 if !credential_matches(&credential, &self.reset_credential_sha256) {
                     tracing::warn!("protection reset refused: wrong credential");
@@ -125,6 +183,33 @@ impl ApiContext {
                     Err(e) => Response::err(format!("reset refused: {e}")),
                 }
             }
+        }
+    }
+}
+
+impl PluginControl {
+    fn handle(&self, req: Request) -> Response {
+        match req {
+            Request::Plugins => Response::ok(self.board.statuses()),
+            Request::Reload { role } => wait(self.reload.reload(role)),
+            Request::Rollback { role } => {
+                let (tx, rx) = std::sync::mpsc::channel();
+                if self.orders.send(Order::Rollback(role, Some(tx))).is_err() {
+                    return Response::err("the control cycle has stopped");
+                }
+                wait(rx)
+            }
+            Request::PluginEvents { since_seq } => {
+                let j = self.journal.lock().unwrap_or_else(|e| e.into_inner());
+                let recs: Vec<_> = j
+                    .records()
+                    .iter()
+                    .filter(|r| r.seq > since_seq)
+                    .cloned()
+                    .collect();
+                Response::ok(recs)
+            }
+            _ => Response::err("not a plugin request"),
         }
     }
 }
@@ -146,6 +231,10 @@ impl ApiServer {
             std::fs::remove_file(path)?;
         }
         let listener = UnixListener::bind(path)?;
+        {
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))?;
+        }
         listener.set_nonblocking(true)?;
         let stop = Arc::new(AtomicBool::new(false));
         let stop2 = stop.clone();

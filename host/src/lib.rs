@@ -9,6 +9,7 @@ pub mod api;
 pub mod config;
 pub mod control;
 pub mod io;
+pub mod journal;
 pub mod plugins;
 pub mod protection;
 pub mod sim;

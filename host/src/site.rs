@@ -21,13 +21,14 @@ use std::time::Instant;
 use anyhow::{bail, Context, Result};
 
 use crate::config::SiteConfig;
-use crate::control::{Controller, CycleReport, PluginSet};
+use crate::control::{Controller, CycleReport};
 use crate::io::can::acquire::Acquisition;
 use crate::io::can::bus::VirtualBus;
 use crate::io::can::dbc::Dbc;
 use crate::io::can::mapping::RackMap;
 use crate::io::contactor::SimulatedContactor;
-use crate::plugins::{PluginEngine, Role, RoleSlot};
+use crate::plugins::reload::{ReloadHandle, Reloader, ReloaderParts};
+use crate::plugins::{PluginEngine, PluginManager, Role};
 use crate::protection::events::EventLog;
 use crate::protection::task::{self, ProtectionTask, ProtectionThread, ScaledClock, Shared};
 use crate::protection::{Latch, Protection, ResetError};
@@ -109,7 +110,8 @@ pub struct SimSite {
     /// First event sequence number of this run (the record file also holds
     /// earlier runs).
     first_seq: u64,
-    _engine: PluginEngine,
+    first_plugin_seq: u64,
+    reloader: Reloader,
 }
 
 impl SimSite {
@@ -137,23 +139,20 @@ impl SimSite {
         let bus = VirtualBus::new();
         let (contactor, wiring) = SimulatedContactor::new();
         let sim = Simulator::new(&cfg, map.clone(), Box::new(bus.endpoint()), wiring)?;
-        let engine = PluginEngine::new().context("starting the wasm engine")?;
-        let load = |role: Role| {
-            let slot = cfg.plugins.slot(role);
-            RoleSlot::load(
-                &engine,
-                role,
-                slot,
-                &cfg.resolve(&slot.path),
-                cfg.plugins.sandbox,
-            )
-        };
-        let plugins = PluginSet {
-            soc: load(Role::Soc),
-            soh: load(Role::Soh),
-            balancer: load(Role::Balancer),
-            ems: load(Role::Ems),
-        };
+        let engine = PluginEngine::new()
+            .context("starting the wasm engine")?
+            .with_cache(state_dir.join("cache"));
+        let plugins = PluginManager::start(&engine, &cfg, Some(&state_dir))?;
+        let first_plugin_seq = plugins.first_seq;
+        let reloader = Reloader::spawn(ReloaderParts {
+            engine: engine.clone(),
+            cfg: cfg.clone(),
+            history: plugins.history.clone(),
+            orders: plugins.orders(),
+            journal: plugins.journal.clone(),
+            board: plugins.board.clone(),
+        })
+        .context("starting the plugin reloader")?;
         let events_path = state_dir.join("events.jsonl");
         let log = EventLog::open(&events_path)?;
         let data_timeout_ms = cfg.can.module_timeout_ms.max(cfg.can.current_timeout_ms);
@@ -177,12 +176,28 @@ impl SimSite {
             task: Some(task),
             thread: None,
             first_seq,
+            first_plugin_seq,
             cfg,
             controller,
             sim,
             shared,
-            _engine: engine,
+            reloader,
         })
+    }
+
+    /// Operator reloads (also what the control API uses).
+    pub fn reload_handle(&self) -> ReloadHandle {
+        self.reloader.handle()
+    }
+
+    /// What the control API needs to list and steer plugins.
+    pub fn plugin_control(&self) -> crate::api::PluginControl {
+        crate::api::PluginControl {
+            board: self.controller.plugins.board.clone(),
+            journal: self.controller.plugins.journal.clone(),
+            orders: self.controller.plugins.orders(),
+            reload: self.reload_handle(),
+        }
     }
 
     /// Errors of enabled plugins that failed to load (their roles run on
@@ -190,8 +205,9 @@ impl SimSite {
     pub fn plugin_load_errors(&self) -> Vec<String> {
         self.controller
             .plugins
+            .slots
             .iter()
-            .filter(|p| self.cfg.plugins.slot(p.role).enabled && p.info.is_none())
+            .filter(|p| self.cfg.plugins.slot(p.role).enabled && p.info().is_none())
             .filter_map(|p| p.last_error.clone())
             .collect()
     }
@@ -250,7 +266,8 @@ impl SimSite {
         let mut acc = SimAccuracy::default();
         let mut initial_spread = None;
         let mut bleed_cell_s = 0.0;
-        let (mut over_period, mut max_cycle_us) = (0u64, 0u64);
+        let (mut over_period, mut max_cycle_us, mut missed) = (0u64, 0u64, 0u64);
+        let mut cycle_us: Vec<u64> = Vec::with_capacity(cycles as usize);
         // The final spread is averaged over the last cycles so one noisy
         // reading does not decide it.
         let avg_from = cycles.saturating_sub(FINAL_AVERAGE_MS / cycle_ms).max(1);
@@ -285,8 +302,18 @@ impl SimSite {
             self.controller.cycle(minute);
             let took_us = began.elapsed().as_micros() as u64;
             max_cycle_us = max_cycle_us.max(took_us);
+            cycle_us.push(took_us);
             if took_us > cycle_ms * 1000 {
                 over_period += 1;
+            }
+            let late = match &clock {
+                // Paced: the cycle must be done before the next one is due.
+                Some(clock) => clock.wall_until(t_ms + cycle_ms).is_zero(),
+                None => took_us > cycle_ms * 1000,
+            };
+            if late {
+                missed += 1;
+                tracing::warn!(t_ms, took_us, "control cycle missed its deadline");
             }
             let report = self
                 .controller
@@ -318,10 +345,19 @@ impl SimSite {
             if opts.print_status && (k.is_multiple_of(status_every) || k == 1) {
                 println!(
                     "{}",
-                    telemetry::status_line(t_s, report, &self.controller.plugins)
+                    telemetry::status_line(t_s, report, &self.controller.plugins.slots)
                 );
             }
         }
+        let end_ms = ticks * period_ms;
+        self.controller.plugins.save_all(end_ms);
+        cycle_us.sort_unstable();
+        let pct = |p: f64| {
+            cycle_us
+                .get(((cycle_us.len() as f64 - 1.0) * p).round() as usize)
+                .copied()
+                .unwrap_or(0)
+        };
         let truth = self.sim.truth();
         acc.initial_true_soc_spread_pct = initial_spread.unwrap_or(0.0);
         acc.final_true_soc_spread_pct = spread(&truth.soc_pct);
@@ -345,7 +381,10 @@ impl SimSite {
             wall_s: wall_start.elapsed().as_secs_f64(),
             cycles,
             cycles_over_period: over_period,
+            missed_deadlines: missed,
             max_cycle_us,
+            cycle_p50_us: pct(0.5),
+            cycle_p99_us: pct(0.99),
             final_pack_soc_pct: last.pack_soc_pct,
             final_pack_soh_pct: last.pack_soh_pct,
             final_cell_voltage_spread_mv: (vmax - vmin) * 1000.0,
@@ -362,7 +401,18 @@ impl SimSite {
             clamp: self.controller.clamp.stats,
             acquisition: self.controller.acquire_stats(),
             bleed_cell_s,
-            plugins: telemetry::plugin_summaries(&self.controller.plugins),
+            plugins: self.controller.plugins.board.statuses(),
+            plugin_events: self
+                .controller
+                .plugins
+                .journal
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .records()
+                .iter()
+                .filter(|e| e.seq >= self.first_plugin_seq)
+                .cloned()
+                .collect(),
             sim: Some(acc),
         })
     }
@@ -394,7 +444,7 @@ pub fn check(cfg: &SiteConfig) -> Vec<String> {
                     role,
                     &cfg.resolve(&slot.path),
                     &json,
-                    cfg.plugins.sandbox,
+                    cfg.plugins.sandbox_for(role),
                 ) {
                     problems.push(format!("`plugins.{role}`: {e}"));
                 }

@@ -62,7 +62,7 @@ fn each_component_loads_as_its_own_role_only() {
             } else {
                 let msg = err.to_string();
                 assert!(
-                    matches!(err, PluginError::WrongWorld { .. }),
+                    matches!(err, PluginError::Rejected { .. }),
                     "{name} as {role}: {msg}"
                 );
                 assert!(msg.contains(role.world()), "{msg}");

@@ -136,6 +136,7 @@ fn main() -> Result<()> {
                     protection: site.protection.clone(),
                     shared: site.shared.clone(),
                     reset_credential_sha256: credential,
+                    plugins: Some(site.plugin_control()),
                 },
             )
             .with_context(|| format!("starting the control API on {}", socket.display()))?;
@@ -162,8 +163,14 @@ fn main() -> Result<()> {
 fn print_summary(s: &bmshost::telemetry::Summary) {
     println!("== summary: {} ==", s.site);
     println!(
-        "simulated {:.0} s in {:.1} s wall, {} cycles, max cycle {} us, {} over period",
-        s.simulated_s, s.wall_s, s.cycles, s.max_cycle_us, s.cycles_over_period
+        "simulated {:.0} s in {:.1} s wall, {} cycles, cycle p50 {} us p99 {} us max {} us, {} missed deadlines",
+        s.simulated_s,
+        s.wall_s,
+        s.cycles,
+        s.cycle_p50_us,
+        s.cycle_p99_us,
+        s.max_cycle_us,
+        s.missed_deadlines
     );
     let pct = |v: Option<f32>| v.map_or("--".into(), |v| format!("{v:.1}%"));
     println!(
@@ -201,12 +208,20 @@ fn print_summary(s: &bmshost::telemetry::Summary) {
     }
     for p in &s.plugins {
         println!(
-            "  plugin {:<8} {:?} {} {} errors={}",
-            p.role,
-            p.state,
+            "  plugin {:<8} {:<11} {} {} crashes={} restarts={} errors={}{}",
+            p.role.to_string(),
+            p.state.name(),
             p.name.as_deref().unwrap_or("-"),
             p.version.as_deref().unwrap_or(""),
-            p.errors
+            p.crashes,
+            p.restarts,
+            p.errors,
+            p.alarm
+                .as_deref()
+                .map_or(String::new(), |a| format!("  ALARM {a}"))
         );
+    }
+    for e in &s.plugin_events {
+        println!("  {}", bmshost::telemetry::plugin_event_line(e));
     }
 }

@@ -182,12 +182,16 @@ pub struct PluginsConfig {
     pub soh: PluginSlot,
     pub balancer: PluginSlot,
     pub ems: PluginSlot,
+    /// Default limits for every role; a role's own `sandbox` table
+    /// overrides single fields.
     #[serde(default)]
     pub sandbox: SandboxConfig,
+    #[serde(default)]
+    pub policy: PluginPolicy,
 }
 
 /// One role's plugin: the component file and its own config section.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct PluginSlot {
     /// Component file, relative to the site file.
@@ -198,6 +202,69 @@ pub struct PluginSlot {
     /// Passed to the plugin's `init` as JSON.
     #[serde(default = "empty_table")]
     pub config: toml::Value,
+    /// Per-role sandbox limits; unset fields take `plugins.sandbox`.
+    #[serde(default)]
+    pub sandbox: SandboxOverride,
+}
+
+/// Per-role overrides of [`SandboxConfig`].
+#[derive(Debug, Clone, Copy, Default, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SandboxOverride {
+    pub memory_mib: Option<u32>,
+    pub deadline_ms: Option<u64>,
+}
+
+/// What to do when a new plugin version rejects the state handed over by
+/// the old one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum StateRejectedPolicy {
+    /// Keep the running version; the swap fails.
+    Refuse,
+    /// Swap anyway with the new version freshly `init`ed, and warn.
+    InitFresh,
+}
+
+/// Crash, swap and persistence policy of the plugin runtime.
+#[derive(Debug, Clone, Copy, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PluginPolicy {
+    /// Wait before the first restart after a trap, in ms of host time;
+    /// doubles per consecutive crash.
+    pub restart_backoff_ms: u64,
+    /// Longest wait between restarts, in ms.
+    pub restart_backoff_max_ms: u64,
+    /// This many traps within `quarantine_window_s` quarantine the plugin:
+    /// the fallback stays until an operator reload.
+    pub quarantine_crashes: u32,
+    pub quarantine_window_s: u64,
+    /// Recent snapshots a swap candidate replays before it may go live.
+    pub canary_snapshots: usize,
+    pub on_state_rejected: StateRejectedPolicy,
+    /// Save each plugin's state in memory every this many cycles: the
+    /// point a crashed plugin restarts from.
+    pub checkpoint_cycles: u32,
+    /// Write plugin state to disk this often (and at shutdown), in s.
+    pub state_save_interval_s: u64,
+    /// Watch plugin files and the site config and reload on change.
+    pub watch: bool,
+}
+
+impl Default for PluginPolicy {
+    fn default() -> Self {
+        Self {
+            restart_backoff_ms: 1_000,
+            restart_backoff_max_ms: 60_000,
+            quarantine_crashes: 3,
+            quarantine_window_s: 600,
+            canary_snapshots: 20,
+            on_state_rejected: StateRejectedPolicy::Refuse,
+            checkpoint_cycles: 10,
+            state_save_interval_s: 60,
+            watch: true,
+        }
+    }
 }
 
 fn yes() -> bool {
@@ -208,7 +275,7 @@ fn empty_table() -> toml::Value {
 }
 
 /// Resource limits for every plugin call.
-#[derive(Debug, Clone, Copy, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Deserialize, serde::Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct SandboxConfig {
     /// Linear-memory cap per instance, in MiB.
@@ -351,19 +418,53 @@ impl SiteConfig {
                 "must be 64 hex digits (sha256 of the credential)",
             ));
         }
-        let sb = &self.plugins.sandbox;
-        if sb.memory_mib == 0 {
-            return Err(self.invalid("plugins.sandbox.memory_mib", "must be > 0"));
+        let mut deadline_sum_ms = 0;
+        for role in Role::ALL {
+            let sb = self.plugins.sandbox_for(role);
+            let field = |f: &str| {
+                if self.plugins.slot(role).sandbox == SandboxOverride::default() {
+                    format!("plugins.sandbox.{f}")
+                } else {
+                    format!("plugins.{role}.sandbox.{f}")
+                }
+            };
+            if sb.memory_mib == 0 {
+                return Err(self.invalid(&field("memory_mib"), "must be > 0"));
+            }
+            if sb.deadline_ms == 0 {
+                return Err(self.invalid(&field("deadline_ms"), "must be > 0"));
+            }
+            deadline_sum_ms += sb.deadline_ms + 1;
         }
-        // Four plugin calls run back to back each cycle; all of them at
+        // The four plugin calls run back to back each cycle; all of them at
         // their deadline (+1 ms epoch granularity) must still fit.
-        if sb.deadline_ms == 0 || 4 * (sb.deadline_ms + 1) >= self.control.cycle_ms {
+        if deadline_sum_ms >= self.control.cycle_ms {
             return Err(self.invalid(
                 "plugins.sandbox.deadline_ms",
                 format!(
-                    "must be > 0 with 4 x (deadline_ms + 1) below control.cycle_ms ({}): four plugins run per cycle; got {}",
-                    self.control.cycle_ms, sb.deadline_ms
+                    "the four roles' deadlines (+1 ms each) add up to {deadline_sum_ms} ms, \
+                     which does not fit in control.cycle_ms ({}): four plugins run per cycle",
+                    self.control.cycle_ms
                 ),
+            ));
+        }
+        let pol = &self.plugins.policy;
+        for (f, v) in [
+            ("restart_backoff_ms", pol.restart_backoff_ms),
+            ("restart_backoff_max_ms", pol.restart_backoff_max_ms),
+            ("quarantine_window_s", pol.quarantine_window_s),
+            ("state_save_interval_s", pol.state_save_interval_s),
+            ("quarantine_crashes", u64::from(pol.quarantine_crashes)),
+            ("checkpoint_cycles", u64::from(pol.checkpoint_cycles)),
+        ] {
+            if v == 0 {
+                return Err(self.invalid(&format!("plugins.policy.{f}"), "must be > 0"));
+            }
+        }
+        if pol.restart_backoff_max_ms < pol.restart_backoff_ms {
+            return Err(self.invalid(
+                "plugins.policy.restart_backoff_max_ms",
+                "must be at least restart_backoff_ms",
             ));
         }
         if let Some(sim) = &self.sim {
@@ -383,6 +484,15 @@ fn positive(cfg: &SiteConfig, field: &str, v: f32) -> Result<(), ConfigError> {
 }
 
 impl PluginsConfig {
+    /// The effective sandbox of a role: its overrides over the defaults.
+    pub fn sandbox_for(&self, role: Role) -> SandboxConfig {
+        let o = self.slot(role).sandbox;
+        SandboxConfig {
+            memory_mib: o.memory_mib.unwrap_or(self.sandbox.memory_mib),
+            deadline_ms: o.deadline_ms.unwrap_or(self.sandbox.deadline_ms),
+        }
+    }
+
     pub fn slot(&self, role: Role) -> &PluginSlot {
         match role {
             Role::Soc => &self.soc,

@@ -18,8 +18,9 @@ use crate::io::can::acquire::Acquisition;
 use crate::io::can::bus::CanPort;
 use crate::io::can::CanFrame;
 use crate::plugins::bindings::types as w;
+use crate::plugins::canary::{HistoryEntry, Outputs};
 use crate::plugins::fallback::{SocFallback, SohFallback};
-use crate::plugins::{convert, PluginError, Role, RoleSlot};
+use crate::plugins::{check, convert, PluginManager};
 use crate::protection::clamp::Clamp;
 use crate::protection::task::Shared;
 use crate::protection::{AllowedCurrent, Status};
@@ -42,27 +43,13 @@ pub struct CycleReport {
     pub ems_reason: String,
 }
 
-/// Plugin slots by role.
-pub struct PluginSet {
-    pub soc: RoleSlot,
-    pub soh: RoleSlot,
-    pub balancer: RoleSlot,
-    pub ems: RoleSlot,
-}
-
-impl PluginSet {
-    pub fn iter(&self) -> impl Iterator<Item = &RoleSlot> {
-        [&self.soc, &self.soh, &self.balancer, &self.ems].into_iter()
-    }
-}
-
 /// The rack's controller.
 pub struct Controller {
     acquisition: Acquisition,
     port: Box<dyn CanPort>,
     shared: std::sync::Arc<Shared>,
     pub clamp: Clamp,
-    pub plugins: PluginSet,
+    pub plugins: PluginManager,
     soc_fallback: SocFallback,
     soh_fallback: SohFallback,
     rx: Vec<CanFrame>,
@@ -81,7 +68,7 @@ impl Controller {
         acquisition: Acquisition,
         port: Box<dyn CanPort>,
         shared: std::sync::Arc<Shared>,
-        plugins: PluginSet,
+        plugins: PluginManager,
     ) -> Self {
         Self {
             acquisition,
@@ -127,11 +114,17 @@ impl Controller {
         self.cycles += 1;
         let snap = (*self.shared.snapshot()).clone();
         let status = (*self.shared.status()).clone();
+        let now_ms = snap.timestamp_ms;
+        // Swaps and rollbacks take effect here, between two cycles.
+        self.plugins.apply_orders(now_ms);
 
         // Estimate, decide, clamp: only on complete data.
         let (cell_soc, pack_soc, pack_soh, bleed, power_w, reason) = if snap.complete {
-            self.run_plugins(&snap, &status, minute_of_day)
+            let (out, entry) = self.run_plugins(&snap, &status, minute_of_day);
+            self.plugins.end_cycle(now_ms, Some(entry));
+            out
         } else {
+            self.plugins.end_cycle(now_ms, None);
             let n = snap.cell_voltage_v.len();
             (
                 vec![f32::NAN; n],
@@ -173,16 +166,23 @@ impl Controller {
         snap: &PackSnapshot,
         status: &Status,
         minute_of_day: u32,
-    ) -> (Vec<f32>, Option<f32>, Option<f32>, Vec<bool>, f32, String) {
+    ) -> (
+        (Vec<f32>, Option<f32>, Option<f32>, Vec<bool>, f32, String),
+        HistoryEntry,
+    ) {
         let allowed = status.allowed;
         let n = snap.cell_voltage_v.len();
+        let now = snap.timestamp_ms;
         let wsnap = convert::snapshot(snap);
+        let slots = &mut self.plugins.slots;
+        let mut outputs = Outputs::default();
 
         // 3. Estimate.
-        let soc = self.plugins.soc.run(|p| {
+        let soc = slots.soc.run(now, |p| {
             p.step_soc(&wsnap)
-                .and_then(|o| check_soc(p.role(), &p.info().name, o, n))
+                .and_then(|o| check::soc(p.role(), &p.info().name, o, n))
         });
+        outputs.soc.clone_from(&soc);
         let soc = match soc {
             Some(o) => {
                 self.soc_fallback.observe(&o, snap.timestamp_ms);
@@ -190,10 +190,11 @@ impl Controller {
             }
             None => self.soc_fallback.step(&wsnap),
         };
-        let soh = self.plugins.soh.run(|p| {
+        let soh = slots.soh.run(now, |p| {
             p.step_soh(&wsnap)
-                .and_then(|o| check_soh(p.role(), &p.info().name, o, n))
+                .and_then(|o| check::soh(p.role(), &p.info().name, o, n))
         });
+        outputs.soh.clone_from(&soh);
         let soh = match soh {
             Some(o) => {
                 self.soh_fallback.observe(&o);
@@ -210,21 +211,14 @@ impl Controller {
             snapshot: wsnap.clone(),
             cell_soc_pct: cell_soc.clone(),
         };
-        let requested = self
-            .plugins
-            .balancer
-            .run(|p| {
-                let out = p.step_balancer(&bal_in)?;
-                if out.bleed.len() != n {
-                    return Err(PluginError::BadOutput {
-                        role: Role::Balancer,
-                        plugin: p.info().name.clone(),
-                        message: format!("bleed has {} entries for {n} cells", out.bleed.len()),
-                    });
-                }
-                Ok(out.bleed)
-            })
-            .unwrap_or_else(|| vec![false; n]);
+        let requested = slots.balancer.run(now, |p| {
+            let out = p.step_balancer(&bal_in)?;
+            check::bleed(&p.info().name, out.bleed, n)
+        });
+        outputs.bleed.clone_from(&requested);
+        let requested = requested.unwrap_or_else(|| vec![false; n]);
+        let limits = self.limits_for_plugins(snap, allowed);
+        let slots = &mut self.plugins.slots;
         let ems_in = w::EmsInput {
             snapshot: wsnap,
             soc: soc.clone().unwrap_or(w::SocOutput {
@@ -236,10 +230,14 @@ impl Controller {
                 cell_capacity_ah: vec![],
                 cell_resistance_mohm: vec![],
             }),
-            limits: self.limits_for_plugins(snap, allowed),
+            limits,
             minute_of_day,
         };
-        let hint = self.plugins.ems.run(|p| p.step_ems(&ems_in));
+        let hint = slots.ems.run(now, |p| {
+            p.step_ems(&ems_in)
+                .and_then(|o| check::ems(&p.info().name, o))
+        });
+        outputs.ems.clone_from(&hint);
 
         // 5. Clamp.
         let bleed = self.clamp.bleed(snap, status, &requested);
@@ -249,7 +247,19 @@ impl Controller {
         };
         let pack_soc = soc.map(|s| s.pack_soc_pct);
         let pack_soh = soh.map(|s| s.pack_soh_pct);
-        (cell_soc, pack_soc, pack_soh, bleed, power_w, reason)
+        let entry = HistoryEntry {
+            balance: bal_in,
+            ems_soc: ems_in.soc,
+            ems_soh: ems_in.soh,
+            ems_limits: ems_in.limits,
+            minute_of_day,
+            outputs,
+            checkpoints: Default::default(),
+        };
+        (
+            (cell_soc, pack_soc, pack_soh, bleed, power_w, reason),
+            entry,
+        )
     }
 
     fn limits_for_plugins(
@@ -272,81 +282,4 @@ impl Controller {
     pub fn acquire_stats(&self) -> crate::io::can::acquire::AcquireStats {
         self.acquisition.stats
     }
-}
-
-/// A SOC output must cover every cell with finite values in 0..=100.
-fn check_soc(
-    role: Role,
-    plugin: &str,
-    o: w::SocOutput,
-    n: usize,
-) -> Result<w::SocOutput, PluginError> {
-    let bad = |message: String| PluginError::BadOutput {
-        role,
-        plugin: plugin.to_string(),
-        message,
-    };
-    if o.cell_soc_pct.len() != n {
-        return Err(bad(format!(
-            "cell-soc-pct has {} entries for {n} cells",
-            o.cell_soc_pct.len()
-        )));
-    }
-    let in_range = |v: &f32| v.is_finite() && (0.0..=100.0).contains(v);
-    if let Some((i, v)) = o
-        .cell_soc_pct
-        .iter()
-        .enumerate()
-        .find(|(_, v)| !in_range(v))
-    {
-        return Err(bad(format!("cell-soc-pct[{i}] = {v} is not in 0..=100")));
-    }
-    if !in_range(&o.pack_soc_pct) {
-        return Err(bad(format!(
-            "pack-soc-pct = {} is not in 0..=100",
-            o.pack_soc_pct
-        )));
-    }
-    Ok(o)
-}
-
-/// A SOH output must cover every cell with finite, non-negative values.
-fn check_soh(
-    role: Role,
-    plugin: &str,
-    o: w::SohOutput,
-    n: usize,
-) -> Result<w::SohOutput, PluginError> {
-    let bad = |message: String| PluginError::BadOutput {
-        role,
-        plugin: plugin.to_string(),
-        message,
-    };
-    if o.cell_capacity_ah.len() != n || o.cell_resistance_mohm.len() != n {
-        return Err(bad(format!(
-            "per-cell lists have {} / {} entries for {n} cells",
-            o.cell_capacity_ah.len(),
-            o.cell_resistance_mohm.len()
-        )));
-    }
-    let ok = |v: &f32| v.is_finite() && *v >= 0.0;
-    if !ok(&o.pack_soh_pct) || o.pack_soh_pct > 200.0 {
-        return Err(bad(format!(
-            "pack-soh-pct = {} is not in 0..=200",
-            o.pack_soh_pct
-        )));
-    }
-    if let Some(i) = o.cell_capacity_ah.iter().position(|v| !ok(v)) {
-        return Err(bad(format!(
-            "cell-capacity-ah[{i}] = {} is invalid",
-            o.cell_capacity_ah[i]
-        )));
-    }
-    if let Some(i) = o.cell_resistance_mohm.iter().position(|v| !ok(v)) {
-        return Err(bad(format!(
-            "cell-resistance-mohm[{i}] = {} is invalid",
-            o.cell_resistance_mohm[i]
-        )));
-    }
-    Ok(o)
 }

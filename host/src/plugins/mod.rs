@@ -9,16 +9,25 @@
 //! this module unclamped; the control cycle passes them through protection.
 
 pub mod bindings;
+pub mod cache;
+pub mod canary;
+pub mod check;
 pub mod convert;
+pub mod events;
 pub mod fallback;
+pub mod manager;
+pub mod persist;
+pub mod reload;
 pub mod runtime;
 pub mod slot;
+pub mod validate;
 
-pub use runtime::{PluginEngine, PluginError, PluginInfo, PluginInstance};
+pub use manager::{PluginManager, PluginSet};
+pub use runtime::{Artifact, PluginEngine, PluginError, PluginInfo, PluginInstance};
 pub use slot::RoleSlot;
 
 /// The four plugin roles.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Role {
     Soc,
@@ -55,4 +64,9 @@ impl std::fmt::Display for Role {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(self.key())
     }
+}
+
+/// Lower-case hex of `bytes`.
+pub(crate) fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }

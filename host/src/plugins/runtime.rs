@@ -13,12 +13,15 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+use std::time::Instant;
+
 use sha2::{Digest, Sha256};
 use wasmtime::component::{Component, HasSelf, Linker};
 use wasmtime::{Config, Engine, Store, StoreLimits, StoreLimitsBuilder};
 
 use super::bindings::{balancer, ems, log, soc, soh, types};
-use super::Role;
+use super::cache::{ArtifactCache, Lookup};
+use super::{hex, validate, Role};
 use crate::config::SandboxConfig;
 
 /// Epoch ticker period: the granularity of call deadlines.
@@ -46,11 +49,12 @@ pub enum PluginError {
         path: PathBuf,
         message: String,
     },
-    #[error("{role} plugin {path}: does not fit the `{world}` world: {message}")]
-    WrongWorld {
+    /// Validation failed: wrong world, incompatible version, or an import
+    /// the host does not provide. `message` names what does not match.
+    #[error("{role} plugin {path}: {message}")]
+    Rejected {
         role: Role,
         path: PathBuf,
-        world: &'static str,
         message: String,
     },
     #[error("{role} plugin `{plugin}`: init rejected its config: {message}")]
@@ -136,6 +140,7 @@ impl types::Host for PluginCtx {}
 pub struct PluginEngine {
     engine: Engine,
     linker: Arc<Linker<PluginCtx>>,
+    cache: Option<Arc<ArtifactCache>>,
     _ticker: Arc<Ticker>,
 }
 
@@ -182,8 +187,19 @@ impl PluginEngine {
         Ok(Self {
             engine,
             linker: Arc::new(linker),
+            cache: None,
             _ticker: Arc::new(Ticker { stop }),
         })
+    }
+
+    /// Keep precompiled `.cwasm` artifacts in `dir` (see [`super::cache`]).
+    pub fn with_cache(mut self, dir: PathBuf) -> Self {
+        self.cache = Some(Arc::new(ArtifactCache::new(dir, &self.engine)));
+        self
+    }
+
+    pub fn cache(&self) -> Option<&ArtifactCache> {
+        self.cache.as_deref()
     }
 
     /// Compile a component and check that every import is one this host
@@ -193,6 +209,7 @@ impl PluginEngine {
     pub fn check_linkable(&self, bytes: &[u8]) -> Result<(), String> {
         let component = Component::new(&self.engine, bytes)
             .map_err(|e| format!("not a valid component: {e:#}"))?;
+        validate::check_imports(&self.engine, &component)?;
         self.linker
             .instantiate_pre(&component)
             .map(|_| ())
@@ -227,8 +244,146 @@ enum Bindings {
     Ems(ems::EmsAdvisor),
 }
 
+/// Pre-linked component of one world: instantiating it is cheap.
+enum RolePre {
+    Soc(soc::SocEstimatorPre<PluginCtx>),
+    Soh(soh::SohEstimatorPre<PluginCtx>),
+    Balancer(balancer::BalancerPre<PluginCtx>),
+    Ems(ems::EmsAdvisorPre<PluginCtx>),
+}
+
+impl RolePre {
+    fn new(role: Role, pre: wasmtime::component::InstancePre<PluginCtx>) -> Result<Self, String> {
+        let e = |e: wasmtime::Error| format!("{e:#}");
+        Ok(match role {
+            Role::Soc => Self::Soc(soc::SocEstimatorPre::new(pre).map_err(e)?),
+            Role::Soh => Self::Soh(soh::SohEstimatorPre::new(pre).map_err(e)?),
+            Role::Balancer => Self::Balancer(balancer::BalancerPre::new(pre).map_err(e)?),
+            Role::Ems => Self::Ems(ems::EmsAdvisorPre::new(pre).map_err(e)?),
+        })
+    }
+
+    fn instantiate(&self, store: &mut Store<PluginCtx>) -> wasmtime::Result<Bindings> {
+        Ok(match self {
+            Self::Soc(p) => Bindings::Soc(p.instantiate(store)?),
+            Self::Soh(p) => Bindings::Soh(p.instantiate(store)?),
+            Self::Balancer(p) => Bindings::Balancer(p.instantiate(store)?),
+            Self::Ems(p) => Bindings::Ems(p.instantiate(store)?),
+        })
+    }
+}
+
+/// Where an artifact's native code came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum CodeSource {
+    Compiled,
+    Cache,
+}
+
+/// A component compiled and validated for one role: the unit that is
+/// instantiated, restarted after a crash, swapped in and rolled back to.
+pub struct Artifact {
+    pub role: Role,
+    pub path: PathBuf,
+    /// sha256 of the component file, hex.
+    pub sha256: String,
+    pub source: CodeSource,
+    /// Time to compile (or load from the cache) and validate, in µs.
+    pub prepare_us: u64,
+    /// Why a cache entry was not used, if one existed.
+    pub cache_note: Option<String>,
+    pre: RolePre,
+}
+
+impl std::fmt::Debug for Artifact {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Artifact")
+            .field("role", &self.role)
+            .field("path", &self.path)
+            .field("sha256", &self.sha256)
+            .field("source", &self.source)
+            .finish()
+    }
+}
+
+impl Artifact {
+    /// Read, compile (or take from the cache), validate and pre-link the
+    /// component at `path` for `role`. Call off the control thread: a
+    /// compile takes tens of ms.
+    pub fn load(engine: &PluginEngine, role: Role, path: &Path) -> Result<Arc<Self>, PluginError> {
+        let bytes = std::fs::read(path).map_err(|source| PluginError::Read {
+            role,
+            path: path.to_owned(),
+            source,
+        })?;
+        Self::from_bytes(engine, role, path, &bytes)
+    }
+
+    pub fn from_bytes(
+        engine: &PluginEngine,
+        role: Role,
+        path: &Path,
+        bytes: &[u8],
+    ) -> Result<Arc<Self>, PluginError> {
+        let began = Instant::now();
+        let sha256 = hex(&Sha256::digest(bytes));
+        let rejected = |message: String| PluginError::Rejected {
+            role,
+            path: path.to_owned(),
+            message,
+        };
+        let (mut source, mut cache_note) = (CodeSource::Compiled, None);
+        let cached = match engine.cache() {
+            Some(cache) => match cache.load(&engine.engine, &sha256) {
+                Lookup::Hit(c) => Some(c),
+                Lookup::Miss => None,
+                Lookup::Rejected(why) => {
+                    cache_note = Some(why);
+                    None
+                }
+            },
+            None => None,
+        };
+        let component = match cached {
+            Some(c) => {
+                source = CodeSource::Cache;
+                c
+            }
+            None => Component::new(&engine.engine, bytes).map_err(|e| PluginError::Compile {
+                role,
+                path: path.to_owned(),
+                message: format!("{e:#}"),
+            })?,
+        };
+        validate::check_imports(&engine.engine, &component).map_err(rejected)?;
+        let pre = engine
+            .linker
+            .instantiate_pre(&component)
+            .map_err(|e| rejected(format!("cannot be linked: {e:#}")))?;
+        let fits = |r: Role| RolePre::new(r, pre.clone()).map(|_| ());
+        validate::check_world(&engine.engine, &component, role, &fits).map_err(rejected)?;
+        let pre = RolePre::new(role, pre).map_err(rejected)?;
+        if let (Some(cache), CodeSource::Compiled) = (engine.cache(), source) {
+            // Only now, after validation, may native code reach the disk.
+            if let Err(e) = cache.store(&sha256, &component) {
+                tracing::warn!(%role, error = %e, dir = %cache.dir().display(), "cannot write the plugin cache; continuing without it");
+            }
+        }
+        Ok(Arc::new(Self {
+            role,
+            path: path.to_owned(),
+            sha256,
+            source,
+            prepare_us: began.elapsed().as_micros() as u64,
+            cache_note,
+            pre,
+        }))
+    }
+}
+
 /// Name, version and description a plugin reports.
-#[derive(Debug, Clone, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
 pub struct PluginInfo {
     pub name: String,
     pub version: String,
@@ -245,6 +400,7 @@ pub struct PluginInstance {
     bindings: Bindings,
     info: PluginInfo,
     sandbox: SandboxConfig,
+    artifact: Arc<Artifact>,
 }
 
 /// Call a method present in every world.
@@ -260,7 +416,7 @@ macro_rules! each_world {
 }
 
 impl PluginInstance {
-    /// Load, compile, instantiate and `init` a component for `role`.
+    /// Load, compile, validate, instantiate and `init` a component.
     pub fn load(
         engine: &PluginEngine,
         role: Role,
@@ -268,18 +424,20 @@ impl PluginInstance {
         config_json: &str,
         sandbox: SandboxConfig,
     ) -> Result<Self, PluginError> {
-        let bytes = std::fs::read(path).map_err(|source| PluginError::Read {
-            role,
-            path: path.to_owned(),
-            source,
-        })?;
-        let sha256 = hex(&Sha256::digest(&bytes));
-        let component =
-            Component::new(&engine.engine, &bytes).map_err(|e| PluginError::Compile {
-                role,
-                path: path.to_owned(),
-                message: format!("{e:#}"),
-            })?;
+        let artifact = Artifact::load(engine, role, path)?;
+        Self::instantiate(engine, &artifact, config_json, sandbox)
+    }
+
+    /// A fresh instance of an artifact in its own store, `init`ed with
+    /// `config_json` (tens of µs plus the plugin's `init`).
+    pub fn instantiate(
+        engine: &PluginEngine,
+        artifact: &Arc<Artifact>,
+        config_json: &str,
+        sandbox: SandboxConfig,
+    ) -> Result<Self, PluginError> {
+        let role = artifact.role;
+        let path = &artifact.path;
         let ctx = PluginCtx {
             limits: StoreLimitsBuilder::new()
                 .memory_size(sandbox.memory_mib as usize * 1024 * 1024)
@@ -300,27 +458,15 @@ impl PluginInstance {
         let mut store = Store::new(&engine.engine, ctx);
         store.limiter(|c| &mut c.limits);
         store.set_epoch_deadline(deadline_ticks(sandbox));
-        let wrong = |e: wasmtime::Error| PluginError::WrongWorld {
-            role,
-            path: path.to_owned(),
-            world: role.world(),
-            message: format!("{e:#}"),
-        };
-        let linker = &engine.linker;
-        let bindings = match role {
-            Role::Soc => Bindings::Soc(
-                soc::SocEstimator::instantiate(&mut store, &component, linker).map_err(wrong)?,
-            ),
-            Role::Soh => Bindings::Soh(
-                soh::SohEstimator::instantiate(&mut store, &component, linker).map_err(wrong)?,
-            ),
-            Role::Balancer => Bindings::Balancer(
-                balancer::Balancer::instantiate(&mut store, &component, linker).map_err(wrong)?,
-            ),
-            Role::Ems => Bindings::Ems(
-                ems::EmsAdvisor::instantiate(&mut store, &component, linker).map_err(wrong)?,
-            ),
-        };
+        let bindings = artifact
+            .pre
+            .instantiate(&mut store)
+            .map_err(|e| PluginError::Trap {
+                role,
+                plugin: path.display().to_string(),
+                call: "instantiate",
+                message: trap_message(&e, sandbox),
+            })?;
         let mut instance = Self {
             role,
             store,
@@ -329,10 +475,11 @@ impl PluginInstance {
                 name: String::new(),
                 version: String::new(),
                 description: String::new(),
-                sha256,
+                sha256: artifact.sha256.clone(),
                 path: path.to_owned(),
             },
             sandbox,
+            artifact: artifact.clone(),
         };
         let info = instance.call("info", |b, s| each_world!(b, w => w.call_info(s)))?;
         instance.info.name = info.name.clone();
@@ -351,6 +498,14 @@ impl PluginInstance {
                 message,
             })?;
         Ok(instance)
+    }
+
+    pub fn artifact(&self) -> &Arc<Artifact> {
+        &self.artifact
+    }
+
+    pub fn sandbox(&self) -> SandboxConfig {
+        self.sandbox
     }
 
     pub fn info(&self) -> &PluginInfo {
@@ -466,8 +621,4 @@ fn trap_message(e: &wasmtime::Error, sandbox: SandboxConfig) -> String {
 /// wasmtime's error type is not `std::error::Error`; keep its full chain.
 fn wt(e: wasmtime::Error) -> anyhow::Error {
     anyhow::anyhow!("{e:#}")
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }

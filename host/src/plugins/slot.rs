@@ -1,104 +1,686 @@
-//! One role's slot: the live plugin instance, or the reason the native
-//! fallback is serving instead.
+//! One role's slot: who serves the role, and every transition between
+//! plugin versions, crashes, restarts and the native fallback.
+//!
+//! Owns: the live instance, the deployed and previous versions, the last
+//! good state (checkpoint), the crash policy (restart with exponential
+//! backoff from the checkpoint, quarantine after N crashes in a window),
+//! swap commits with state handoff, and rollback. Every transition is
+//! journaled.
+//!
+//! May not touch: compilation (the reloader prepares artifacts off the
+//! control thread) or anything outside plugins. All methods here run on the
+//! control thread at a cycle boundary or inside the cycle's plugin stage.
+
+use std::collections::VecDeque;
+use std::sync::Arc;
 
 use serde::Serialize;
 
-use super::{PluginEngine, PluginError, PluginInfo, PluginInstance, Role};
-use crate::config::{PluginSlot, SandboxConfig};
+use super::canary::CanaryReport;
+use super::events::{record, PluginEventKind as K, PluginJournal};
+use super::persist::StateMeta;
+use super::{Artifact, PluginEngine, PluginError, PluginInfo, PluginInstance, Role};
+use crate::config::{PluginPolicy, SandboxConfig, StateRejectedPolicy};
 
 /// Who serves the role now.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "lowercase", tag = "state", content = "reason")]
+#[serde(rename_all = "lowercase", tag = "state")]
 pub enum SlotState {
+    /// The plugin serves the role.
     Active,
-    Fallback(String),
+    /// The native fallback serves the role: the plugin is disabled, failed
+    /// to load, or crashed and waits for its restart at `retry_at_ms`.
+    Fallback {
+        reason: String,
+        retry_at_ms: Option<u64>,
+    },
+    /// Crashed too often: the fallback serves until an operator reload or
+    /// rollback. An alarm is raised.
+    Quarantined { reason: String },
+}
+
+impl SlotState {
+    pub fn name(&self) -> &'static str {
+        match self {
+            Self::Active => "active",
+            Self::Fallback { .. } => "fallback",
+            Self::Quarantined { .. } => "quarantined",
+        }
+    }
+}
+
+/// A plugin version as deployed to a role: what a restart rebuilds from.
+#[derive(Clone)]
+pub struct Deployment {
+    pub artifact: Arc<Artifact>,
+    pub config_json: String,
+    pub sandbox: SandboxConfig,
+    pub info: PluginInfo,
+}
+
+impl Deployment {
+    pub fn label(&self) -> String {
+        format!("{} {}", self.info.name, self.info.version)
+    }
+}
+
+/// A prepared swap: compiled, validated and canaried off the control
+/// thread; committed by [`RoleSlot::install`].
+pub struct Candidate {
+    pub artifact: Arc<Artifact>,
+    pub config_json: String,
+    pub sandbox: SandboxConfig,
+    pub canary: CanaryReport,
+    /// What asked for it: `file change`, `config change`, `operator`.
+    pub trigger: String,
+}
+
+/// The last completed swap or rollback.
+#[derive(Debug, Clone, Serialize)]
+pub struct SwapRecord {
+    pub time_ms: u64,
+    pub kind: &'static str,
+    pub from: String,
+    pub to: String,
+    pub trigger: String,
+    /// What happened to the state: `handed over`, `fresh init`, ...
+    pub state: String,
+    /// Control-thread time of the commit, µs.
+    pub commit_us: u64,
+}
+
+/// What an operator sees per role (`bmsctl plugins`).
+#[derive(Debug, Clone, Serialize)]
+pub struct SlotStatus {
+    pub role: Role,
+    pub name: Option<String>,
+    pub version: Option<String>,
+    pub sha256: Option<String>,
+    pub path: Option<String>,
+    #[serde(flatten)]
+    pub state: SlotState,
+    /// Traps and invalid outputs since start.
+    pub crashes: u64,
+    /// Calls that returned an error (fallback for that cycle).
+    pub errors: u64,
+    pub restarts: u64,
+    pub last_error: Option<String>,
+    pub last_swap: Option<SwapRecord>,
+    /// The last canary run for this role (filled in by the board).
+    pub canary: Option<CanaryReport>,
+    pub previous: Option<String>,
+    pub alarm: Option<String>,
 }
 
 pub struct RoleSlot {
     pub role: Role,
+    engine: PluginEngine,
+    policy: PluginPolicy,
+    journal: PluginJournal,
     instance: Option<PluginInstance>,
+    deployed: Option<Deployment>,
+    /// The version before the last swap, with its state at that moment.
+    previous: Option<(Deployment, Option<Vec<u8>>)>,
+    /// Last good state of the deployed version and the host time it was
+    /// saved: restarts begin here.
+    checkpoint: Option<(Arc<Vec<u8>>, u64)>,
+    /// Set when a checkpoint was taken in the current cycle (history).
+    pub fresh_checkpoint: Option<Arc<Vec<u8>>>,
+    cycles_since_checkpoint: u32,
     pub state: SlotState,
-    pub info: Option<PluginInfo>,
-    /// Calls that returned an error or trapped.
+    crash_times_ms: VecDeque<u64>,
+    consecutive_crashes: u32,
+    pub crashes: u64,
     pub errors: u64,
+    pub restarts: u64,
     pub last_error: Option<String>,
+    last_swap: Option<SwapRecord>,
 }
 
 impl RoleSlot {
-    /// Load the configured plugin; on failure the slot starts in fallback
-    /// with the error as its reason.
-    pub fn load(
-        engine: &PluginEngine,
+    /// An empty slot: the fallback serves until [`Self::start`].
+    pub fn new(
+        engine: PluginEngine,
         role: Role,
-        slot: &PluginSlot,
-        path: &std::path::Path,
-        sandbox: SandboxConfig,
+        policy: PluginPolicy,
+        journal: PluginJournal,
     ) -> Self {
-        let mut me = Self {
+        Self {
             role,
+            engine,
+            policy,
+            journal,
             instance: None,
-            state: SlotState::Fallback("disabled in the site config".into()),
-            info: None,
+            deployed: None,
+            previous: None,
+            checkpoint: None,
+            fresh_checkpoint: None,
+            cycles_since_checkpoint: 0,
+            state: SlotState::Fallback {
+                reason: "disabled in the site config".into(),
+                retry_at_ms: None,
+            },
+            crash_times_ms: VecDeque::new(),
+            consecutive_crashes: 0,
+            crashes: 0,
             errors: 0,
+            restarts: 0,
             last_error: None,
-        };
-        if !slot.enabled {
-            tracing::warn!(%role, "plugin disabled: native fallback serves the role");
-            return me;
+            last_swap: None,
         }
-        let json = serde_json::to_string(&slot.config).unwrap_or_else(|_| "{}".into());
-        match PluginInstance::load(engine, role, path, &json, sandbox) {
-            Ok(instance) => {
-                let info = instance.info().clone();
-                tracing::info!(%role, plugin = %info.name, version = %info.version, sha256 = %info.sha256, "plugin loaded");
-                me.info = Some(info);
-                me.instance = Some(instance);
-                me.state = SlotState::Active;
-            }
-            Err(e) => {
-                tracing::error!(%role, error = %e, "plugin failed to load: native fallback serves the role");
-                me.last_error = Some(e.to_string());
-                me.state = SlotState::Fallback(e.to_string());
-            }
-        }
-        me
     }
 
-    /// Run `f` on the live instance. `None` means: use the fallback this
-    /// cycle. A trap drops the instance for good (until a reload).
+    fn event(&self, now_ms: u64, kind: K, plugin: Option<String>, message: String) {
+        record(
+            &self.journal,
+            now_ms,
+            Some(self.role),
+            kind,
+            plugin,
+            message,
+        );
+    }
+
+    /// Load the configured plugin at start-up and restore `saved` state
+    /// (from the state file). On failure the fallback serves.
+    pub fn start(
+        &mut self,
+        path: &std::path::Path,
+        config_json: String,
+        sandbox: SandboxConfig,
+        saved: Option<(StateMeta, Vec<u8>)>,
+    ) {
+        let loaded = Artifact::load(&self.engine, self.role, path).and_then(|a| {
+            PluginInstance::instantiate(&self.engine, &a, &config_json, sandbox).map(|i| (a, i))
+        });
+        let (artifact, mut instance) = match loaded {
+            Ok(v) => v,
+            Err(e) => {
+                self.last_error = Some(e.to_string());
+                self.state = SlotState::Fallback {
+                    reason: e.to_string(),
+                    retry_at_ms: None,
+                };
+                self.event(
+                    0,
+                    K::LoadFailed,
+                    None,
+                    format!("{e}; the native fallback serves the role"),
+                );
+                return;
+            }
+        };
+        let info = instance.info().clone();
+        let label = format!("{} {}", info.name, info.version);
+        self.event(
+            0,
+            K::Loaded,
+            Some(label.clone()),
+            format!(
+                "sha256 {} ({:?}, {} µs)",
+                info.sha256, artifact.source, artifact.prepare_us
+            ),
+        );
+        if let Some(note) = &artifact.cache_note {
+            self.event(
+                0,
+                K::Loaded,
+                Some(label.clone()),
+                format!("cache entry not trusted, recompiled: {note}"),
+            );
+        }
+        if let Some((meta, blob)) = saved {
+            match instance.restore_state(&blob) {
+                Ok(()) => self.event(
+                    0,
+                    K::StateRestored,
+                    Some(label.clone()),
+                    format!(
+                        "state saved by {} {} at {} ms restored ({} bytes)",
+                        meta.plugin,
+                        meta.version,
+                        meta.time_ms,
+                        blob.len()
+                    ),
+                ),
+                Err(e) => {
+                    self.event(
+                        0,
+                        K::StateRejected,
+                        Some(label.clone()),
+                        format!("saved state not accepted, starting from init: {e}"),
+                    );
+                    match PluginInstance::instantiate(
+                        &self.engine,
+                        &artifact,
+                        &config_json,
+                        sandbox,
+                    ) {
+                        Ok(fresh) => instance = fresh,
+                        Err(e) => {
+                            self.state = SlotState::Fallback {
+                                reason: e.to_string(),
+                                retry_at_ms: None,
+                            };
+                            return;
+                        }
+                    }
+                }
+            }
+        }
+        self.deployed = Some(Deployment {
+            artifact,
+            config_json,
+            sandbox,
+            info,
+        });
+        self.instance = Some(instance);
+        self.state = SlotState::Active;
+    }
+
+    /// Run `f` on the live instance. `None` means: the fallback serves this
+    /// cycle. A crashed plugin is rebuilt here once its backoff has passed.
     pub fn run<T>(
         &mut self,
+        now_ms: u64,
         f: impl FnOnce(&mut PluginInstance) -> Result<T, PluginError>,
     ) -> Option<T> {
+        self.fresh_checkpoint = None;
+        if self.instance.is_none() {
+            self.maybe_restart(now_ms);
+        }
         let instance = self.instance.as_mut()?;
-        match f(instance) {
-            Ok(v) => Some(v),
+        let out = match f(instance) {
+            Ok(v) => v,
             Err(e) => {
-                self.fail(e);
-                None
+                self.fail(e, now_ms);
+                return None;
+            }
+        };
+        self.cycles_since_checkpoint += 1;
+        if self.cycles_since_checkpoint >= self.policy.checkpoint_cycles
+            || self.checkpoint.is_none()
+        {
+            self.cycles_since_checkpoint = 0;
+            match instance.save_state() {
+                Ok(s) => {
+                    let s = Arc::new(s);
+                    self.checkpoint = Some((s.clone(), now_ms));
+                    self.fresh_checkpoint = Some(s);
+                    // A clean run up to a checkpoint ends a crash streak.
+                    self.consecutive_crashes = 0;
+                }
+                Err(e) => {
+                    self.fail(e, now_ms);
+                    return None;
+                }
+            }
+        }
+        Some(out)
+    }
+
+    /// Record a failed call. A trap or invalid output is a crash: the
+    /// instance is dropped and rebuilt later from the checkpoint; a plain
+    /// error return only means the fallback serves this cycle.
+    pub fn fail(&mut self, e: PluginError, now_ms: u64) {
+        let msg = e.to_string();
+        let crash = matches!(e, PluginError::Trap { .. } | PluginError::BadOutput { .. });
+        if !crash {
+            self.errors += 1;
+            if self.last_error.as_deref() != Some(msg.as_str()) {
+                tracing::warn!(role = %self.role, error = %msg, "plugin call failed: fallback used this cycle");
+            }
+            self.last_error = Some(msg);
+            return;
+        }
+        self.crashes += 1;
+        self.instance = None;
+        self.last_error = Some(msg.clone());
+        self.crash_times_ms.push_back(now_ms);
+        let window_ms = self.policy.quarantine_window_s * 1000;
+        while self
+            .crash_times_ms
+            .front()
+            .is_some_and(|t| now_ms.saturating_sub(*t) > window_ms)
+        {
+            self.crash_times_ms.pop_front();
+        }
+        let label = self.deployed.as_ref().map(Deployment::label);
+        if self.crash_times_ms.len() >= self.policy.quarantine_crashes as usize {
+            let reason = format!(
+                "{} crashes within {} s; last: {msg}",
+                self.crash_times_ms.len(),
+                self.policy.quarantine_window_s
+            );
+            self.event(
+                now_ms,
+                K::Quarantined,
+                label,
+                format!("ALARM: plugin quarantined, native fallback serves the role until an operator reload or rollback: {reason}"),
+            );
+            self.state = SlotState::Quarantined { reason };
+            return;
+        }
+        self.consecutive_crashes += 1;
+        let backoff_ms = self
+            .policy
+            .restart_backoff_ms
+            .saturating_mul(1u64 << (self.consecutive_crashes - 1).min(20))
+            .min(self.policy.restart_backoff_max_ms);
+        self.event(
+            now_ms,
+            K::Crashed,
+            label,
+            format!("{msg}; instance dropped, native fallback serves, restart in {backoff_ms} ms"),
+        );
+        self.state = SlotState::Fallback {
+            reason: msg,
+            retry_at_ms: Some(now_ms + backoff_ms),
+        };
+    }
+
+    fn maybe_restart(&mut self, now_ms: u64) {
+        let due =
+            matches!(self.state, SlotState::Fallback { retry_at_ms: Some(t), .. } if now_ms >= t);
+        let Some(dep) = self.deployed.clone().filter(|_| due) else {
+            return;
+        };
+        let restored =
+            PluginInstance::instantiate(&self.engine, &dep.artifact, &dep.config_json, dep.sandbox)
+                .and_then(|mut i| {
+                    if let Some((state, _)) = &self.checkpoint {
+                        i.restore_state(state)?;
+                    }
+                    Ok(i)
+                });
+        match restored {
+            Ok(i) => {
+                self.restarts += 1;
+                let from = self
+                    .checkpoint
+                    .as_ref()
+                    .map_or("init (no checkpoint yet)".to_string(), |(_, t)| {
+                        format!("the checkpoint of {t} ms")
+                    });
+                self.event(
+                    now_ms,
+                    K::Restarted,
+                    Some(dep.label()),
+                    format!("fresh instance restored from {from}"),
+                );
+                self.instance = Some(i);
+                self.state = SlotState::Active;
+            }
+            Err(e) => {
+                self.event(now_ms, K::RestartFailed, Some(dep.label()), e.to_string());
+                self.fail(
+                    match e {
+                        e @ (PluginError::Trap { .. } | PluginError::BadOutput { .. }) => e,
+                        other => PluginError::BadOutput {
+                            role: self.role,
+                            plugin: dep.info.name.clone(),
+                            message: format!("restart failed: {other}"),
+                        },
+                    },
+                    now_ms,
+                );
             }
         }
     }
 
-    /// Record a failure; a trap also drops the instance.
-    pub fn fail(&mut self, e: PluginError) {
-        self.errors += 1;
-        let msg = e.to_string();
-        if e.is_trap() {
-            tracing::error!(role = %self.role, error = %msg, "plugin trapped: instance dropped, native fallback serves the role");
-            self.instance = None;
-            self.state = SlotState::Fallback(msg.clone());
-        } else if self.last_error.as_deref() != Some(msg.as_str()) {
-            tracing::warn!(role = %self.role, error = %msg, "plugin call failed: fallback used this cycle");
+    /// Commit a prepared candidate: a fresh instance, the running version's
+    /// state handed over, and the old version kept for rollback. A failure
+    /// leaves the running version untouched.
+    pub fn install(&mut self, c: Candidate, now_ms: u64) -> Result<String, String> {
+        let began = std::time::Instant::now();
+        let refuse = |me: &Self, why: String| {
+            me.event(
+                now_ms,
+                K::SwapRefused,
+                None,
+                format!(
+                    "{} ({}): {why}; the running version stays",
+                    c.artifact.path.display(),
+                    c.trigger
+                ),
+            );
+            Err(why)
+        };
+        let mut new =
+            match PluginInstance::instantiate(&self.engine, &c.artifact, &c.config_json, c.sandbox)
+            {
+                Ok(i) => i,
+                Err(e) => return refuse(self, e.to_string()),
+            };
+        let handoff = self.current_state(now_ms);
+        let mut state_note = "no state to hand over: fresh init".to_string();
+        if let Some(state) = &handoff {
+            match new.restore_state(state) {
+                Ok(()) => state_note = format!("state handed over ({} bytes)", state.len()),
+                Err(e) => match self.policy.on_state_rejected {
+                    StateRejectedPolicy::Refuse => {
+                        return refuse(self, format!("new version rejected the running state: {e}"))
+                    }
+                    StateRejectedPolicy::InitFresh => {
+                        new = match PluginInstance::instantiate(
+                            &self.engine,
+                            &c.artifact,
+                            &c.config_json,
+                            c.sandbox,
+                        ) {
+                            Ok(i) => i,
+                            Err(e) => return refuse(self, e.to_string()),
+                        };
+                        state_note = format!("WARNING: new version rejected the running state ({e}); started from init");
+                        self.event(
+                            now_ms,
+                            K::StateRejected,
+                            Some(label_of(&new)),
+                            state_note.clone(),
+                        );
+                    }
+                },
+            }
         }
-        self.last_error = Some(msg);
+        let to = Deployment {
+            artifact: c.artifact.clone(),
+            config_json: c.config_json,
+            sandbox: c.sandbox,
+            info: new.info().clone(),
+        };
+        let from = self
+            .deployed
+            .as_ref()
+            .map_or("fallback".into(), Deployment::label);
+        self.commit(new, to, handoff, now_ms);
+        let rec = SwapRecord {
+            time_ms: now_ms,
+            kind: "swap",
+            from: from.clone(),
+            to: self.label(),
+            trigger: c.trigger,
+            state: state_note,
+            commit_us: began.elapsed().as_micros() as u64,
+        };
+        let msg = format!(
+            "{from} -> {} ({}; {}; canary: {}; commit {} µs)",
+            rec.to,
+            rec.trigger,
+            rec.state,
+            c.canary.summary(),
+            rec.commit_us
+        );
+        self.event(now_ms, K::Swapped, Some(rec.to.clone()), msg.clone());
+        self.last_swap = Some(rec);
+        Ok(msg)
+    }
+
+    /// Return to the version before the last swap. The running state is
+    /// handed back; if the old version cannot read it, it resumes from its
+    /// own state at the time of the swap.
+    pub fn rollback(&mut self, now_ms: u64) -> Result<String, String> {
+        let began = std::time::Instant::now();
+        let Some((prev, prev_state)) = self.previous.clone() else {
+            return Err(format!(
+                "{}: no previous version to roll back to",
+                self.role
+            ));
+        };
+        let mut inst = PluginInstance::instantiate(
+            &self.engine,
+            &prev.artifact,
+            &prev.config_json,
+            prev.sandbox,
+        )
+        .map_err(|e| format!("cannot instantiate {}: {e}", prev.label()))?;
+        let current = self.current_state(now_ms);
+        let mut note = "fresh init".to_string();
+        let mut restored = false;
+        if let Some(s) = &current {
+            match inst.restore_state(s) {
+                Ok(()) => {
+                    note = "running state handed back".into();
+                    restored = true;
+                }
+                Err(e) => note = format!("running state not readable ({e})"),
+            }
+        }
+        if !restored {
+            if let Some(s) = &prev_state {
+                inst = PluginInstance::instantiate(
+                    &self.engine,
+                    &prev.artifact,
+                    &prev.config_json,
+                    prev.sandbox,
+                )
+                .map_err(|e| e.to_string())?;
+                match inst.restore_state(s) {
+                    Ok(()) => note = format!("{note}; resumed from its own state at the swap"),
+                    Err(e) => {
+                        return Err(format!("{} rejects its own saved state: {e}", prev.label()))
+                    }
+                }
+            }
+        }
+        let from = self
+            .deployed
+            .as_ref()
+            .map_or("fallback".into(), Deployment::label);
+        self.commit(inst, prev, current, now_ms);
+        let rec = SwapRecord {
+            time_ms: now_ms,
+            kind: "rollback",
+            from: from.clone(),
+            to: self.label(),
+            trigger: "operator".into(),
+            state: note,
+            commit_us: began.elapsed().as_micros() as u64,
+        };
+        let msg = format!("{from} -> {} ({})", rec.to, rec.state);
+        self.event(now_ms, K::RolledBack, Some(rec.to.clone()), msg.clone());
+        self.last_swap = Some(rec);
+        Ok(msg)
+    }
+
+    /// Serve the role with the fallback from now on (`enabled = false`).
+    pub fn disable(&mut self, now_ms: u64, why: String) {
+        let label = self.deployed.as_ref().map(Deployment::label);
+        self.instance = None;
+        self.state = SlotState::Fallback {
+            reason: why.clone(),
+            retry_at_ms: None,
+        };
+        self.event(now_ms, K::Disabled, label, why);
+    }
+
+    fn commit(
+        &mut self,
+        inst: PluginInstance,
+        to: Deployment,
+        old_state: Option<Vec<u8>>,
+        now_ms: u64,
+    ) {
+        if let Some(old) = self.deployed.take() {
+            self.previous = Some((old, old_state));
+        }
+        self.deployed = Some(to);
+        self.instance = Some(inst);
+        self.checkpoint = None;
+        self.cycles_since_checkpoint = 0;
+        self.crash_times_ms.clear();
+        self.consecutive_crashes = 0;
+        self.state = SlotState::Active;
+        let _ = now_ms;
+    }
+
+    /// The running version's state now; the checkpoint if it is not live.
+    fn current_state(&mut self, now_ms: u64) -> Option<Vec<u8>> {
+        if let Some(i) = self.instance.as_mut() {
+            match i.save_state() {
+                Ok(s) => return Some(s),
+                Err(e) => self.fail(e, now_ms),
+            }
+        }
+        self.checkpoint.as_ref().map(|(s, _)| s.to_vec())
+    }
+
+    /// State to write to disk: fresh from the live instance, else the
+    /// checkpoint. `None` when there is nothing to save.
+    pub fn state_for_disk(&mut self, now_ms: u64) -> Option<(StateMeta, Vec<u8>)> {
+        let blob = self.current_state(now_ms)?;
+        let dep = self.deployed.as_ref()?;
+        Some((
+            StateMeta {
+                role: self.role,
+                plugin: dep.info.name.clone(),
+                version: dep.info.version.clone(),
+                component_sha256: dep.info.sha256.clone(),
+                time_ms: now_ms,
+            },
+            blob,
+        ))
+    }
+
+    pub fn deployed(&self) -> Option<&Deployment> {
+        self.deployed.as_ref()
+    }
+
+    pub fn info(&self) -> Option<&PluginInfo> {
+        self.deployed.as_ref().map(|d| &d.info)
     }
 
     /// "name version" for status lines, or "fallback".
     pub fn label(&self) -> String {
-        match (&self.state, &self.info) {
-            (SlotState::Active, Some(i)) => format!("{} {}", i.name, i.version),
+        match (&self.state, &self.deployed) {
+            (SlotState::Active, Some(d)) => d.label(),
             _ => "fallback".into(),
         }
     }
+
+    pub fn status(&self) -> SlotStatus {
+        let info = self.info();
+        SlotStatus {
+            role: self.role,
+            name: info.map(|i| i.name.clone()),
+            version: info.map(|i| i.version.clone()),
+            sha256: info.map(|i| i.sha256.clone()),
+            path: info.map(|i| i.path.display().to_string()),
+            state: self.state.clone(),
+            crashes: self.crashes,
+            errors: self.errors,
+            restarts: self.restarts,
+            last_error: self.last_error.clone(),
+            last_swap: self.last_swap.clone(),
+            canary: None,
+            previous: self.previous.as_ref().map(|(d, _)| d.label()),
+            alarm: match &self.state {
+                SlotState::Quarantined { reason } => Some(format!("quarantined: {reason}")),
+                _ => None,
+            },
+        }
+    }
+}
+
+fn label_of(i: &PluginInstance) -> String {
+    format!("{} {}", i.info().name, i.info().version)
 }

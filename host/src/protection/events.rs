@@ -2,15 +2,11 @@
 //!
 //! Every tier transition (raised, cleared), latch, reset and contactor
 //! transition becomes one JSON line in `events.jsonl`, written and
-//! `fsync`ed before the call returns, so a record survives `kill -9` and
-//! power loss once `append` has returned. A torn last line (the process
-//! died mid-write) is skipped and counted when reading, never fatal.
-
-use std::fs::{File, OpenOptions};
-use std::io::{BufRead, BufReader, Write};
-use std::path::{Path, PathBuf};
+//! `fsync`ed before the call returns (see [`crate::journal`]).
 
 use serde::{Deserialize, Serialize};
+
+use crate::journal::{Journal, JournalError, ReadJournal, Record};
 
 use super::limits::TierLevel;
 use super::{Location, Quantity};
@@ -54,139 +50,26 @@ pub struct EventRecord {
     pub message: String,
 }
 
-/// Why the event file could not be used.
-#[derive(Debug, thiserror::Error)]
-pub enum EventLogError {
-    #[error("event log {path}: {source}")]
-    Io {
-        path: PathBuf,
-        source: std::io::Error,
-    },
-}
-
-/// Result of reading an event file.
-#[derive(Debug, Default)]
-pub struct ReadEvents {
-    pub records: Vec<EventRecord>,
-    /// Lines that did not parse (a torn final write).
-    pub torn_lines: usize,
-}
-
-/// The event record: in memory always, on disk when opened with a path.
-pub struct EventLog {
-    file: Option<(File, PathBuf)>,
-    records: Vec<EventRecord>,
-    next_seq: u64,
-    /// Appends that failed to reach the disk (the record is kept in memory).
-    pub write_errors: u64,
-}
-
-impl EventLog {
-    /// A log kept only in memory (tests, dry runs).
-    pub fn memory() -> Self {
-        Self {
-            file: None,
-            records: Vec::new(),
-            next_seq: 1,
-            write_errors: 0,
-        }
+impl Record for EventRecord {
+    fn seq(&self) -> u64 {
+        self.seq
     }
-
-    /// Open (or create) `path` for appending; earlier records are loaded so
-    /// sequence numbers continue and persistent latches can be restored.
-    pub fn open(path: &Path) -> Result<Self, EventLogError> {
-        let io = |source| EventLogError::Io {
-            path: path.to_owned(),
-            source,
-        };
-        if let Some(dir) = path.parent() {
-            std::fs::create_dir_all(dir).map_err(io)?;
-        }
-        let previous = if path.exists() {
-            Self::read(path)?
-        } else {
-            ReadEvents::default()
-        };
-        if previous.torn_lines > 0 {
-            tracing::warn!(path = %path.display(), torn = previous.torn_lines, "event log had unreadable lines (torn write); skipped");
-        }
-        let mut file = OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(path)
-            .map_err(io)?;
-        // Terminate a torn last line so the next record starts clean.
-        let ends_clean = std::fs::read(path)
-            .map(|b| b.last().is_none_or(|c| *c == b'\n'))
-            .map_err(io)?;
-        if !ends_clean {
-            file.write_all(b"\n")
-                .and_then(|_| file.sync_data())
-                .map_err(io)?;
-        }
-        let next_seq = previous.records.last().map_or(1, |r| r.seq + 1);
-        Ok(Self {
-            file: Some((file, path.to_owned())),
-            records: previous.records,
-            next_seq,
-            write_errors: 0,
-        })
-    }
-
-    /// Read every record of an event file.
-    pub fn read(path: &Path) -> Result<ReadEvents, EventLogError> {
-        let io = |source| EventLogError::Io {
-            path: path.to_owned(),
-            source,
-        };
-        let f = File::open(path).map_err(io)?;
-        let mut out = ReadEvents::default();
-        for line in BufReader::new(f).split(b'\n') {
-            let line = line.map_err(io)?;
-            if line.iter().all(u8::is_ascii_whitespace) {
-                continue;
-            }
-            match serde_json::from_slice::<EventRecord>(&line) {
-                Ok(r) => out.records.push(r),
-                Err(_) => out.torn_lines += 1,
-            }
-        }
-        Ok(out)
-    }
-
-    /// Append a record durably; fills in `seq` and `unix_ms`.
-    pub fn append(&mut self, mut rec: EventRecord) -> &EventRecord {
-        rec.seq = self.next_seq;
-        self.next_seq += 1;
-        rec.unix_ms = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_millis() as u64);
-        if let Some((file, path)) = &mut self.file {
-            let mut line = serde_json::to_vec(&rec).unwrap_or_default();
-            line.push(b'\n');
-            // One write of the whole line, then fsync: the record is
-            // either complete on disk or absent (torn at worst).
-            if let Err(e) = file.write_all(&line).and_then(|_| file.sync_data()) {
-                self.write_errors += 1;
-                tracing::error!(path = %path.display(), error = %e, "cannot persist protection event");
-            }
-        }
-        self.records.push(rec);
-        self.records.last().expect("just pushed")
-    }
-
-    pub fn records(&self) -> &[EventRecord] {
-        &self.records
-    }
-
-    pub fn path(&self) -> Option<&Path> {
-        self.file.as_ref().map(|(_, p)| p.as_path())
+    fn stamp(&mut self, seq: u64, unix_ms: u64) {
+        self.seq = seq;
+        self.unix_ms = unix_ms;
     }
 }
+
+/// The protection event record (see [`crate::journal`] for durability).
+pub type EventLog = Journal<EventRecord>;
+pub type EventLogError = JournalError;
+pub type ReadEvents = ReadJournal<EventRecord>;
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::fs::OpenOptions;
+    use std::io::Write;
 
     fn rec(kind: EventKind) -> EventRecord {
         EventRecord {

@@ -5,7 +5,10 @@
 
 use serde::Serialize;
 
-use crate::control::{CycleReport, PluginSet};
+use crate::control::CycleReport;
+use crate::plugins::events::PluginEvent;
+use crate::plugins::slot::SlotStatus;
+use crate::plugins::PluginSet;
 use crate::protection::contactor::ContactorState;
 use crate::protection::events::EventRecord;
 use crate::protection::{ClampStats, Latch};
@@ -69,33 +72,6 @@ pub fn event_line(e: &EventRecord) -> String {
     )
 }
 
-/// Plugin identity in the summary.
-#[derive(Debug, Clone, Serialize)]
-pub struct PluginSummary {
-    pub role: String,
-    pub state: crate::plugins::slot::SlotState,
-    pub name: Option<String>,
-    pub version: Option<String>,
-    pub sha256: Option<String>,
-    pub errors: u64,
-    pub last_error: Option<String>,
-}
-
-pub fn plugin_summaries(plugins: &PluginSet) -> Vec<PluginSummary> {
-    plugins
-        .iter()
-        .map(|p| PluginSummary {
-            role: p.role.to_string(),
-            state: p.state.clone(),
-            name: p.info.as_ref().map(|i| i.name.clone()),
-            version: p.info.as_ref().map(|i| i.version.clone()),
-            sha256: p.info.as_ref().map(|i| i.sha256.clone()),
-            errors: p.errors,
-            last_error: p.last_error.clone(),
-        })
-        .collect()
-}
-
 /// Estimation accuracy against the simulator's truth.
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct SimAccuracy {
@@ -122,8 +98,14 @@ pub struct Summary {
     pub cycles: u64,
     /// Cycles whose processing took longer than the cycle period.
     pub cycles_over_period: u64,
+    /// Cycles that finished after their deadline: the cycle period in a
+    /// lock-step run; the next cycle's scheduled start in a paced run.
+    pub missed_deadlines: u64,
     /// Longest cycle processing time, in µs.
     pub max_cycle_us: u64,
+    /// Median and 99th percentile of the cycle processing time, in µs.
+    pub cycle_p50_us: u64,
+    pub cycle_p99_us: u64,
     pub final_pack_soc_pct: Option<f32>,
     pub final_pack_soh_pct: Option<f32>,
     /// Measured cell-voltage spread (max − min) at the end, in mV, from
@@ -142,7 +124,23 @@ pub struct Summary {
     pub acquisition: crate::io::can::acquire::AcquireStats,
     /// Cell-seconds of bleeding over the run.
     pub bleed_cell_s: f64,
-    pub plugins: Vec<PluginSummary>,
+    pub plugins: Vec<SlotStatus>,
+    /// The plugin runtime's record of the run (loads, crashes, restarts,
+    /// quarantines, swaps, rollbacks).
+    pub plugin_events: Vec<PluginEvent>,
     /// Present only in simulation.
     pub sim: Option<SimAccuracy>,
+}
+
+/// One plugin-runtime record as a line for operators.
+pub fn plugin_event_line(e: &PluginEvent) -> String {
+    format!(
+        "#{:<4} t={:>9.2}s {:<8} {:<15} {:<24} {}",
+        e.seq,
+        e.time_ms as f64 / 1000.0,
+        e.role.map_or("-".to_string(), |r| r.to_string()),
+        format!("{:?}", e.kind).to_lowercase(),
+        e.plugin.as_deref().unwrap_or("-"),
+        e.message
+    )
 }

@@ -588,4 +588,5 @@ impl SocEstimator for SocCounting {
 #[cfg(test)]
 mod tests;
 
+#[cfg(feature = "export")]
 bms_plugin_sdk::export_soc_estimator!(SocCounting);

@@ -1,0 +1,261 @@
+//! The plugin manager: the four role slots and everything around them that
+//! lives on the control thread.
+//!
+//! Owns: the slots, the order queue from the reloader and the operator
+//! (applied only at cycle boundaries), the recent-cycle history for
+//! canaries, the status board the control API reads, the journal, and the
+//! periodic and shutdown persistence of plugin state.
+//!
+//! May not touch: protection or I/O; outputs leave through the control
+//! cycle, which clamps them.
+
+use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::mpsc::{self, Receiver, Sender};
+use std::sync::{Arc, Mutex};
+
+use super::canary::{role_index, CanaryReport, History, HistoryEntry, SharedHistory};
+use super::events::{record, PluginEventKind as K, PluginJournal};
+use super::persist::StateStore;
+use super::reload::Order;
+use super::slot::{RoleSlot, SlotStatus};
+use super::{PluginEngine, Role};
+use crate::config::SiteConfig;
+use crate::journal::{Journal, JournalError};
+
+/// Slots by role.
+pub struct PluginSet {
+    pub soc: RoleSlot,
+    pub soh: RoleSlot,
+    pub balancer: RoleSlot,
+    pub ems: RoleSlot,
+}
+
+impl PluginSet {
+    pub fn iter(&self) -> impl Iterator<Item = &RoleSlot> {
+        [&self.soc, &self.soh, &self.balancer, &self.ems].into_iter()
+    }
+
+    pub fn iter_mut(&mut self) -> impl Iterator<Item = &mut RoleSlot> {
+        [
+            &mut self.soc,
+            &mut self.soh,
+            &mut self.balancer,
+            &mut self.ems,
+        ]
+        .into_iter()
+    }
+
+    pub fn get_mut(&mut self, role: Role) -> &mut RoleSlot {
+        match role {
+            Role::Soc => &mut self.soc,
+            Role::Soh => &mut self.soh,
+            Role::Balancer => &mut self.balancer,
+            Role::Ems => &mut self.ems,
+        }
+    }
+}
+
+/// What the control API and the reloader read: per-role status, the last
+/// canary per role, and the host time of the last cycle.
+#[derive(Default)]
+pub struct Board {
+    time_ms: AtomicU64,
+    slots: Mutex<Vec<SlotStatus>>,
+    canaries: Mutex<[Option<CanaryReport>; 4]>,
+}
+
+impl Board {
+    pub fn time_ms(&self) -> u64 {
+        self.time_ms.load(Ordering::Relaxed)
+    }
+
+    pub fn statuses(&self) -> Vec<SlotStatus> {
+        let canaries = self
+            .canaries
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
+        let mut v = self.slots.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        for s in &mut v {
+            s.canary = canaries[role_index(s.role)].clone();
+        }
+        v
+    }
+
+    /// sha256 of the version deployed to `role`.
+    pub fn running_sha256(&self, role: Role) -> Option<String> {
+        self.slots
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+            .find(|s| s.role == role)
+            .and_then(|s| s.sha256.clone())
+    }
+
+    pub fn set_canary(&self, role: Role, r: CanaryReport) {
+        self.canaries.lock().unwrap_or_else(|e| e.into_inner())[role_index(role)] = Some(r);
+    }
+
+    fn publish(&self, now_ms: u64, slots: &PluginSet) {
+        self.time_ms.store(now_ms, Ordering::Relaxed);
+        *self.slots.lock().unwrap_or_else(|e| e.into_inner()) =
+            slots.iter().map(RoleSlot::status).collect();
+    }
+}
+
+pub struct PluginManager {
+    pub slots: PluginSet,
+    orders_rx: Receiver<Order>,
+    orders_tx: Sender<Order>,
+    pub history: SharedHistory,
+    pub board: Arc<Board>,
+    pub journal: PluginJournal,
+    store: Option<StateStore>,
+    save_interval_ms: u64,
+    last_save_ms: u64,
+    /// Orders applied (swaps, rollbacks, disables), for tests and reports.
+    pub orders_applied: u64,
+    /// First journal sequence number of this run.
+    pub first_seq: u64,
+}
+
+impl PluginManager {
+    /// Load every enabled role's plugin and restore its saved state.
+    /// With a `state_dir`, the journal, state files and `.cwasm` cache live
+    /// there; without, everything stays in memory.
+    pub fn start(
+        engine: &PluginEngine,
+        cfg: &SiteConfig,
+        state_dir: Option<&Path>,
+    ) -> Result<Self, JournalError> {
+        let journal = match state_dir {
+            Some(d) => Journal::open(&d.join("plugin-events.jsonl"))?,
+            None => Journal::memory(),
+        };
+        let first_seq = journal.next_seq();
+        let journal = Arc::new(Mutex::new(journal));
+        let store = state_dir.map(|d| StateStore::new(d.join("plugins")));
+        let policy = cfg.plugins.policy;
+        let slot = |role: Role| {
+            let mut s = RoleSlot::new(engine.clone(), role, policy, journal.clone());
+            let section = cfg.plugins.slot(role);
+            if !section.enabled {
+                return s;
+            }
+            let saved = match store.as_ref().map(|st| st.load(role)) {
+                Some(Ok(v)) => v,
+                Some(Err(e)) => {
+                    record(
+                        &journal,
+                        0,
+                        Some(role),
+                        K::StateCorrupt,
+                        None,
+                        format!("{e}; the plugin starts from init"),
+                    );
+                    None
+                }
+                None => None,
+            };
+            let json = serde_json::to_string(&section.config).unwrap_or_else(|_| "{}".into());
+            s.start(
+                &cfg.resolve(&section.path),
+                json,
+                cfg.plugins.sandbox_for(role),
+                saved,
+            );
+            s
+        };
+        let slots = PluginSet {
+            soc: slot(Role::Soc),
+            soh: slot(Role::Soh),
+            balancer: slot(Role::Balancer),
+            ems: slot(Role::Ems),
+        };
+        let (orders_tx, orders_rx) = mpsc::channel();
+        let board = Arc::new(Board::default());
+        board.publish(0, &slots);
+        Ok(Self {
+            slots,
+            orders_rx,
+            orders_tx,
+            history: Arc::new(Mutex::new(History::new(
+                policy.canary_snapshots,
+                policy.checkpoint_cycles,
+            ))),
+            board,
+            journal,
+            store,
+            save_interval_ms: policy.state_save_interval_s * 1000,
+            last_save_ms: 0,
+            orders_applied: 0,
+            first_seq,
+        })
+    }
+
+    /// Where the reloader and the control API send orders.
+    pub fn orders(&self) -> Sender<Order> {
+        self.orders_tx.clone()
+    }
+
+    /// Apply queued swaps, rollbacks and disables: call at a cycle boundary.
+    pub fn apply_orders(&mut self, now_ms: u64) {
+        let mut changed = false;
+        while let Ok(order) = self.orders_rx.try_recv() {
+            changed = true;
+            self.orders_applied += 1;
+            let (result, reply) = match order {
+                Order::Install(c, reply) => {
+                    let role = c.artifact.role;
+                    (self.slots.get_mut(role).install(*c, now_ms), reply)
+                }
+                Order::Rollback(role, reply) => (self.slots.get_mut(role).rollback(now_ms), reply),
+                Order::Disable(role, why, reply) => {
+                    self.slots.get_mut(role).disable(now_ms, why.clone());
+                    (Ok(format!("{role}: {why}")), reply)
+                }
+            };
+            if let Some(r) = reply {
+                let _ = r.send(result);
+            }
+        }
+        if changed {
+            self.board.publish(now_ms, &self.slots);
+        }
+    }
+
+    /// Close a cycle: record it for canaries (with the checkpoints taken in
+    /// it), publish the board, and write state to disk when due.
+    pub fn end_cycle(&mut self, now_ms: u64, entry: Option<HistoryEntry>) {
+        if let Some(mut e) = entry {
+            for s in self.slots.iter() {
+                e.checkpoints[role_index(s.role)] = s.fresh_checkpoint.clone();
+            }
+            self.history
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .push(e);
+        }
+        self.board.publish(now_ms, &self.slots);
+        if now_ms.saturating_sub(self.last_save_ms) >= self.save_interval_ms {
+            self.save_all(now_ms);
+        }
+    }
+
+    /// Write every deployed plugin's state to disk (periodically and at
+    /// shutdown).
+    pub fn save_all(&mut self, now_ms: u64) {
+        self.last_save_ms = now_ms;
+        let Some(store) = self.store.clone() else {
+            return;
+        };
+        for s in self.slots.iter_mut() {
+            if let Some((meta, blob)) = s.state_for_disk(now_ms) {
+                if let Err(e) = store.save(&meta, &blob) {
+                    tracing::error!(role = %s.role, error = %e, path = %store.path(s.role).display(), "cannot save plugin state");
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,154 @@
+//! Plugin state on disk: one file per role, so a restart keeps SOC.
+//!
+//! Owns: the state-file format and its atomic write. A file is
+//! `BMSPST01` + sha256 of the body + body, where the body is a `u32`
+//! little-endian length, a JSON header ([`StateMeta`]) and the plugin's own
+//! blob. A file that fails the checksum or does not parse is reported as
+//! corrupt; the caller then starts the plugin from `init`. Nothing here
+//! panics on bad input.
+//!
+//! May not touch: plugin instances; it stores bytes.
+
+use std::path::PathBuf;
+
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use super::cache::write_atomic;
+use super::Role;
+
+const MAGIC: &[u8; 8] = b"BMSPST01";
+
+/// Who wrote a state blob, and when.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StateMeta {
+    pub role: Role,
+    pub plugin: String,
+    pub version: String,
+    /// sha256 of the component that saved it.
+    pub component_sha256: String,
+    /// Host time of the save, ms.
+    pub time_ms: u64,
+}
+
+/// Why a state file could not be used.
+#[derive(Debug, thiserror::Error)]
+pub enum StateFileError {
+    #[error("plugin state file {path}: cannot read: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("plugin state file {path} is corrupt: {reason}")]
+    Corrupt { path: PathBuf, reason: String },
+}
+
+/// The state directory's plugin files.
+#[derive(Debug, Clone)]
+pub struct StateStore {
+    dir: PathBuf,
+}
+
+impl StateStore {
+    pub fn new(dir: PathBuf) -> Self {
+        Self { dir }
+    }
+
+    pub fn path(&self, role: Role) -> PathBuf {
+        self.dir.join(format!("{role}.state"))
+    }
+
+    /// Write atomically (temp + fsync + rename).
+    pub fn save(&self, meta: &StateMeta, blob: &[u8]) -> std::io::Result<()> {
+        let header = serde_json::to_vec(meta).map_err(std::io::Error::other)?;
+        let mut body = Vec::with_capacity(4 + header.len() + blob.len());
+        body.extend_from_slice(&(header.len() as u32).to_le_bytes());
+        body.extend_from_slice(&header);
+        body.extend_from_slice(blob);
+        let mut out = MAGIC.to_vec();
+        out.extend_from_slice(&Sha256::digest(&body));
+        out.extend_from_slice(&body);
+        write_atomic(&self.path(meta.role), &out)
+    }
+
+    /// The saved state of `role`; `Ok(None)` when there is none.
+    pub fn load(&self, role: Role) -> Result<Option<(StateMeta, Vec<u8>)>, StateFileError> {
+        let path = self.path(role);
+        let bytes = match std::fs::read(&path) {
+            Ok(b) => b,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(source) => return Err(StateFileError::Read { path, source }),
+        };
+        decode(&bytes)
+            .map(Some)
+            .map_err(|reason| StateFileError::Corrupt { path, reason })
+    }
+}
+
+fn decode(bytes: &[u8]) -> Result<(StateMeta, Vec<u8>), String> {
+    let head = MAGIC.len() + 32;
+    if bytes.len() < head + 4 || &bytes[..MAGIC.len()] != MAGIC {
+        return Err(format!(
+            "not a bmshost state file (expected a `BMSPST01` header, file has {} bytes)",
+            bytes.len()
+        ));
+    }
+    let (sum, body) = bytes[MAGIC.len()..].split_at(32);
+    if Sha256::digest(body).as_slice() != sum {
+        return Err("checksum mismatch (torn write or tampering)".into());
+    }
+    let len = u32::from_le_bytes([body[0], body[1], body[2], body[3]]) as usize;
+    let rest = &body[4..];
+    if len > rest.len() {
+        return Err(format!(
+            "header length {len} exceeds the file ({} bytes)",
+            rest.len()
+        ));
+    }
+    let meta: StateMeta =
+        serde_json::from_slice(&rest[..len]).map_err(|e| format!("header: {e}"))?;
+    Ok((meta, rest[len..].to_vec()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn meta() -> StateMeta {
+        StateMeta {
+            role: Role::Soc,
+            plugin: "soc-counting".into(),
+            version: "0.1.0".into(),
+            component_sha256: "ab".repeat(32),
+            time_ms: 1234,
+        }
+    }
+
+    #[test]
+    fn round_trip_and_every_corruption_is_detected() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = StateStore::new(dir.path().to_owned());
+        assert!(store.load(Role::Soc).unwrap().is_none());
+        store.save(&meta(), b"BMSS\x01\x00{\"soc\":42}").unwrap();
+        let (m, blob) = store.load(Role::Soc).unwrap().unwrap();
+        assert_eq!(m, meta());
+        assert_eq!(blob, b"BMSS\x01\x00{\"soc\":42}");
+
+        let good = std::fs::read(store.path(Role::Soc)).unwrap();
+        // Flip every byte once: each must be caught, none may panic.
+        for i in 0..good.len() {
+            let mut bad = good.clone();
+            bad[i] ^= 0x55;
+            std::fs::write(store.path(Role::Soc), &bad).unwrap();
+            let err = store.load(Role::Soc).unwrap_err().to_string();
+            assert!(
+                err.contains("corrupt") && err.contains("soc.state"),
+                "{err}"
+            );
+        }
+        for len in 0..good.len() {
+            std::fs::write(store.path(Role::Soc), &good[..len]).unwrap();
+            assert!(store.load(Role::Soc).is_err(), "truncated to {len}");
+        }
+    }
+}
