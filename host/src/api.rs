@@ -305,7 +305,8 @@ fn serve(stream: UnixStream, ctx: &ApiContext) {
 /// Client side: send one request and read the response.
 pub fn call(path: &Path, req: &Request) -> std::io::Result<Response> {
     let mut stream = UnixStream::connect(path)?;
-    stream.set_read_timeout(Some(Duration::from_secs(10)))?;
+    // Longer than a reload may wait for the control thread.
+    stream.set_read_timeout(Some(ORDER_TIMEOUT + Duration::from_secs(10)))?;
     let mut line = serde_json::to_vec(req)?;
     line.push(b'\n');
     stream.write_all(&line)?;

@@ -30,6 +30,10 @@ fn absolutize(v: &mut toml::Value, base: &Path, key: &str) {
 /// The demo site, with an over-voltage *sensor* fault from 1 s to 5 s, in
 /// a temporary directory with its own state dir.
 fn site_file(dir: &Path) -> PathBuf {
+    site_file_with(dir, true, |_| {})
+}
+
+fn site_file_with(dir: &Path, sensor_fault: bool, edit: impl FnOnce(&mut toml::Table)) -> PathBuf {
     assert!(
         root().join("target/plugins/soc-counting.wasm").is_file(),
         "plugins not built: run `cargo xtask build-plugins` first"
@@ -51,10 +55,13 @@ fn site_file(dir: &Path) -> PathBuf {
         f.insert("offset_mv".into(), offset_mv.into());
         toml::Value::Table(f)
     };
-    t["sim"].as_table_mut().unwrap().insert(
-        "faults".into(),
-        toml::Value::Array(vec![fault(1.0, 500.0), fault(5.0, 0.0)]),
-    );
+    if sensor_fault {
+        t["sim"].as_table_mut().unwrap().insert(
+            "faults".into(),
+            toml::Value::Array(vec![fault(1.0, 500.0), fault(5.0, 0.0)]),
+        );
+    }
+    edit(t);
     let path = dir.join("site.toml");
     std::fs::write(&path, toml::to_string(&v).unwrap()).unwrap();
     path
@@ -197,4 +204,187 @@ fn reset_needs_the_credential_and_a_cleared_condition_and_the_record_survives_ki
             "`bmsd events` lacks {needle}:\n{listed}"
         );
     }
+}
+
+/// SOC in a soc-counting state file: the host's `BMSPST01` frame (magic,
+/// sha256, header) around the plugin's `BMSS` blob of JSON.
+fn saved_soc(path: &Path) -> Option<f64> {
+    let bytes = std::fs::read(path).ok()?;
+    let body = &bytes[40..];
+    let len = u32::from_le_bytes(body[..4].try_into().ok()?) as usize;
+    let blob = &body[4 + len..];
+    let v: serde_json::Value = serde_json::from_slice(&blob[6..]).ok()?;
+    v["pack_soc_pct"].as_f64()
+}
+
+#[test]
+fn operator_swaps_and_rolls_back_plugins_and_a_killed_daemon_keeps_its_soc() {
+    let dir = tempfile::tempdir().unwrap();
+    let plugin = |n: &str| root().join(format!("target/plugins/{n}.wasm"));
+    let site = site_file_with(dir.path(), false, |t| {
+        let p = t["plugins"].as_table_mut().unwrap();
+        let mut pol = toml::Table::new();
+        pol.insert("watch".into(), false.into());
+        pol.insert("state_save_interval_s".into(), 10.into());
+        p.insert("policy".into(), toml::Value::Table(pol));
+        // Charge at 1C right after the arming window: SOC moves 1 pp in 36 s.
+        let step = |d: f64, a: f64| {
+            let mut s = toml::Table::new();
+            s.insert("duration_s".into(), d.into());
+            s.insert("current_a".into(), a.into());
+            toml::Value::Table(s)
+        };
+        t["sim"].as_table_mut().unwrap().insert(
+            "profile".into(),
+            toml::Value::Array(vec![step(10.0, 0.0), step(3600.0, 280.0)]),
+        );
+    });
+    let edit = |f: &dyn Fn(&mut toml::Table)| {
+        let mut t: toml::Table = toml::from_str(&std::fs::read_to_string(&site).unwrap()).unwrap();
+        f(&mut t);
+        std::fs::write(&site, toml::to_string(&t).unwrap()).unwrap();
+    };
+    let daemon = Daemon(
+        Command::new(env!("CARGO_BIN_EXE_bmsd"))
+            .args(["run", "--speed", "10", "--duration", "1h", "--config"])
+            .arg(&site)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let socket = dir.path().join("state/bmsd.sock");
+    wait_for("the control socket", Duration::from_secs(30), || {
+        socket.exists()
+    });
+
+    let (ok, list) = bmsctl(&site, &["plugins"]);
+    assert!(ok, "{list}");
+    for needle in [
+        "soc-counting",
+        "soh-capacity",
+        "balance-passive",
+        "ems-hints",
+        "active",
+    ] {
+        assert!(
+            list.contains(needle),
+            "`bmsctl plugins` lacks {needle}:\n{list}"
+        );
+    }
+
+    // A new SOC version, through the site file and `bmsctl reload`.
+    edit(&|t| {
+        t["plugins"]["soc"].as_table_mut().unwrap().insert(
+            "path".into(),
+            plugin("soc-counting-next")
+                .to_string_lossy()
+                .into_owned()
+                .into(),
+        );
+    });
+    let (ok, out) = bmsctl(&site, &["reload", "soc"]);
+    assert!(
+        ok && out.contains("soc-counting 0.1.0 -> soc-counting-next 0.2.0"),
+        "{out}"
+    );
+    assert!(
+        out.contains("state handed over") && out.contains("canary: passed"),
+        "{out}"
+    );
+    let (_, list) = bmsctl(&site, &["plugins"]);
+    assert!(
+        list.contains("soc-counting-next") && list.contains("swap soc-counting 0.1.0"),
+        "{list}"
+    );
+
+    // A bad EMS config: refused with the field named; EMS keeps running.
+    edit(&|t| {
+        t["plugins"]["ems"]["config"]
+            .as_table_mut()
+            .unwrap()
+            .insert("soc_min_pct".into(), 150.0.into());
+    });
+    let (ok, out) = bmsctl(&site, &["reload", "ems"]);
+    assert!(!ok && out.contains("soc_min_pct"), "{out}");
+    let (_, json) = bmsctl(&site, &["plugins", "--json"]);
+    let slots: serde_json::Value = serde_json::from_str(&json).unwrap();
+    let ems = slots
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["role"] == "ems")
+        .unwrap();
+    assert_eq!(ems["state"], "active", "{ems}");
+    assert!(ems["last_swap"].is_null(), "{ems}");
+    // The operator fixes the file again (the restart below needs it).
+    edit(&|t| {
+        t["plugins"]["ems"]["config"]
+            .as_table_mut()
+            .unwrap()
+            .insert("soc_min_pct".into(), 10.0.into());
+    });
+
+    // Roll SOC back, with its state.
+    let (ok, out) = bmsctl(&site, &["rollback", "soc"]);
+    assert!(
+        ok && out.contains("soc-counting-next 0.2.0 -> soc-counting 0.1.0"),
+        "{out}"
+    );
+    let (ok, out) = bmsctl(&site, &["rollback", "soh"]);
+    assert!(!ok && out.contains("no previous version"), "{out}");
+
+    let (ok, events) = bmsctl(&site, &["events"]);
+    assert!(ok, "{events}");
+    for needle in [
+        "plugin events:",
+        "swapped",
+        "swap_refused",
+        "rolled_back",
+        "soc_min_pct",
+    ] {
+        assert!(events.contains(needle), "events lack `{needle}`:\n{events}");
+    }
+
+    // Charge for a while (state saved every 30 s of rack time), then kill -9.
+    let state = dir.path().join("state/plugins/soc.state");
+    let initial = 30.0;
+    wait_for(
+        "a saved SOC well above the start",
+        Duration::from_secs(60),
+        || saved_soc(&state).is_some_and(|s| s > initial + 3.0),
+    );
+    let mut daemon = daemon;
+    daemon.0.kill().unwrap();
+    daemon.0.wait().unwrap();
+    let saved = saved_soc(&state).unwrap();
+
+    // Start again: the SOC plugin resumes from its saved state (the
+    // simulated rack restarts at rest, so SOC holds still).
+    let summary = dir.path().join("summary.json");
+    let out = Command::new(env!("CARGO_BIN_EXE_bmsd"))
+        .args(["run", "--speed", "max", "--duration", "3s", "--config"])
+        .arg(&site)
+        .arg("--summary")
+        .arg(&summary)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let s: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&summary).unwrap()).unwrap();
+    let soc = s["final_pack_soc_pct"].as_f64().unwrap();
+    assert!(
+        (soc - saved).abs() < 0.1,
+        "restarted at {soc} %, saved {saved} %"
+    );
+    let restored = s["plugin_events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|e| e["kind"] == "state_restored" && e["role"] == "soc");
+    assert!(restored, "{}", s["plugin_events"]);
 }

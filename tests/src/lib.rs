@@ -95,3 +95,57 @@ pub fn fault(kind: &str, at_s: f64, fields: &[(&str, toml::Value)]) -> toml::Val
 pub fn set_faults(t: &mut toml::Table, faults: Vec<toml::Value>) {
     section(t, &["sim"]).insert("faults".into(), toml::Value::Array(faults));
 }
+
+/// Absolutize every relative path of a site table so it can live anywhere.
+fn absolutize(v: &mut toml::Value, base: &Path, key: &str) {
+    match v {
+        toml::Value::Table(t) => {
+            for (k, v) in t.iter_mut() {
+                absolutize(v, base, k);
+            }
+        }
+        toml::Value::String(s)
+            if matches!(key, "include" | "dbc" | "ocv_table" | "path" | "state_dir") =>
+        {
+            *s = base.join(&*s).to_string_lossy().into_owned();
+        }
+        _ => {}
+    }
+}
+
+/// The demo site as a file of its own in `dir` (state in `dir/state`),
+/// after `edit`; for tests that edit the site file while the host runs.
+pub fn standalone_site(dir: &Path, edit: impl FnOnce(&mut toml::Table)) -> PathBuf {
+    for p in PLUGINS {
+        component(p);
+    }
+    let configs = workspace_root().join("configs");
+    let text = std::fs::read_to_string(configs.join("demo-site.toml")).expect("demo-site.toml");
+    let mut v: toml::Value = toml::from_str(&text).expect("demo-site.toml parses");
+    absolutize(&mut v, &configs, "");
+    let t = v.as_table_mut().expect("a table");
+    section(t, &["site"]).insert(
+        "state_dir".into(),
+        dir.join("state").to_string_lossy().into_owned().into(),
+    );
+    edit(t);
+    let path = dir.join("site.toml");
+    write_atomic(&path, toml::to_string(&v).expect("serialize").as_bytes());
+    path
+}
+
+/// Edit a standalone site file in place (atomically).
+pub fn edit_site(path: &Path, edit: impl FnOnce(&mut toml::Table)) {
+    let mut t: toml::Table = toml::from_str(&std::fs::read_to_string(path).expect("site file"))
+        .expect("site file parses");
+    edit(&mut t);
+    write_atomic(path, toml::to_string(&t).expect("serialize").as_bytes());
+}
+
+/// Replace `dest` with `bytes` the way an operator should: write a temp
+/// file next to it, then rename over.
+pub fn write_atomic(dest: &Path, bytes: &[u8]) {
+    let tmp = dest.with_extension("partial");
+    std::fs::write(&tmp, bytes).expect("write temp file");
+    std::fs::rename(&tmp, dest).expect("rename into place");
+}

@@ -21,6 +21,7 @@ fn run_with(fault: InjectedFault) -> (u64, u64) {
         speed: Speed::Factor(1.0),
         duration_s: Some(9.0),
         print_status: false,
+        stop: None,
     };
     let (mut injected, mut opened) = (None, None);
     let mut closed_before = 0;

@@ -6,8 +6,11 @@ use std::path::PathBuf;
 use anyhow::{bail, Context, Result};
 use clap::{Parser, Subcommand};
 
-use bmshost::api::{call, hash_credential, Request};
+use bmshost::api::{call, hash_credential, Request, Response};
 use bmshost::config::SiteConfig;
+use bmshost::plugins::events::PluginEvent;
+use bmshost::plugins::slot::SlotStatus;
+use bmshost::plugins::Role;
 
 #[derive(Parser)]
 #[command(name = "bmsctl", version, about = "Operate a running bmsd")]
@@ -18,6 +21,9 @@ struct Cli {
     /// Control socket path (instead of --config).
     #[arg(long, global = true)]
     socket: Option<PathBuf>,
+    /// Print the daemon's JSON answer instead of a table.
+    #[arg(long, global = true)]
+    json: bool,
     #[command(subcommand)]
     command: Command,
 }
@@ -26,7 +32,7 @@ struct Cli {
 enum Command {
     /// Protection status: contactors, allowed currents, latched faults.
     Status,
-    /// The protection event record.
+    /// The protection event record, then the plugin runtime's record.
     Events {
         /// Only records after this sequence number.
         #[arg(long, default_value_t = 0)]
@@ -40,6 +46,14 @@ enum Command {
     },
     /// Print the sha256 to put in `[operator] reset_credential_sha256`.
     HashCredential { credential: String },
+    /// Per role: plugin, version, sha256, state, crashes, last swap, canary.
+    Plugins,
+    /// Re-read the site file and swap the role's plugin (validated and
+    /// canaried first; the running version stays if anything fails).
+    /// Also lifts a quarantine.
+    Reload { role: Role },
+    /// Return the role to the version before its last swap.
+    Rollback { role: Role },
 }
 
 fn socket(cli: &Cli) -> Result<PathBuf> {
@@ -51,6 +65,15 @@ fn socket(cli: &Cli) -> Result<PathBuf> {
     };
     let cfg = SiteConfig::load(cfg)?;
     Ok(cfg.resolve(&cfg.site.state_dir).join("bmsd.sock"))
+}
+
+fn ask(path: &std::path::Path, req: &Request) -> Result<serde_json::Value> {
+    let resp: Response = call(path, req)
+        .with_context(|| format!("talking to bmsd at {} (is it running?)", path.display()))?;
+    if !resp.ok {
+        bail!("{}", resp.error.unwrap_or_else(|| "request failed".into()));
+    }
+    Ok(resp.result.unwrap_or_default())
 }
 
 fn main() -> Result<()> {
@@ -65,23 +88,76 @@ fn main() -> Result<()> {
         Command::Reset { credential } => Request::Reset {
             credential: credential.clone(),
         },
+        Command::Plugins => Request::Plugins,
+        Command::Reload { role } => Request::Reload { role: *role },
+        Command::Rollback { role } => Request::Rollback { role: *role },
     };
     let path = socket(&cli)?;
-    let resp = call(&path, &req)
-        .with_context(|| format!("talking to bmsd at {} (is it running?)", path.display()))?;
-    if !resp.ok {
-        bail!("{}", resp.error.unwrap_or_else(|| "request failed".into()));
+    let result = ask(&path, &req)?;
+    if cli.json {
+        println!("{}", serde_json::to_string_pretty(&result)?);
+        return Ok(());
     }
-    let result = resp.result.unwrap_or_default();
     match cli.command {
-        Command::Events { .. } => {
+        Command::Events { since } => {
             let recs: Vec<bmshost::protection::events::EventRecord> =
                 serde_json::from_value(result)?;
+            println!("protection events:");
             for r in &recs {
-                println!("{}", bmshost::telemetry::event_line(r));
+                println!("  {}", bmshost::telemetry::event_line(r));
             }
+            let recs: Vec<PluginEvent> =
+                serde_json::from_value(ask(&path, &Request::PluginEvents { since_seq: since })?)?;
+            println!("plugin events:");
+            for r in &recs {
+                println!("  {}", bmshost::telemetry::plugin_event_line(r));
+            }
+        }
+        Command::Plugins => {
+            let slots: Vec<SlotStatus> = serde_json::from_value(result)?;
+            print_plugins(&slots);
+        }
+        Command::Reload { .. } | Command::Rollback { .. } => {
+            println!("{}", result.as_str().unwrap_or_default());
         }
         _ => println!("{}", serde_json::to_string_pretty(&result)?),
     }
     Ok(())
+}
+
+fn print_plugins(slots: &[SlotStatus]) {
+    println!(
+        "{:<9} {:<20} {:<9} {:<12} {:<12} {:>7} {:>8}  last swap / canary",
+        "ROLE", "PLUGIN", "VERSION", "SHA256", "STATE", "CRASHES", "RESTARTS"
+    );
+    for s in slots {
+        let swap = s.last_swap.as_ref().map_or("-".to_string(), |w| {
+            format!(
+                "{} {} -> {} at {:.1} s",
+                w.kind,
+                w.from,
+                w.to,
+                w.time_ms as f64 / 1000.0
+            )
+        });
+        println!(
+            "{:<9} {:<20} {:<9} {:<12} {:<12} {:>7} {:>8}  {}",
+            s.role.to_string(),
+            s.name.as_deref().unwrap_or("-"),
+            s.version.as_deref().unwrap_or("-"),
+            s.sha256.as_deref().map_or("-", |h| &h[..12.min(h.len())]),
+            s.state.name(),
+            s.crashes,
+            s.restarts,
+            swap
+        );
+        if let Some(c) = &s.canary {
+            println!("{:<9} canary: {}", "", c.summary());
+        }
+        if let Some(a) = &s.alarm {
+            println!("{:<9} ALARM: {a}", "");
+        } else if let (Some(e), false) = (&s.last_error, s.state.name() == "active") {
+            println!("{:<9} reason: {e}", "");
+        }
+    }
 }

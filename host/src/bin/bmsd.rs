@@ -141,10 +141,18 @@ fn main() -> Result<()> {
             )
             .with_context(|| format!("starting the control API on {}", socket.display()))?;
             println!("control API: {}", socket.display());
+            // SIGTERM / SIGINT end the run at the next cycle: plugin state
+            // is saved and the contactors open on the way out.
+            let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+            for sig in [signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT] {
+                signal_hook::flag::register(sig, stop.clone())
+                    .context("installing the signal handler")?;
+            }
             let opts = RunOptions {
                 speed,
                 duration_s: duration,
                 print_status: true,
+                stop: Some(stop),
             };
             let result = site.run(&opts, |_| {})?;
             drop(site);

@@ -15,7 +15,7 @@ use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use super::bindings::types as w;
 use super::slot::Candidate;
@@ -106,7 +106,7 @@ impl History {
 }
 
 /// The canary's verdict, kept with the swap record.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct CanaryReport {
     pub passed: bool,
     /// Cycles replayed.
@@ -118,7 +118,7 @@ pub struct CanaryReport {
     pub divergence: Option<f64>,
     /// Unit of `divergence`: `pp` (SOC/SOH percentage points), `cells`
     /// (bleed flags that differ) or `W`.
-    pub divergence_unit: &'static str,
+    pub divergence_unit: String,
     pub error: Option<String>,
     pub duration_us: u64,
 }
@@ -171,7 +171,8 @@ pub fn run(
             Role::Soc | Role::Soh => "pp",
             Role::Balancer => "cells",
             Role::Ems => "W",
-        },
+        }
+        .into(),
         error: None,
         duration_us: 0,
     };

@@ -70,3 +70,13 @@ impl std::fmt::Display for Role {
 pub(crate) fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
+
+impl std::str::FromStr for Role {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        Role::ALL
+            .into_iter()
+            .find(|r| r.key() == s)
+            .ok_or_else(|| format!("unknown role `{s}`: expected soc, soh, balancer or ems"))
+    }
+}

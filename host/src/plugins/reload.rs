@@ -86,7 +86,10 @@ impl Reloader {
         let mut worker = Worker { parts };
         let handle = std::thread::Builder::new()
             .name("plugin-reloader".into())
-            .spawn(move || worker.run(rx))?;
+            .spawn(move || {
+                lower_priority();
+                worker.run(rx)
+            })?;
         Ok(Self {
             tx,
             handle: Some(handle),
@@ -149,6 +152,16 @@ fn watch(cfg: &SiteConfig, tx: Sender<Request>) -> notify::Result<notify::Recomm
         w.watch(&d, RecursiveMode::NonRecursive)?;
     }
     Ok(w)
+}
+
+/// Compiles and canaries yield to the control and protection threads.
+fn lower_priority() {
+    // SAFETY: plain syscalls on the calling thread; Linux keeps a nice
+    // value per thread.
+    let rc = unsafe { libc::setpriority(libc::PRIO_PROCESS, libc::gettid() as libc::id_t, 10) };
+    if rc != 0 {
+        tracing::debug!(error = %std::io::Error::last_os_error(), "cannot lower the reloader's priority");
+    }
 }
 
 fn parent(p: &Path) -> PathBuf {

@@ -165,7 +165,10 @@ impl PluginEngine {
             // Threads are compiled out (no `threads` feature); relaxed SIMD
             // is the one remaining source of cross-host differences.
             .cranelift_nan_canonicalization(true)
-            .wasm_relaxed_simd(false);
+            .wasm_relaxed_simd(false)
+            // Hot-swap compiles run beside the control and protection
+            // threads: one core for Cranelift, never all of them.
+            .parallel_compilation(false);
         let engine = Engine::new(&config).map_err(wt)?;
         let mut linker = Linker::new(&engine);
         log::add_to_linker::<PluginCtx, HasSelf<PluginCtx>>(&mut linker, |c| c).map_err(wt)?;
@@ -614,6 +617,12 @@ fn trap_message(e: &wasmtime::Error, sandbox: SandboxConfig) -> String {
             "panicked or aborted (wasm `unreachable`); see the plugin's error log above".to_string()
         }
         Some(t) => format!("{t}"),
+        // StoreLimits refuses the growth and, with trap-on-grow-failure,
+        // turns it into this error.
+        None if format!("{e:#}").contains("growing memory") => format!(
+            "exceeded its memory cap of {} MiB ({e:#})",
+            sandbox.memory_mib
+        ),
         None => format!("{e:#}"),
     }
 }

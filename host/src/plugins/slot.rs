@@ -14,7 +14,7 @@
 use std::collections::VecDeque;
 use std::sync::Arc;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use super::canary::CanaryReport;
 use super::events::{record, PluginEventKind as K, PluginJournal};
@@ -23,7 +23,7 @@ use super::{Artifact, PluginEngine, PluginError, PluginInfo, PluginInstance, Rol
 use crate::config::{PluginPolicy, SandboxConfig, StateRejectedPolicy};
 
 /// Who serves the role now.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase", tag = "state")]
 pub enum SlotState {
     /// The plugin serves the role.
@@ -76,10 +76,11 @@ pub struct Candidate {
 }
 
 /// The last completed swap or rollback.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct SwapRecord {
     pub time_ms: u64,
-    pub kind: &'static str,
+    /// `swap` or `rollback`.
+    pub kind: String,
     pub from: String,
     pub to: String,
     pub trigger: String,
@@ -90,7 +91,7 @@ pub struct SwapRecord {
 }
 
 /// What an operator sees per role (`bmsctl plugins`).
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct SlotStatus {
     pub role: Role,
     pub name: Option<String>,
@@ -495,7 +496,7 @@ impl RoleSlot {
         self.commit(new, to, handoff, now_ms);
         let rec = SwapRecord {
             time_ms: now_ms,
-            kind: "swap",
+            kind: "swap".into(),
             from: from.clone(),
             to: self.label(),
             trigger: c.trigger,
@@ -569,7 +570,7 @@ impl RoleSlot {
         self.commit(inst, prev, current, now_ms);
         let rec = SwapRecord {
             time_ms: now_ms,
-            kind: "rollback",
+            kind: "rollback".into(),
             from: from.clone(),
             to: self.label(),
             trigger: "operator".into(),

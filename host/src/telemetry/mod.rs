@@ -139,7 +139,10 @@ pub fn plugin_event_line(e: &PluginEvent) -> String {
         e.seq,
         e.time_ms as f64 / 1000.0,
         e.role.map_or("-".to_string(), |r| r.to_string()),
-        format!("{:?}", e.kind).to_lowercase(),
+        serde_json::to_value(e.kind)
+            .ok()
+            .and_then(|v| v.as_str().map(str::to_string))
+            .unwrap_or_default(),
         e.plugin.as_deref().unwrap_or("-"),
         e.message
     )

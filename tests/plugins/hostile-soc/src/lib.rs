@@ -11,10 +11,16 @@ use bms_plugin_sdk::prelude::*;
 #[serde(deny_unknown_fields)]
 pub struct Config {
     mode: String,
+    /// Behave (50 %) for this many steps first, so the host has a good
+    /// estimate and a checkpoint before the misbehaviour starts.
+    #[serde(default)]
+    after_steps: u32,
 }
 
 pub struct HostileSoc {
     mode: String,
+    after_steps: u32,
+    steps: u32,
 }
 
 impl Plugin for HostileSoc {
@@ -25,17 +31,24 @@ impl Plugin for HostileSoc {
     fn init(c: Config) -> Result<Self, String> {
         match c.mode.as_str() {
             "nan" | "huge" | "trap" | "hang" | "slow" | "hog" | "short" | "honest" | "picky" => {
-                Ok(Self { mode: c.mode })
+                Ok(Self {
+                    mode: c.mode,
+                    after_steps: c.after_steps,
+                    steps: 0,
+                })
             }
             m => Err(format!("mode: unknown mode `{m}`")),
         }
     }
     fn save_state(&self) -> Vec<u8> {
-        bms_plugin_sdk::state::encode(PICKY_STATE_VERSION, &self.mode)
+        bms_plugin_sdk::state::encode(PICKY_STATE_VERSION, &self.steps)
     }
     fn restore_state(&mut self, blob: &[u8]) -> Result<(), String> {
-        if self.mode == "picky" {
-            let _: String = bms_plugin_sdk::state::decode(PICKY_STATE_VERSION, blob)?;
+        match bms_plugin_sdk::state::decode::<u32>(PICKY_STATE_VERSION, blob) {
+            Ok(steps) => self.steps = steps,
+            Err(e) if self.mode == "picky" => return Err(e),
+            // Another plugin's state: start counting afresh.
+            Err(_) => {}
         }
         Ok(())
     }
@@ -47,7 +60,13 @@ const PICKY_STATE_VERSION: u16 = 9;
 impl SocEstimator for HostileSoc {
     fn step(&mut self, s: &PackSnapshot) -> Result<SocOutput, String> {
         let n = s.cell_count();
-        let v = match self.mode.as_str() {
+        self.steps = self.steps.saturating_add(1);
+        let mode = if self.steps <= self.after_steps {
+            "honest"
+        } else {
+            self.mode.as_str()
+        };
+        let v = match mode {
             "nan" => f32::NAN,
             "huge" => 1e9,
             "trap" => panic!("hostile-soc: deliberate panic at t={} ms", s.timestamp_ms),

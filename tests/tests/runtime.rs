@@ -1,0 +1,452 @@
+//! The plugin runtime end to end, with real components on the simulated
+//! rack: hostile plugins, validation errors, the `.cwasm` cache, state
+//! persistence across restarts, refused candidates and rollback.
+
+use std::sync::mpsc::Receiver;
+
+use bms_e2e::{assemble, component, demo_site, edit_site, section, standalone_site, use_plugin};
+use bmshost::config::SandboxConfig;
+use bmshost::plugins::events::PluginEventKind as K;
+use bmshost::plugins::reload::Order;
+use bmshost::plugins::runtime::CodeSource;
+use bmshost::plugins::slot::SlotState;
+use bmshost::plugins::{Artifact, PluginEngine, Role};
+use bmshost::protection::contactor::ContactorState;
+use bmshost::site::{RunOptions, SimSite, Speed};
+use bmshost::telemetry::Summary;
+
+fn policy(t: &mut toml::Table) {
+    let p = section(t, &["plugins"]);
+    let mut pol = toml::Table::new();
+    pol.insert("restart_backoff_ms".into(), 500.into());
+    pol.insert("quarantine_crashes".into(), 3.into());
+    pol.insert("quarantine_window_s".into(), 600.into());
+    pol.insert("checkpoint_cycles".into(), 5.into());
+    pol.insert("watch".into(), false.into());
+    p.insert("policy".into(), toml::Value::Table(pol));
+}
+
+fn hostile_soc(mode: &str) -> toml::Table {
+    let mut c = toml::Table::new();
+    c.insert("mode".into(), mode.into());
+    // 20 good cycles first: a SOC estimate and checkpoints exist.
+    c.insert("after_steps".into(), 20.into());
+    c
+}
+
+fn run(site: &mut SimSite, seconds: f64) -> Summary {
+    site.run(
+        &RunOptions {
+            speed: Speed::Max,
+            duration_s: Some(seconds),
+            print_status: false,
+            stop: None,
+        },
+        |_| {},
+    )
+    .expect("run")
+}
+
+/// One hostile SOC plugin on the demo rack for 30 s.
+fn hostile(mode: &str, expect: &str) {
+    let cfg = demo_site(|t| {
+        policy(t);
+        use_plugin(t, "soc", "hostile-soc", hostile_soc(mode));
+    });
+    let cycles = 30_000 / cfg.control.cycle_ms;
+    let (mut site, _dir) = assemble(cfg);
+    let s = run(&mut site, 30.0);
+
+    // The host kept cycling.
+    assert_eq!(s.cycles, cycles, "{mode}");
+    let soc = s.plugins.iter().find(|p| p.role == Role::Soc).unwrap();
+    // The plugin was restarted after its first crash, then quarantined.
+    assert!(
+        matches!(soc.state, SlotState::Quarantined { .. }),
+        "{mode}: {soc:?}"
+    );
+    assert_eq!(soc.crashes, 3, "{mode}: {soc:?}");
+    assert!(soc.restarts >= 2, "{mode}: {soc:?}");
+    let alarm = soc.alarm.as_deref().expect("quarantine raises an alarm");
+    assert!(
+        alarm.contains(expect),
+        "{mode}: alarm `{alarm}` lacks `{expect}`"
+    );
+    let kinds: Vec<K> = s
+        .plugin_events
+        .iter()
+        .filter(|e| e.role == Some(Role::Soc))
+        .map(|e| e.kind)
+        .collect();
+    for k in [K::Loaded, K::Crashed, K::Restarted, K::Quarantined] {
+        assert!(kinds.contains(&k), "{mode}: no {k:?} in {kinds:?}");
+    }
+    // The fallback counted on from the plugin's last good estimate (50 %).
+    let soc_pct = s.final_pack_soc_pct.expect("fallback SOC");
+    assert!((soc_pct - 50.0).abs() < 1.0, "{mode}: SOC {soc_pct}");
+    // Protection was unaffected: no fault, contactors closed as usual.
+    assert!(s.latched.is_empty(), "{mode}: {:?}", s.latched);
+    assert_eq!(s.final_contactor_state, ContactorState::Closed, "{mode}");
+    // The other roles never noticed.
+    for p in s.plugins.iter().filter(|p| p.role != Role::Soc) {
+        assert_eq!(p.state, SlotState::Active, "{mode}: {p:?}");
+        assert_eq!(p.crashes, 0, "{mode}: {p:?}");
+    }
+}
+
+#[test]
+fn plugin_panicking_on_step_is_restarted_then_quarantined() {
+    hostile("trap", "panicked");
+}
+
+#[test]
+fn plugin_in_an_infinite_loop_is_cut_off_at_its_deadline() {
+    hostile("hang", "exceeded its CPU deadline of 20 ms");
+}
+
+#[test]
+fn plugin_slower_than_its_deadline_is_cut_off() {
+    hostile("slow", "exceeded its CPU deadline of 20 ms");
+}
+
+#[test]
+fn plugin_hogging_memory_hits_its_cap() {
+    hostile("hog", "exceeded its memory cap of 32 MiB");
+}
+
+#[test]
+fn plugin_returning_nan_is_treated_as_a_crash() {
+    hostile("nan", "cell-soc-pct[0] = NaN");
+}
+
+fn load(engine: &PluginEngine, role: Role, bytes: &[u8]) -> Result<(), String> {
+    Artifact::from_bytes(engine, role, std::path::Path::new("candidate.wasm"), bytes)
+        .map(|_| ())
+        .map_err(|e| e.to_string())
+}
+
+#[test]
+fn validation_names_the_world_version_import_or_export_that_does_not_match() {
+    let engine = PluginEngine::new().unwrap();
+    let read = |n: &str| std::fs::read(component(n)).unwrap();
+
+    // Wrong world: a balancer offered as a SOC estimator.
+    let err = load(&engine, Role::Soc, &read("hostile-balancer")).unwrap_err();
+    assert!(
+        err.contains("is a `balancer` plugin") && err.contains("soc-estimator"),
+        "{err}"
+    );
+
+    // A WASI import.
+    let err = load(&engine, Role::Soc, &read("hostile-wasi")).unwrap_err();
+    assert!(
+        err.contains("imports `wasi:random/random@0.2.0`") && err.contains("does not provide"),
+        "{err}"
+    );
+
+    // An incompatible bms:plugin version: the same component, renamed to
+    // 0.9.0 (same length, so the binary stays well-formed).
+    let mut bytes = read("soc-counting");
+    let (from, to) = (b"bms:plugin/types@0.1.0", b"bms:plugin/types@0.9.0");
+    let mut replaced = 0;
+    for i in 0..bytes.len() - from.len() {
+        if &bytes[i..i + from.len()] == from {
+            bytes[i..i + from.len()].copy_from_slice(to);
+            replaced += 1;
+        }
+    }
+    assert!(replaced > 0);
+    let err = load(&engine, Role::Soc, &bytes).unwrap_err();
+    assert!(
+        err.contains("bms:plugin@0.9.0 is not semver-compatible")
+            && err.contains("bms:plugin@0.1.0"),
+        "{err}"
+    );
+
+    // Missing exports.
+    let empty = wat::parse_str("(component)").unwrap();
+    let err = load(&engine, Role::Soh, &empty).unwrap_err();
+    assert!(
+        err.contains("does not export `info`, `init`, `step`, `save-state`, `restore-state`")
+            && err.contains("soh-estimator"),
+        "{err}"
+    );
+
+    // Not a component at all.
+    let err = load(&engine, Role::Soc, b"\0asm garbage").unwrap_err();
+    assert!(err.contains("not a valid component"), "{err}");
+
+    // The real thing passes, for every role.
+    for (name, role) in bms_e2e::PLUGINS.iter().zip(Role::ALL) {
+        load(&engine, role, &read(name)).unwrap();
+    }
+}
+
+#[test]
+fn cwasm_cache_is_used_and_a_corrupt_entry_is_recompiled_never_trusted() {
+    let dir = tempfile::tempdir().unwrap();
+    let engine = PluginEngine::new()
+        .unwrap()
+        .with_cache(dir.path().join("cache"));
+    let path = component("soc-counting");
+    let a = Artifact::load(&engine, Role::Soc, &path).unwrap();
+    assert_eq!(a.source, CodeSource::Compiled);
+    let entry = engine.cache().unwrap().entry_path(&a.sha256);
+    assert!(entry.is_file());
+    let b = Artifact::load(&engine, Role::Soc, &path).unwrap();
+    assert_eq!(b.source, CodeSource::Cache);
+
+    let good = std::fs::read(&entry).unwrap();
+    let corruptions: Vec<(&str, Vec<u8>)> = vec![
+        ("flipped byte", {
+            let mut c = good.clone();
+            let mid = c.len() / 2;
+            c[mid] ^= 0xff;
+            c
+        }),
+        ("truncated", good[..good.len() / 3].to_vec()),
+        ("foreign file", b"not a cwasm at all".to_vec()),
+    ];
+    for (what, bytes) in corruptions {
+        std::fs::write(&entry, &bytes).unwrap();
+        let c = Artifact::load(&engine, Role::Soc, &path).unwrap();
+        assert_eq!(c.source, CodeSource::Compiled, "{what}");
+        let note = c.cache_note.as_deref().unwrap_or_default();
+        assert!(
+            note.contains("checksum mismatch") || note.contains("bad header"),
+            "{what}: {note}"
+        );
+        // The entry was rewritten from the validated component.
+        assert_eq!(std::fs::read(&entry).unwrap(), good, "{what}");
+        // And the instance works.
+        let mut i = bmshost::plugins::PluginInstance::instantiate(
+            &engine,
+            &c,
+            &serde_json::to_string(&demo_site(|_| {}).plugins.soc.config).unwrap(),
+            SandboxConfig::default(),
+        )
+        .unwrap();
+        i.save_state().unwrap();
+    }
+    // Invalid components never reach the cache.
+    let n = std::fs::read_dir(dir.path().join("cache")).unwrap().count();
+    let _ = Artifact::load(&engine, Role::Soc, &component("hostile-wasi"));
+    assert_eq!(
+        std::fs::read_dir(dir.path().join("cache")).unwrap().count(),
+        n
+    );
+}
+
+#[test]
+fn plugin_state_survives_a_restart_and_a_corrupt_state_file_falls_back_to_init() {
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().to_path_buf();
+    // 240 s rest, then charging at 0.6C: SOC rises ~1 pp per 100 s.
+    let cfg = || demo_site(policy);
+    let mut a = SimSite::assemble_in(cfg(), state.clone()).unwrap();
+    let first = run(&mut a, 600.0);
+    drop(a);
+    let saved = first.final_pack_soc_pct.unwrap();
+    assert!(state.join("plugins/soc.state").is_file());
+
+    // Restart: the sim starts over at its initial SOC, the plugin carries on
+    // from its saved state.
+    let first_soc = |site: &mut SimSite| {
+        let mut soc = None;
+        site.run(
+            &RunOptions {
+                speed: Speed::Max,
+                duration_s: Some(1.0),
+                print_status: false,
+                stop: None,
+            },
+            |o| {
+                if let Some(c) = o.cycle {
+                    soc = soc.or(c.pack_soc_pct);
+                }
+            },
+        )
+        .unwrap();
+        soc.expect("a SOC")
+    };
+    let mut b = SimSite::assemble_in(cfg(), state.clone()).unwrap();
+    let restored = first_soc(&mut b);
+    drop(b);
+    assert!(
+        (restored - saved).abs() < 0.2,
+        "restored SOC {restored} vs saved {saved}"
+    );
+    let journal = bmshost::journal::Journal::<bmshost::plugins::events::PluginEvent>::read(
+        &state.join("plugin-events.jsonl"),
+    )
+    .unwrap();
+    assert!(journal
+        .records
+        .iter()
+        .any(|e| e.kind == K::StateRestored && e.role == Some(Role::Soc)));
+
+    // A fresh start (no state) begins from OCV, well below the saved SOC.
+    let mut fresh = SimSite::assemble_in(cfg(), dir.path().join("other")).unwrap();
+    let from_ocv = first_soc(&mut fresh);
+    drop(fresh);
+    assert!(
+        saved - from_ocv > 3.0,
+        "saved {saved} vs OCV start {from_ocv}"
+    );
+
+    // Corrupt the file: detected by checksum, reported, plugin starts
+    // from init; nothing crashes.
+    let file = state.join("plugins/soc.state");
+    let mut bytes = std::fs::read(&file).unwrap();
+    let last = bytes.len() - 3;
+    bytes[last] ^= 0x20;
+    std::fs::write(&file, &bytes).unwrap();
+    let mut c = SimSite::assemble_in(cfg(), state.clone()).unwrap();
+    let after = first_soc(&mut c);
+    drop(c);
+    assert!(
+        (after - from_ocv).abs() < 0.5,
+        "corrupt state must not be used: {after} vs init {from_ocv}"
+    );
+    let journal = bmshost::journal::Journal::<bmshost::plugins::events::PluginEvent>::read(
+        &state.join("plugin-events.jsonl"),
+    )
+    .unwrap();
+    let corrupt = journal
+        .records
+        .iter()
+        .find(|e| e.kind == K::StateCorrupt)
+        .expect("a state_corrupt record");
+    assert!(
+        corrupt.message.contains("checksum mismatch") && corrupt.message.contains("soc.state"),
+        "{}",
+        corrupt.message
+    );
+}
+
+/// Steps the test drives while the rack runs, one after the other.
+enum Step {
+    Edit(&'static str, Option<toml::Table>, &'static str),
+    Rollback,
+}
+
+#[test]
+fn bad_candidates_never_replace_a_working_plugin_and_rollback_restores_the_previous() {
+    let dir = tempfile::tempdir().unwrap();
+    let site_path = standalone_site(dir.path(), policy);
+    let cfg = bmshost::config::SiteConfig::load(&site_path).unwrap();
+    let soc_config = cfg.plugins.soc.config.as_table().unwrap().clone();
+    let mut site = SimSite::assemble_in(cfg, dir.path().join("state")).unwrap();
+    let control = site.plugin_control();
+    let path_of = |n: &str| component(n).to_string_lossy().into_owned();
+
+    let mut picky = toml::Table::new();
+    picky.insert("mode".into(), "picky".into());
+    let mut trap = toml::Table::new();
+    trap.insert("mode".into(), "trap".into());
+    let steps = vec![
+        // Wrong world: refused at validation.
+        Step::Edit("hostile-balancer", None, "is a `balancer` plugin"),
+        // Panics on its first step: refused by the canary.
+        Step::Edit("hostile-soc", Some(trap), "canary FAILED"),
+        // Cannot read the running state; policy `refuse`.
+        Step::Edit("hostile-soc", Some(picky), "rejected the running state"),
+        // A good new version: accepted, state handed over.
+        Step::Edit(
+            "soc-counting-next",
+            None,
+            "soc-counting 0.1.0 -> soc-counting-next 0.2.0",
+        ),
+        Step::Rollback,
+    ];
+    let mut steps = steps.into_iter();
+    let mut pending: Option<(Receiver<Result<String, String>>, &'static str)> = None;
+    let mut outcomes = Vec::new();
+    let mut labels = Vec::new();
+    let mut socs: Vec<Option<f32>> = Vec::new();
+    let mut done = false;
+    site.run(
+        &RunOptions {
+            speed: Speed::Max,
+            duration_s: Some(300.0),
+            print_status: false,
+            stop: None,
+        },
+        |o| {
+            let Some(c) = o.cycle else { return };
+            socs.push(c.pack_soc_pct);
+            let status = control.board.statuses();
+            let soc = status.iter().find(|s| s.role == Role::Soc).unwrap();
+            labels.push((soc.name.clone().unwrap(), soc.state.clone()));
+            if o.t_ms < 10_000 || done {
+                return;
+            }
+            if let Some((rx, expect)) = &pending {
+                match rx.try_recv() {
+                    Ok(r) => {
+                        outcomes.push((r, *expect));
+                        pending = None;
+                    }
+                    Err(_) => {
+                        // The reloader runs on its own thread; give it
+                        // wall time while simulated time stands still.
+                        std::thread::sleep(std::time::Duration::from_millis(2));
+                        return;
+                    }
+                }
+            }
+            match steps.next() {
+                Some(Step::Edit(name, config, expect)) => {
+                    let config = config.unwrap_or_else(|| soc_config.clone());
+                    edit_site(&site_path, |t| {
+                        let slot = section(t, &["plugins", "soc"]);
+                        slot.insert("path".into(), path_of(name).into());
+                        slot.insert("config".into(), toml::Value::Table(config));
+                    });
+                    pending = Some((control.reload.reload(Role::Soc), expect));
+                }
+                Some(Step::Rollback) => {
+                    let (tx, rx) = std::sync::mpsc::channel();
+                    control
+                        .orders
+                        .send(Order::Rollback(Role::Soc, Some(tx)))
+                        .unwrap();
+                    pending = Some((rx, "soc-counting-next 0.2.0 -> soc-counting 0.1.0"));
+                }
+                None => done = true,
+            }
+        },
+    )
+    .unwrap();
+    assert!(done, "the steps did not finish: {outcomes:?}");
+    let results: Vec<_> = outcomes.iter().map(|(r, _)| r.clone()).collect();
+    for (i, (r, expect)) in outcomes.iter().enumerate() {
+        let text = match r {
+            Ok(t) | Err(t) => t,
+        };
+        assert!(text.contains(expect), "step {i}: `{text}` lacks `{expect}`");
+        assert_eq!(r.is_ok(), i >= 3, "step {i}: {r:?}");
+    }
+    // The SOC role was served by a plugin, never the fallback, throughout,
+    // and only by soc-counting or its next version.
+    for (name, state) in &labels {
+        assert_eq!(*state, SlotState::Active, "{results:?}");
+        assert!(
+            name.starts_with("soc-counting"),
+            "{name} served: {results:?}"
+        );
+    }
+    assert_eq!(labels.last().unwrap().0, "soc-counting");
+    // Continuity across the swap and the rollback: the state was handed
+    // over, so SOC moves by no more than one cycle of counting (at rest,
+    // noise only).
+    let mut changes = 0;
+    for i in 1..labels.len() {
+        if labels[i].0 != labels[i - 1].0 {
+            changes += 1;
+            let (a, b) = (socs[i - 1].unwrap(), socs[i].unwrap());
+            assert!((b - a).abs() < 0.05, "SOC jumped {a} -> {b} at a swap");
+        }
+    }
+    assert_eq!(changes, 2, "one swap and one rollback");
+}
