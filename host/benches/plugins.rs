@@ -31,7 +31,11 @@ fn root() -> PathBuf {
 
 fn component(name: &str) -> PathBuf {
     let p = root().join(format!("target/plugins/{name}.wasm"));
-    assert!(p.is_file(), "{} missing: run `cargo xtask build-plugins`", p.display());
+    assert!(
+        p.is_file(),
+        "{} missing: run `cargo xtask build-plugins`",
+        p.display()
+    );
     p
 }
 
@@ -130,7 +134,14 @@ fn per_call(cfg: &SiteConfig, engine: &PluginEngine, rows: &mut Vec<Row>) {
             s1.timestamp_ms += 100;
             native.step(&s1).unwrap();
         });
-        let mut inst = PluginInstance::load(engine, Role::Soc, &component("soc-counting"), &json(Role::Soc), generous).unwrap();
+        let mut inst = PluginInstance::load(
+            engine,
+            Role::Soc,
+            &component("soc-counting"),
+            &json(Role::Soc),
+            generous,
+        )
+        .unwrap();
         let mut w1 = ws.clone();
         let wasm = measure(|| {
             w1.timestamp_ms += 100;
@@ -145,7 +156,14 @@ fn per_call(cfg: &SiteConfig, engine: &PluginEngine, rows: &mut Vec<Row>) {
             s1.timestamp_ms += 100;
             native.step(&s1).unwrap();
         });
-        let mut inst = PluginInstance::load(engine, Role::Soh, &component("soh-capacity"), &json(Role::Soh), generous).unwrap();
+        let mut inst = PluginInstance::load(
+            engine,
+            Role::Soh,
+            &component("soh-capacity"),
+            &json(Role::Soh),
+            generous,
+        )
+        .unwrap();
         let mut w1 = ws.clone();
         let wasm = measure(|| {
             w1.timestamp_ms += 100;
@@ -154,7 +172,8 @@ fn per_call(cfg: &SiteConfig, engine: &PluginEngine, rows: &mut Vec<Row>) {
         cases.push(("soh-capacity", wasm, nat));
 
         // balance-passive
-        let mut native = Harness::<balance_passive::PassiveBalancer>::new(&json(Role::Balancer)).unwrap();
+        let mut native =
+            Harness::<balance_passive::PassiveBalancer>::new(&json(Role::Balancer)).unwrap();
         let mut b1 = sdk::BalanceInput {
             snapshot: s.clone(),
             cell_soc_pct: soc_pct.clone(),
@@ -163,7 +182,14 @@ fn per_call(cfg: &SiteConfig, engine: &PluginEngine, rows: &mut Vec<Row>) {
             b1.snapshot.timestamp_ms += 100;
             native.step(&b1).unwrap();
         });
-        let mut inst = PluginInstance::load(engine, Role::Balancer, &component("balance-passive"), &json(Role::Balancer), generous).unwrap();
+        let mut inst = PluginInstance::load(
+            engine,
+            Role::Balancer,
+            &component("balance-passive"),
+            &json(Role::Balancer),
+            generous,
+        )
+        .unwrap();
         let mut wb = w::BalanceInput {
             snapshot: ws.clone(),
             cell_soc_pct: soc_pct.clone(),
@@ -194,7 +220,14 @@ fn per_call(cfg: &SiteConfig, engine: &PluginEngine, rows: &mut Vec<Row>) {
             e1.snapshot.timestamp_ms += 100;
             native.step(&e1).unwrap();
         });
-        let mut inst = PluginInstance::load(engine, Role::Ems, &component("ems-hints"), &json(Role::Ems), generous).unwrap();
+        let mut inst = PluginInstance::load(
+            engine,
+            Role::Ems,
+            &component("ems-hints"),
+            &json(Role::Ems),
+            generous,
+        )
+        .unwrap();
         let mut we = w::EmsInput {
             snapshot: ws.clone(),
             soc: w::SocOutput {
@@ -216,7 +249,10 @@ fn per_call(cfg: &SiteConfig, engine: &PluginEngine, rows: &mut Vec<Row>) {
         cases.push(("ems-hints", wasm, nat));
 
         for (name, wasm, nat) in cases {
-            println!("{name:<16} {n:>6} {wasm:>12.2} {nat:>12.2} {:>6.1}x", wasm / nat);
+            println!(
+                "{name:<16} {n:>6} {wasm:>12.2} {nat:>12.2} {:>6.1}x",
+                wasm / nat
+            );
             rows.push(Row {
                 what: format!("{name} step, {n} cells: wasm / native"),
                 value: format!("{wasm:.2} us / {nat:.2} us = {:.1}x", wasm / nat),
@@ -235,7 +271,9 @@ fn lifecycle(cfg: &SiteConfig, rows: &mut Vec<Row>) {
     let compile_us = measure(|| {
         Artifact::load(&plain, Role::Soc, &path).unwrap();
     });
-    let cached = PluginEngine::new().unwrap().with_cache(dir.path().to_path_buf());
+    let cached = PluginEngine::new()
+        .unwrap()
+        .with_cache(dir.path().to_path_buf());
     Artifact::load(&cached, Role::Soc, &path).unwrap();
     let hit_us = measure(|| {
         Artifact::load(&cached, Role::Soc, &path).unwrap();
@@ -275,7 +313,10 @@ fn lifecycle(cfg: &SiteConfig, rows: &mut Vec<Row>) {
             value: format!("{inst_us:.0} us"),
         });
         rows.push(Row {
-            what: format!("soc-counting instantiate + init + restore ({} KiB state), {n} cells", state.len() / 1024),
+            what: format!(
+                "soc-counting instantiate + init + restore ({} KiB state), {n} cells",
+                state.len() / 1024
+            ),
             value: format!("{restore_us:.0} us"),
         });
     }
@@ -288,7 +329,9 @@ fn lifecycle(cfg: &SiteConfig, rows: &mut Vec<Row>) {
         cfg.plugins.policy.checkpoint_cycles,
     )));
     let mut s = ws.clone();
-    for k in 0..(cfg.plugins.policy.canary_snapshots + cfg.plugins.policy.checkpoint_cycles as usize) {
+    for k in
+        0..(cfg.plugins.policy.canary_snapshots + cfg.plugins.policy.checkpoint_cycles as usize)
+    {
         s.timestamp_ms += 100;
         let out = warm.step_soc(&s).unwrap();
         let mut checkpoints: [Option<Arc<Vec<u8>>>; 4] = Default::default();
@@ -317,13 +360,24 @@ fn lifecycle(cfg: &SiteConfig, rows: &mut Vec<Row>) {
     }
     let mut report = None;
     let canary_us = measure(|| {
-        let c = canary::run(&cached, art.clone(), json.clone(), sb, &history, cfg.plugins.policy.canary_snapshots, "bench".into());
+        let c = canary::run(
+            &cached,
+            art.clone(),
+            json.clone(),
+            sb,
+            &history,
+            cfg.plugins.policy.canary_snapshots,
+            "bench".into(),
+        );
         assert!(c.canary.passed);
         report = Some(c.canary);
     });
     let r = report.unwrap();
     rows.push(Row {
-        what: format!("canary: instantiate, restore, replay {} cycles, 128 cells", r.replayed),
+        what: format!(
+            "canary: instantiate, restore, replay {} cycles, 128 cells",
+            r.replayed
+        ),
         value: format!("{:.2} ms", canary_us / 1000.0),
     });
 }
@@ -340,19 +394,30 @@ fn swaps_on_a_running_rack(rows: &mut Vec<Row>) {
     std::fs::write(&soc_file, &versions[0]).unwrap();
     let configs = root().join("configs");
     let mut text = std::fs::read_to_string(configs.join("demo-site.toml")).unwrap();
-    text = text.replace("\"../target/plugins/soc-counting.wasm\"", &format!("{soc_file:?}"));
+    text = text.replace(
+        "\"../target/plugins/soc-counting.wasm\"",
+        &format!("{soc_file:?}"),
+    );
     let cfg = SiteConfig::parse(&text, &configs.join("demo-site.toml")).unwrap();
     let mut site = SimSite::assemble_in(cfg, dir.path().join("state")).unwrap();
     let board = site.plugin_control().board;
     let stop = Arc::new(AtomicBool::new(false));
     let swapping = Arc::new(AtomicBool::new(false));
-    let (b2, stop2, sw2, file2) = (board.clone(), stop.clone(), swapping.clone(), soc_file.clone());
+    let (b2, stop2, sw2, file2) = (
+        board.clone(),
+        stop.clone(),
+        swapping.clone(),
+        soc_file.clone(),
+    );
     let swapper = std::thread::spawn(move || {
         let shas: Vec<String> = versions
             .iter()
             .map(|v| {
                 use sha2::Digest;
-                sha2::Sha256::digest(v).iter().map(|b| format!("{b:02x}")).collect()
+                sha2::Sha256::digest(v)
+                    .iter()
+                    .map(|b| format!("{b:02x}"))
+                    .collect()
             })
             .collect();
         // 5 s of quiet cycling first, as the baseline.
@@ -403,12 +468,23 @@ fn swaps_on_a_running_rack(rows: &mut Vec<Row>) {
     let stats = |v: &mut Vec<f64>| {
         v.sort_by(f64::total_cmp);
         let p = |q: f64| v[((v.len() - 1) as f64 * q) as usize];
-        format!("p50 {:.1} ms, p99 {:.1} ms, min {:.1}, max {:.1} ms (n={})", p(0.5), p(0.99), v[0], v[v.len() - 1], v.len())
+        format!(
+            "p50 {:.1} ms, p99 {:.1} ms, min {:.1}, max {:.1} ms (n={})",
+            p(0.5),
+            p(0.99),
+            v[0],
+            v[v.len() - 1],
+            v.len()
+        )
     };
     quiet.remove(0);
     rows.push(Row {
         what: format!("file change -> active, {SWAPS} swaps at 1x"),
-        value: format!("p50 {:.0} ms, max {:.0} ms", lat[lat.len() / 2], lat[lat.len() - 1]),
+        value: format!(
+            "p50 {:.0} ms, max {:.0} ms",
+            lat[lat.len() / 2],
+            lat[lat.len() - 1]
+        ),
     });
     rows.push(Row {
         what: "cycle-to-cycle interval, no swaps (100 ms cycle)".into(),
@@ -420,7 +496,10 @@ fn swaps_on_a_running_rack(rows: &mut Vec<Row>) {
     });
     rows.push(Row {
         what: "missed deadlines / cycle processing p99 / max".into(),
-        value: format!("{} / {} us / {} us", summary.missed_deadlines, summary.cycle_p99_us, summary.max_cycle_us),
+        value: format!(
+            "{} / {} us / {} us",
+            summary.missed_deadlines, summary.cycle_p99_us, summary.max_cycle_us
+        ),
     });
 }
 

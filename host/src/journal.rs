@@ -42,10 +42,28 @@ pub struct ReadJournal<R> {
 /// A journal: in memory always, on disk when opened with a path.
 pub struct Journal<R> {
     file: Option<(File, PathBuf)>,
+    /// Set by [`Journal::write_in_background`]: lines go to a writer thread.
+    background: Option<Background>,
     records: Vec<R>,
     next_seq: u64,
     /// Appends that failed to reach the disk (the record is kept in memory).
     pub write_errors: u64,
+}
+
+struct Background {
+    tx: std::sync::mpsc::Sender<Vec<u8>>,
+    handle: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Drop for Background {
+    fn drop(&mut self) {
+        // Close the channel, then wait for the queued lines to be written.
+        let (tx, _) = std::sync::mpsc::channel();
+        drop(std::mem::replace(&mut self.tx, tx));
+        if let Some(h) = self.handle.take() {
+            let _ = h.join();
+        }
+    }
 }
 
 impl<R: Record> Journal<R> {
@@ -53,6 +71,7 @@ impl<R: Record> Journal<R> {
     pub fn memory() -> Self {
         Self {
             file: None,
+            background: None,
             records: Vec::new(),
             next_seq: 1,
             write_errors: 0,
@@ -97,6 +116,7 @@ impl<R: Record> Journal<R> {
         let next_seq = previous.records.last().map_or(1, |r| r.seq() + 1);
         Ok(Self {
             file: Some((file, path.to_owned())),
+            background: None,
             records: previous.records,
             next_seq,
             write_errors: 0,
@@ -134,7 +154,11 @@ impl<R: Record> Journal<R> {
             .map_or(0, |d| d.as_millis() as u64);
         rec.stamp(self.next_seq, unix_ms);
         self.next_seq += 1;
-        if let Some((file, path)) = &mut self.file {
+        if let Some(bg) = &self.background {
+            let mut line = serde_json::to_vec(&rec).unwrap_or_default();
+            line.push(b'\n');
+            let _ = bg.tx.send(line);
+        } else if let Some((file, path)) = &mut self.file {
             let mut line = serde_json::to_vec(&rec).unwrap_or_default();
             line.push(b'\n');
             // One write of the whole line, then fsync: the record is
@@ -148,6 +172,31 @@ impl<R: Record> Journal<R> {
         self.records.last().expect("just pushed")
     }
 
+    /// Hand the file to a writer thread: `append` returns at once and the
+    /// record reaches the disk (write + fsync, in order) shortly after.
+    /// For callers that must not wait on a disk (the control thread); the
+    /// protection record stays synchronous. Dropping the journal flushes.
+    pub fn write_in_background(&mut self) -> std::io::Result<()> {
+        let Some((mut file, path)) = self.file.take() else {
+            return Ok(());
+        };
+        let (tx, rx) = std::sync::mpsc::channel::<Vec<u8>>();
+        let handle = std::thread::Builder::new()
+            .name("journal-writer".into())
+            .spawn(move || {
+                for line in rx {
+                    if let Err(e) = file.write_all(&line).and_then(|_| file.sync_data()) {
+                        tracing::error!(path = %path.display(), error = %e, "cannot persist journal record");
+                    }
+                }
+            })?;
+        self.background = Some(Background {
+            tx,
+            handle: Some(handle),
+        });
+        Ok(())
+    }
+
     /// Sequence number the next record will get.
     pub fn next_seq(&self) -> u64 {
         self.next_seq
@@ -155,9 +204,5 @@ impl<R: Record> Journal<R> {
 
     pub fn records(&self) -> &[R] {
         &self.records
-    }
-
-    pub fn path(&self) -> Option<&Path> {
-        self.file.as_ref().map(|(_, p)| p.as_path())
     }
 }

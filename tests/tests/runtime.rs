@@ -119,6 +119,37 @@ fn plugin_returning_nan_is_treated_as_a_crash() {
     hostile("nan", "cell-soc-pct[0] = NaN");
 }
 
+#[test]
+fn plugins_that_cannot_load_leave_the_fallback_serving_with_an_alarm() {
+    for (name, expect) in [
+        ("hostile-wasi", "imports `wasi:random/random@0.2.0`"),
+        ("hostile-balancer", "is a `balancer` plugin"),
+    ] {
+        let cfg = demo_site(|t| {
+            policy(t);
+            use_plugin(t, "soc", name, toml::Table::new());
+        });
+        let (mut site, _dir) = assemble(cfg);
+        let errors = site.plugin_load_errors();
+        assert!(
+            errors.len() == 1 && errors[0].contains(expect),
+            "{errors:?}"
+        );
+        let s = run(&mut site, 10.0);
+        assert_eq!(s.cycles, 100);
+        let soc = s.plugins.iter().find(|p| p.role == Role::Soc).unwrap();
+        assert_eq!(soc.state.name(), "fallback", "{soc:?}");
+        let alarm = soc.alarm.as_deref().unwrap_or_default();
+        assert!(alarm.contains(expect), "{name}: {alarm}");
+        assert!(s.latched.is_empty());
+        assert_eq!(s.final_contactor_state, ContactorState::Closed);
+        assert!(s
+            .plugin_events
+            .iter()
+            .any(|e| e.kind == K::LoadFailed && e.message.contains(expect)));
+    }
+}
+
 fn load(engine: &PluginEngine, role: Role, bytes: &[u8]) -> Result<(), String> {
     Artifact::from_bytes(engine, role, std::path::Path::new("candidate.wasm"), bytes)
         .map(|_| ())

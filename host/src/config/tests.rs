@@ -128,6 +128,49 @@ fn deadline_must_fit_in_the_cycle() {
 }
 
 #[test]
+fn sandbox_limits_can_be_set_per_role() {
+    let cfg = with(
+        "[plugins.soc]\n",
+        "[plugins.soc.sandbox]\ndeadline_ms = 30\nmemory_mib = 64\n\n[plugins.soc]\n",
+    )
+    .unwrap();
+    let soc = cfg.plugins.sandbox_for(crate::plugins::Role::Soc);
+    assert_eq!((soc.deadline_ms, soc.memory_mib), (30, 64));
+    let soh = cfg.plugins.sandbox_for(crate::plugins::Role::Soh);
+    assert_eq!((soh.deadline_ms, soh.memory_mib), (20, 32));
+
+    let e = with(
+        "[plugins.soc]\n",
+        "[plugins.soc.sandbox]\ndeadline_ms = 0\n\n[plugins.soc]\n",
+    )
+    .unwrap_err();
+    assert!(
+        e.to_string().contains("plugins.soc.sandbox.deadline_ms"),
+        "{e}"
+    );
+}
+
+#[test]
+fn plugin_policy_is_validated() {
+    let e = with(
+        "[plugins.sandbox]",
+        "[plugins.policy]\nrestart_backoff_ms = 5000\nrestart_backoff_max_ms = 100\n\n[plugins.sandbox]",
+    )
+    .unwrap_err();
+    assert!(
+        e.to_string()
+            .contains("plugins.policy.restart_backoff_max_ms"),
+        "{e}"
+    );
+    let e = with(
+        "[plugins.sandbox]",
+        "[plugins.policy]\non_state_rejected = \"shrug\"\n\n[plugins.sandbox]",
+    )
+    .unwrap_err();
+    assert!(e.to_string().contains("on_state_rejected"), "{e}");
+}
+
+#[test]
 fn missing_include_names_the_file() {
     let e = with(
         "ocv = { include = \"ocv-lfp.toml\" }",

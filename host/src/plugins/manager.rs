@@ -129,10 +129,14 @@ impl PluginManager {
         cfg: &SiteConfig,
         state_dir: Option<&Path>,
     ) -> Result<Self, JournalError> {
-        let journal = match state_dir {
+        let mut journal = match state_dir {
             Some(d) => Journal::open(&d.join("plugin-events.jsonl"))?,
             None => Journal::memory(),
         };
+        // Swaps are journaled from the control thread: no fsync there.
+        if let Err(e) = journal.write_in_background() {
+            tracing::warn!(error = %e, "plugin journal writes synchronously");
+        }
         let first_seq = journal.next_seq();
         let journal = Arc::new(Mutex::new(journal));
         let store = state_dir.map(|d| StateStore::new(d.join("plugins")));

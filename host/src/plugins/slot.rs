@@ -136,6 +136,9 @@ pub struct RoleSlot {
     pub restarts: u64,
     pub last_error: Option<String>,
     last_swap: Option<SwapRecord>,
+    /// Why the configured plugin could not be loaded (an alarm until a
+    /// reload succeeds).
+    load_error: Option<String>,
 }
 
 impl RoleSlot {
@@ -168,6 +171,7 @@ impl RoleSlot {
             restarts: 0,
             last_error: None,
             last_swap: None,
+            load_error: None,
         }
     }
 
@@ -208,6 +212,7 @@ impl RoleSlot {
                     None,
                     format!("{e}; the native fallback serves the role"),
                 );
+                self.load_error = Some(e.to_string());
                 return;
             }
         };
@@ -606,6 +611,7 @@ impl RoleSlot {
         }
         self.deployed = Some(to);
         self.instance = Some(inst);
+        self.load_error = None;
         self.checkpoint = None;
         self.cycles_since_checkpoint = 0;
         self.crash_times_ms.clear();
@@ -674,8 +680,9 @@ impl RoleSlot {
             last_swap: self.last_swap.clone(),
             canary: None,
             previous: self.previous.as_ref().map(|(d, _)| d.label()),
-            alarm: match &self.state {
-                SlotState::Quarantined { reason } => Some(format!("quarantined: {reason}")),
+            alarm: match (&self.state, &self.load_error) {
+                (SlotState::Quarantined { reason }, _) => Some(format!("quarantined: {reason}")),
+                (_, Some(e)) => Some(format!("failed to load: {e}")),
                 _ => None,
             },
         }
