@@ -200,13 +200,16 @@ impl PluginControl {
                 wait(rx)
             }
             Request::PluginEvents { since_seq } => {
-                let j = self.journal.lock().unwrap_or_else(|e| e.into_inner());
-                let recs: Vec<_> = j
-                    .records()
-                    .iter()
-                    .filter(|r| r.seq > since_seq)
-                    .cloned()
-                    .collect();
+                // Copy under the lock, serialise after: the control thread
+                // journals through the same lock.
+                let recs: Vec<_> = {
+                    let j = self.journal.lock().unwrap_or_else(|e| e.into_inner());
+                    j.records()
+                        .iter()
+                        .filter(|r| r.seq > since_seq)
+                        .cloned()
+                        .collect()
+                };
                 Response::ok(recs)
             }
             _ => Response::err("not a plugin request"),

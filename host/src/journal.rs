@@ -2,8 +2,9 @@
 //! plugin runtime's record.
 //!
 //! Owns: the file discipline. Each record is one line, written in one call
-//! and `fsync`ed before `append` returns, so it survives `kill -9` and power
-//! loss once appended. A torn last line (the process died mid-write) is
+//! and `fsync`ed — before `append` returns (the protection record), or
+//! shortly after by a writer thread ([`Journal::write_in_background`], the
+//! plugin record, journaled from the control thread). A torn last line (the process died mid-write) is
 //! skipped and counted when reading, never fatal; the next append starts on
 //! a fresh line.
 //!

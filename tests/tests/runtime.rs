@@ -259,6 +259,29 @@ fn cwasm_cache_is_used_and_a_corrupt_entry_is_recompiled_never_trusted() {
         .unwrap();
         i.save_state().unwrap();
     }
+    // A cache directory others may write is not trusted at all; the next
+    // store closes it again.
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let cache_dir = dir.path().join("cache");
+        std::fs::set_permissions(&cache_dir, std::fs::Permissions::from_mode(0o777)).unwrap();
+        let c = Artifact::load(&engine, Role::Soc, &path).unwrap();
+        assert_eq!(c.source, CodeSource::Compiled);
+        assert!(
+            c.cache_note
+                .as_deref()
+                .unwrap_or_default()
+                .contains("not trusted"),
+            "{:?}",
+            c.cache_note
+        );
+        let mode = std::fs::metadata(&cache_dir).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o700);
+        assert_eq!(
+            Artifact::load(&engine, Role::Soc, &path).unwrap().source,
+            CodeSource::Cache
+        );
+    }
     // Invalid components never reach the cache.
     let n = std::fs::read_dir(dir.path().join("cache")).unwrap().count();
     let _ = Artifact::load(&engine, Role::Soc, &component("hostile-wasi"));
@@ -480,4 +503,92 @@ fn bad_candidates_never_replace_a_working_plugin_and_rollback_restores_the_previ
         }
     }
     assert_eq!(changes, 2, "one swap and one rollback");
+}
+
+#[test]
+fn a_new_version_crashing_during_its_probation_is_rolled_back_automatically() {
+    let dir = tempfile::tempdir().unwrap();
+    let site_path = standalone_site(dir.path(), policy);
+    let cfg = bmshost::config::SiteConfig::load(&site_path).unwrap();
+    let probation = cfg.plugins.policy.probation_cycles;
+    let mut site = SimSite::assemble_in(cfg, dir.path().join("state")).unwrap();
+    let control = site.plugin_control();
+    // Passes the canary (at most canary + checkpoint cycles of replay),
+    // then panics well inside its probation.
+    let mut late_trap = toml::Table::new();
+    late_trap.insert("mode".into(), "trap".into());
+    late_trap.insert("after_steps".into(), 40.into());
+    assert!(40 < probation);
+    let mut pending = None;
+    let mut swapped_at = None;
+    let mut names = Vec::new();
+    site.run(
+        &RunOptions {
+            speed: Speed::Max,
+            duration_s: Some(120.0),
+            print_status: false,
+            stop: None,
+        },
+        |o| {
+            let Some(_) = o.cycle else { return };
+            let soc = control
+                .board
+                .statuses()
+                .into_iter()
+                .find(|s| s.role == Role::Soc)
+                .unwrap();
+            names.push(soc.name.clone().unwrap());
+            if o.t_ms == 10_000 {
+                edit_site(&site_path, |t| {
+                    let slot = section(t, &["plugins", "soc"]);
+                    slot.insert(
+                        "path".into(),
+                        component("hostile-soc")
+                            .to_string_lossy()
+                            .into_owned()
+                            .into(),
+                    );
+                    slot.insert("config".into(), toml::Value::Table(late_trap.clone()));
+                });
+                pending = Some(control.reload.reload(Role::Soc));
+            }
+            if let Some(rx) = &pending {
+                match rx.try_recv() {
+                    Ok(r) => {
+                        assert!(r.is_ok(), "{r:?}");
+                        swapped_at = Some(names.len());
+                        pending = None;
+                    }
+                    Err(_) => std::thread::sleep(std::time::Duration::from_millis(2)),
+                }
+            }
+        },
+    )
+    .unwrap();
+    let at = swapped_at.expect("the swap happened");
+    assert!(names[at..].iter().any(|n| n == "hostile-soc"));
+    assert_eq!(names.last().unwrap(), "soc-counting", "rolled back");
+    let events = control.journal.lock().unwrap().records().to_vec();
+    let rollback = events
+        .iter()
+        .find(|e| e.kind == K::RolledBack)
+        .expect("an automatic rollback");
+    assert!(
+        rollback
+            .message
+            .contains("hostile-soc 0.1.0 -> soc-counting 0.1.0"),
+        "{}",
+        rollback.message
+    );
+    assert!(events
+        .iter()
+        .any(|e| e.kind == K::Crashed && e.message.contains("probation")));
+    // Rolled back, not quarantined: the good version serves.
+    let soc = control
+        .board
+        .statuses()
+        .into_iter()
+        .find(|s| s.role == Role::Soc)
+        .unwrap();
+    assert_eq!(soc.state, SlotState::Active, "{soc:?}");
 }

@@ -242,6 +242,9 @@ pub struct PluginPolicy {
     /// Recent snapshots a swap candidate replays before it may go live.
     pub canary_snapshots: usize,
     pub on_state_rejected: StateRejectedPolicy,
+    /// Cycles after a swap during which a crash of the new version rolls
+    /// back to the previous one automatically.
+    pub probation_cycles: u32,
     /// Save each plugin's state in memory every this many cycles: the
     /// point a crashed plugin restarts from.
     pub checkpoint_cycles: u32,
@@ -260,6 +263,7 @@ impl Default for PluginPolicy {
             quarantine_window_s: 600,
             canary_snapshots: 20,
             on_state_rejected: StateRejectedPolicy::Refuse,
+            probation_cycles: 50,
             checkpoint_cycles: 10,
             state_save_interval_s: 60,
             watch: true,

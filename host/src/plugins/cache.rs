@@ -8,12 +8,17 @@
 //! - the key is the component's sha256 plus the engine's compatibility hash
 //!   (wasmtime version, target, compiler settings), so a different engine
 //!   never finds another engine's code;
-//! - every entry carries a sha256 of its payload; a mismatch, a truncated
-//!   file or an engine mismatch reported by wasmtime is a miss: the entry is
-//!   deleted, the component recompiled and the entry rewritten.
+//! - every entry carries a sha256 over its key (component sha256 and engine
+//!   hash) and its payload, so an entry renamed to another component's key
+//!   fails too; a mismatch, a truncated file or an engine mismatch reported
+//!   by wasmtime is a miss: the entry is deleted, the component recompiled
+//!   and the entry rewritten;
+//! - the directory is created 0700, and a directory that group or others
+//!   may write is not trusted at all.
 //!
-//! The checksum catches corruption, not forgery: the state directory must
-//! be writable only by the host's user, like the binary itself.
+//! The checksum catches corruption and mix-ups, not forgery by someone who
+//! can write the host's state directory (they could replace the binary
+//! too).
 //!
 //! May not touch: anything but its directory.
 
@@ -80,11 +85,14 @@ impl ArtifactCache {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Lookup::Miss,
             Err(e) => return self.reject(&path, format!("cannot read: {e}")),
         };
+        if let Err(why) = self.dir_is_private() {
+            return Lookup::Rejected(why);
+        }
         if bytes.len() < HEADER_LEN || &bytes[..MAGIC.len()] != MAGIC {
             return self.reject(&path, "not a bmshost cache entry (bad header)".into());
         }
         let (sum, payload) = bytes[MAGIC.len()..].split_at(32);
-        if Sha256::digest(payload).as_slice() != sum {
+        if self.checksum(component_sha256, payload).as_slice() != sum {
             return self.reject(&path, "checksum mismatch: the entry is corrupt".into());
         }
         // SAFETY: the payload is byte-for-byte what `store` wrote from a
@@ -97,6 +105,34 @@ impl ArtifactCache {
         }
     }
 
+    fn checksum(&self, component_sha256: &str, payload: &[u8]) -> Vec<u8> {
+        let mut h = Sha256::new();
+        h.update(component_sha256.as_bytes());
+        h.update(b"/");
+        h.update(self.engine_key.as_bytes());
+        h.update(b"/");
+        h.update(payload);
+        h.finalize().to_vec()
+    }
+
+    /// Native code is loaded only from a directory no one else can write.
+    fn dir_is_private(&self) -> Result<(), String> {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(&self.dir)
+            .map_err(|e| format!("{}: {e}", self.dir.display()))?
+            .permissions()
+            .mode();
+        if mode & 0o022 != 0 {
+            tracing::warn!(dir = %self.dir.display(), mode = format!("{mode:o}"), "plugin cache directory is writable by group or others; not using it");
+            return Err(format!(
+                "{}: mode {:o} lets group or others write native code; not trusted",
+                self.dir.display(),
+                mode & 0o777
+            ));
+        }
+        Ok(())
+    }
+
     fn reject(&self, path: &Path, why: String) -> Lookup {
         tracing::warn!(path = %path.display(), reason = %why, "plugin cache entry rejected; recompiling");
         let _ = std::fs::remove_file(path);
@@ -105,12 +141,21 @@ impl ArtifactCache {
 
     /// Write the entry for a validated component (temp file, fsync, rename).
     pub fn store(&self, component_sha256: &str, component: &Component) -> std::io::Result<()> {
+        {
+            use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+            std::fs::DirBuilder::new()
+                .recursive(true)
+                .mode(0o700)
+                .create(&self.dir)?;
+            // Tighten a directory an older version (or a person) left open.
+            std::fs::set_permissions(&self.dir, std::fs::Permissions::from_mode(0o700))?;
+        }
         let payload = component
             .serialize()
             .map_err(|e| std::io::Error::other(format!("{e:#}")))?;
         let mut out = Vec::with_capacity(HEADER_LEN + payload.len());
         out.extend_from_slice(MAGIC);
-        out.extend_from_slice(&Sha256::digest(&payload));
+        out.extend_from_slice(&self.checksum(component_sha256, &payload));
         out.extend_from_slice(&payload);
         write_atomic(&self.entry_path(component_sha256), &out)
     }

@@ -96,6 +96,20 @@ impl History {
         self.entries.push_back(e);
     }
 
+    /// Drop a role's checkpoints and outputs: they belong to a version
+    /// that no longer serves.
+    pub fn forget(&mut self, role_index: usize) {
+        for e in &mut self.entries {
+            e.checkpoints[role_index] = None;
+            match role_index {
+                0 => e.outputs.soc = None,
+                1 => e.outputs.soh = None,
+                2 => e.outputs.bleed = None,
+                _ => e.outputs.ems = None,
+            }
+        }
+    }
+
     pub fn len(&self) -> usize {
         self.entries.len()
     }
@@ -185,13 +199,27 @@ pub fn run(
         replay,
         &mut report,
     );
-    if let Err(e) = result {
-        report.error = Some(e);
-    } else {
-        report.passed = true;
-    }
+    // The instance that goes live: fresh, `init`ed here, off the control
+    // thread; the commit only hands the state over.
+    let fresh = match result {
+        Err(e) => {
+            report.error = Some(e);
+            None
+        }
+        Ok(()) => match PluginInstance::instantiate(engine, &artifact, &config_json, sandbox) {
+            Ok(i) => {
+                report.passed = true;
+                Some(i)
+            }
+            Err(e) => {
+                report.error = Some(e.to_string());
+                None
+            }
+        },
+    };
     report.duration_us = began.elapsed().as_micros() as u64;
     Candidate {
+        fresh,
         artifact,
         config_json,
         sandbox,
@@ -213,7 +241,14 @@ fn replay_all(
     let ri = role_index(role);
     let mut inst = PluginInstance::instantiate(engine, artifact, config_json, sandbox)
         .map_err(|e| e.to_string())?;
-    let tail = entries.len().saturating_sub(replay);
+    if entries.is_empty() {
+        return Err(
+            "no recent cycles to replay yet (the rack has not reported complete data); \
+                    retry once it has"
+                .into(),
+        );
+    }
+    let tail = entries.len().saturating_sub(replay.max(1));
     let mut start = tail;
     // The oldest checkpoint at or before the replay window.
     let has = |e: &HistoryEntry| e.checkpoints[ri].is_some();
@@ -227,7 +262,7 @@ fn replay_all(
     };
     if let Some(i) = found {
         let state = entries[i].checkpoints[ri].as_ref().expect("found above");
-        if inst.restore_state(state).is_ok() {
+        if inst.restore_state(state).is_ok() && i + 1 < entries.len() {
             report.from_checkpoint = true;
             start = i + 1;
         } else {

@@ -2,7 +2,8 @@
 //! quarantine, swap, refusal, rollback and state restore, one JSON line in
 //! `plugin-events.jsonl` next to the protection record.
 //!
-//! Owns: the record type. Durability comes from [`crate::journal`].
+//! Owns: the record type. Durability comes from [`crate::journal`], in
+//! background mode: a record is on disk a few ms after the transition.
 
 use std::sync::{Arc, Mutex};
 

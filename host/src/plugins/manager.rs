@@ -16,7 +16,7 @@ use std::sync::{Arc, Mutex};
 
 use super::canary::{role_index, CanaryReport, History, HistoryEntry, SharedHistory};
 use super::events::{record, PluginEventKind as K, PluginJournal};
-use super::persist::StateStore;
+use super::persist::{StateMeta, StateStore};
 use super::reload::Order;
 use super::slot::{RoleSlot, SlotStatus};
 use super::{PluginEngine, Role};
@@ -111,13 +111,50 @@ pub struct PluginManager {
     pub history: SharedHistory,
     pub board: Arc<Board>,
     pub journal: PluginJournal,
-    store: Option<StateStore>,
     save_interval_ms: u64,
     last_save_ms: u64,
     /// Orders applied (swaps, rollbacks, disables), for tests and reports.
     pub orders_applied: u64,
     /// First journal sequence number of this run.
     pub first_seq: u64,
+    deployed_sha: [Option<String>; 4],
+    writer: Option<StateWriter>,
+}
+
+/// Writes state files on its own thread: the control thread never waits
+/// on a disk.
+struct StateWriter {
+    tx: Option<Sender<(StateMeta, Vec<u8>)>>,
+    handle: Option<std::thread::JoinHandle<()>>,
+}
+
+impl StateWriter {
+    fn spawn(store: StateStore) -> std::io::Result<Self> {
+        let (tx, rx) = mpsc::channel::<(StateMeta, Vec<u8>)>();
+        let handle = std::thread::Builder::new()
+            .name("plugin-state-writer".into())
+            .spawn(move || {
+                for (meta, blob) in rx {
+                    if let Err(e) = store.save(&meta, &blob) {
+                        tracing::error!(role = %meta.role, error = %e, path = %store.path(meta.role).display(), "cannot save plugin state");
+                    }
+                }
+            })?;
+        Ok(Self {
+            tx: Some(tx),
+            handle: Some(handle),
+        })
+    }
+}
+
+impl Drop for StateWriter {
+    fn drop(&mut self) {
+        // Close the queue, then wait until everything queued is on disk.
+        self.tx.take();
+        if let Some(h) = self.handle.take() {
+            let _ = h.join();
+        }
+    }
 }
 
 impl PluginManager {
@@ -144,9 +181,6 @@ impl PluginManager {
         let slot = |role: Role| {
             let mut s = RoleSlot::new(engine.clone(), role, policy, journal.clone());
             let section = cfg.plugins.slot(role);
-            if !section.enabled {
-                return s;
-            }
             let saved = match store.as_ref().map(|st| st.load(role)) {
                 Some(Ok(v)) => v,
                 Some(Err(e)) => {
@@ -162,6 +196,10 @@ impl PluginManager {
                 }
                 None => None,
             };
+            if !section.enabled {
+                s.keep_state(saved);
+                return s;
+            }
             let json = serde_json::to_string(&section.config).unwrap_or_else(|_| "{}".into());
             s.start(
                 &cfg.resolve(&section.path),
@@ -178,6 +216,13 @@ impl PluginManager {
             ems: slot(Role::Ems),
         };
         let (orders_tx, orders_rx) = mpsc::channel();
+        let writer = match store.clone().map(StateWriter::spawn).transpose() {
+            Ok(w) => w,
+            Err(e) => {
+                tracing::error!(error = %e, "cannot start the plugin state writer; state is not persisted");
+                None
+            }
+        };
         let board = Arc::new(Board::default());
         board.publish(0, &slots);
         Ok(Self {
@@ -190,11 +235,12 @@ impl PluginManager {
             ))),
             board,
             journal,
-            store,
             save_interval_ms: policy.state_save_interval_s * 1000,
             last_save_ms: 0,
             orders_applied: 0,
             first_seq,
+            deployed_sha: Default::default(),
+            writer,
         })
     }
 
@@ -206,7 +252,8 @@ impl PluginManager {
     /// Apply queued swaps, rollbacks and disables: call at a cycle boundary.
     pub fn apply_orders(&mut self, now_ms: u64) {
         let mut changed = false;
-        while let Ok(order) = self.orders_rx.try_recv() {
+        // One order per cycle bounds the plugin work a boundary can add.
+        if let Ok(order) = self.orders_rx.try_recv() {
             changed = true;
             self.orders_applied += 1;
             let (result, reply) = match order {
@@ -232,6 +279,19 @@ impl PluginManager {
     /// Close a cycle: record it for canaries (with the checkpoints taken in
     /// it), publish the board, and write state to disk when due.
     pub fn end_cycle(&mut self, now_ms: u64, entry: Option<HistoryEntry>) {
+        // A version change (swap, rollback, automatic rollback) makes the
+        // role's recorded outputs and checkpoints another version's.
+        for s in self.slots.iter() {
+            let i = role_index(s.role);
+            let sha = s.deployed().map(|d| d.artifact.sha256.clone());
+            if sha != self.deployed_sha[i] {
+                self.history
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .forget(i);
+                self.deployed_sha[i] = sha;
+            }
+        }
         if let Some(mut e) = entry {
             for s in self.slots.iter() {
                 e.checkpoints[role_index(s.role)] = s.fresh_checkpoint.clone();
@@ -247,18 +307,16 @@ impl PluginManager {
         }
     }
 
-    /// Write every deployed plugin's state to disk (periodically and at
-    /// shutdown).
+    /// Queue every deployed plugin's state for writing (periodically and
+    /// at shutdown; dropping the manager waits for the writes).
     pub fn save_all(&mut self, now_ms: u64) {
         self.last_save_ms = now_ms;
-        let Some(store) = self.store.clone() else {
+        let Some(tx) = self.writer.as_ref().and_then(|w| w.tx.as_ref()) else {
             return;
         };
         for s in self.slots.iter_mut() {
-            if let Some((meta, blob)) = s.state_for_disk(now_ms) {
-                if let Err(e) = store.save(&meta, &blob) {
-                    tracing::error!(role = %s.role, error = %e, path = %store.path(s.role).display(), "cannot save plugin state");
-                }
+            if let Some(saved) = s.state_for_disk(now_ms) {
+                let _ = tx.send(saved);
             }
         }
     }

@@ -83,7 +83,10 @@ impl Reloader {
         } else {
             None
         };
-        let mut worker = Worker { parts };
+        let mut worker = Worker {
+            parts,
+            sent: Default::default(),
+        };
         let handle = std::thread::Builder::new()
             .name("plugin-reloader".into())
             .spawn(move || {
@@ -143,13 +146,19 @@ fn watch(cfg: &SiteConfig, tx: Sender<Request>) -> notify::Result<notify::Recomm
     })?;
     let mut dirs = BTreeSet::new();
     dirs.insert(parent(&canonical(&cfg.source)));
-    for role in Role::ALL {
+    for role in Role::ALL
+        .into_iter()
+        .filter(|r| cfg.plugins.slot(*r).enabled)
+    {
         dirs.insert(parent(&canonical(
             &cfg.resolve(&cfg.plugins.slot(role).path),
         )));
     }
+    // One missing directory must not switch off the others' watches.
     for d in dirs {
-        w.watch(&d, RecursiveMode::NonRecursive)?;
+        if let Err(e) = w.watch(&d, RecursiveMode::NonRecursive) {
+            tracing::warn!(dir = %d.display(), error = %e, "cannot watch; changes there need `bmsctl reload`");
+        }
     }
     Ok(w)
 }
@@ -181,6 +190,8 @@ fn canonical(p: &Path) -> PathBuf {
 
 struct Worker {
     parts: ReloaderParts,
+    /// sha256 of the last candidate sent per role.
+    sent: [Option<String>; 4],
 }
 
 impl Worker {
@@ -259,6 +270,18 @@ impl Worker {
                         todo.push((role, "site file change"));
                     }
                 }
+                if new.plugins.policy != self.parts.cfg.plugins.policy {
+                    record(
+                        &self.parts.journal,
+                        self.now_ms(),
+                        None,
+                        K::ConfigRejected,
+                        None,
+                        "`plugins.policy` changed in the site file: it takes effect at the next \
+                         start of bmsd, not on a live reload"
+                            .into(),
+                    );
+                }
                 self.parts.cfg = new;
             }
         }
@@ -315,9 +338,12 @@ impl Worker {
             Ok(a) => a,
             Err(e) => return refuse(e.to_string(), reply),
         };
-        if !force
-            && self.parts.board.running_sha256(role).as_deref() == Some(artifact.sha256.as_str())
-        {
+        // Compare with what was last sent, not the board: an order still in
+        // the queue is not on the board yet.
+        let last = self.sent[super::canary::role_index(role)]
+            .clone()
+            .or_else(|| self.parts.board.running_sha256(role));
+        if !force && last.as_deref() == Some(artifact.sha256.as_str()) {
             tracing::debug!(%role, "plugin file event with unchanged bytes; nothing to do");
             return;
         }
@@ -331,11 +357,12 @@ impl Worker {
             cfg.plugins.policy.canary_snapshots,
             trigger.clone(),
         );
+        self.parts.board.set_canary(role, candidate.canary.clone());
         if !candidate.canary.passed {
             let why = format!("canary {}", candidate.canary.summary());
-            self.parts.board.set_canary(role, candidate.canary.clone());
             return refuse(why, reply);
         }
+        self.sent[super::canary::role_index(role)] = Some(candidate.artifact.sha256.clone());
         if self
             .parts
             .orders

@@ -67,6 +67,9 @@ impl Deployment {
 /// A prepared swap: compiled, validated and canaried off the control
 /// thread; committed by [`RoleSlot::install`].
 pub struct Candidate {
+    /// A fresh instance, already `init`ed off the control thread; the
+    /// commit only hands the state over.
+    pub fresh: Option<PluginInstance>,
     pub artifact: Arc<Artifact>,
     pub config_json: String,
     pub sandbox: SandboxConfig,
@@ -128,6 +131,8 @@ pub struct RoleSlot {
     /// Set when a checkpoint was taken in the current cycle (history).
     pub fresh_checkpoint: Option<Arc<Vec<u8>>>,
     cycles_since_checkpoint: u32,
+    /// Cycles left in which a crash of a just-swapped version rolls back.
+    probation_cycles: u32,
     pub state: SlotState,
     crash_times_ms: VecDeque<u64>,
     consecutive_crashes: u32,
@@ -159,7 +164,9 @@ impl RoleSlot {
             previous: None,
             checkpoint: None,
             fresh_checkpoint: None,
-            cycles_since_checkpoint: 0,
+            // Staggered, so the four roles do not checkpoint in one cycle.
+            cycles_since_checkpoint: super::canary::role_index(role) as u32,
+            probation_cycles: 0,
             state: SlotState::Fallback {
                 reason: "disabled in the site config".into(),
                 retry_at_ms: None,
@@ -213,6 +220,7 @@ impl RoleSlot {
                     format!("{e}; the native fallback serves the role"),
                 );
                 self.load_error = Some(e.to_string());
+                self.keep_state(saved);
                 return;
             }
         };
@@ -237,18 +245,21 @@ impl RoleSlot {
         }
         if let Some((meta, blob)) = saved {
             match instance.restore_state(&blob) {
-                Ok(()) => self.event(
-                    0,
-                    K::StateRestored,
-                    Some(label.clone()),
-                    format!(
-                        "state saved by {} {} at {} ms restored ({} bytes)",
-                        meta.plugin,
-                        meta.version,
-                        meta.time_ms,
-                        blob.len()
-                    ),
-                ),
+                Ok(()) => {
+                    self.checkpoint = Some((Arc::new(blob.clone()), 0));
+                    self.event(
+                        0,
+                        K::StateRestored,
+                        Some(label.clone()),
+                        format!(
+                            "state saved by {} {} at {} ms restored ({} bytes)",
+                            meta.plugin,
+                            meta.version,
+                            meta.time_ms,
+                            blob.len()
+                        ),
+                    )
+                }
                 Err(e) => {
                     self.event(
                         0,
@@ -264,10 +275,18 @@ impl RoleSlot {
                     ) {
                         Ok(fresh) => instance = fresh,
                         Err(e) => {
+                            self.last_error = Some(e.to_string());
+                            self.load_error = Some(e.to_string());
                             self.state = SlotState::Fallback {
                                 reason: e.to_string(),
                                 retry_at_ms: None,
                             };
+                            self.event(
+                                0,
+                                K::LoadFailed,
+                                Some(label),
+                                format!("{e}; the native fallback serves the role"),
+                            );
                             return;
                         }
                     }
@@ -303,6 +322,7 @@ impl RoleSlot {
                 return None;
             }
         };
+        self.probation_cycles = self.probation_cycles.saturating_sub(1);
         self.cycles_since_checkpoint += 1;
         if self.cycles_since_checkpoint >= self.policy.checkpoint_cycles
             || self.checkpoint.is_none()
@@ -352,6 +372,22 @@ impl RoleSlot {
             self.crash_times_ms.pop_front();
         }
         let label = self.deployed.as_ref().map(Deployment::label);
+        if self.probation_cycles > 0 && self.previous.is_some() {
+            self.probation_cycles = 0;
+            self.event(
+                now_ms,
+                K::Crashed,
+                label,
+                format!("{msg}; crashed within its probation after a swap: rolling back"),
+            );
+            if let Err(e) = self.rollback(now_ms) {
+                self.state = SlotState::Fallback {
+                    reason: format!("{msg}; automatic rollback failed: {e}"),
+                    retry_at_ms: Some(now_ms + self.policy.restart_backoff_ms),
+                };
+            }
+            return;
+        }
         if self.crash_times_ms.len() >= self.policy.quarantine_crashes as usize {
             let reason = format!(
                 "{} crashes within {} s; last: {msg}",
@@ -402,6 +438,8 @@ impl RoleSlot {
         match restored {
             Ok(i) => {
                 self.restarts += 1;
+                // The streak ends only after a full checkpoint interval.
+                self.cycles_since_checkpoint = 0;
                 let from = self
                     .checkpoint
                     .as_ref()
@@ -437,7 +475,7 @@ impl RoleSlot {
     /// Commit a prepared candidate: a fresh instance, the running version's
     /// state handed over, and the old version kept for rollback. A failure
     /// leaves the running version untouched.
-    pub fn install(&mut self, c: Candidate, now_ms: u64) -> Result<String, String> {
+    pub fn install(&mut self, mut c: Candidate, now_ms: u64) -> Result<String, String> {
         let began = std::time::Instant::now();
         let refuse = |me: &Self, why: String| {
             me.event(
@@ -452,13 +490,19 @@ impl RoleSlot {
             );
             Err(why)
         };
-        let mut new =
-            match PluginInstance::instantiate(&self.engine, &c.artifact, &c.config_json, c.sandbox)
-            {
+        let mut new = match c.fresh.take() {
+            Some(i) => i,
+            None => match PluginInstance::instantiate(
+                &self.engine,
+                &c.artifact,
+                &c.config_json,
+                c.sandbox,
+            ) {
                 Ok(i) => i,
                 Err(e) => return refuse(self, e.to_string()),
-            };
-        let handoff = self.current_state(now_ms);
+            },
+        };
+        let handoff = self.handoff_state();
         let mut state_note = "no state to hand over: fresh init".to_string();
         if let Some(state) = &handoff {
             match new.restore_state(state) {
@@ -498,7 +542,22 @@ impl RoleSlot {
             .deployed
             .as_ref()
             .map_or("fallback".into(), Deployment::label);
-        self.commit(new, to, handoff, now_ms);
+        let same = self.deployed.as_ref().is_some_and(|d| {
+            d.artifact.sha256 == to.artifact.sha256
+                && d.config_json == to.config_json
+                && d.sandbox == to.sandbox
+        });
+        let checkpoint = handoff
+            .clone()
+            .filter(|_| state_note.starts_with("state handed over"));
+        // Reinstalling the running version keeps the rollback target.
+        self.commit(new, to, (!same).then_some(handoff), checkpoint);
+        // A new version that crashes soon after going live is rolled back.
+        self.probation_cycles = if same {
+            0
+        } else {
+            self.policy.probation_cycles
+        };
         let rec = SwapRecord {
             time_ms: now_ms,
             kind: "swap".into(),
@@ -525,6 +584,19 @@ impl RoleSlot {
     /// handed back; if the old version cannot read it, it resumes from its
     /// own state at the time of the swap.
     pub fn rollback(&mut self, now_ms: u64) -> Result<String, String> {
+        let result = self.try_rollback(now_ms);
+        if let Err(e) = &result {
+            self.event(
+                now_ms,
+                K::SwapRefused,
+                None,
+                format!("rollback refused: {e}"),
+            );
+        }
+        result
+    }
+
+    fn try_rollback(&mut self, now_ms: u64) -> Result<String, String> {
         let began = std::time::Instant::now();
         let Some((prev, prev_state)) = self.previous.clone() else {
             return Err(format!(
@@ -532,36 +604,35 @@ impl RoleSlot {
                 self.role
             ));
         };
-        let mut inst = PluginInstance::instantiate(
-            &self.engine,
-            &prev.artifact,
-            &prev.config_json,
-            prev.sandbox,
-        )
-        .map_err(|e| format!("cannot instantiate {}: {e}", prev.label()))?;
-        let current = self.current_state(now_ms);
+        let engine = self.engine.clone();
+        let fresh = || {
+            PluginInstance::instantiate(&engine, &prev.artifact, &prev.config_json, prev.sandbox)
+                .map_err(|e| format!("cannot instantiate {}: {e}", prev.label()))
+        };
+        let mut inst = fresh()?;
+        let current = self.handoff_state();
         let mut note = "fresh init".to_string();
-        let mut restored = false;
+        let mut checkpoint = None;
         if let Some(s) = &current {
             match inst.restore_state(s) {
                 Ok(()) => {
                     note = "running state handed back".into();
-                    restored = true;
+                    checkpoint = Some(s.clone());
                 }
-                Err(e) => note = format!("running state not readable ({e})"),
+                Err(e) => {
+                    note = format!("running state not readable ({e})");
+                    // A failed restore may leave the instance half-done.
+                    inst = fresh()?;
+                }
             }
         }
-        if !restored {
+        if checkpoint.is_none() {
             if let Some(s) = &prev_state {
-                inst = PluginInstance::instantiate(
-                    &self.engine,
-                    &prev.artifact,
-                    &prev.config_json,
-                    prev.sandbox,
-                )
-                .map_err(|e| e.to_string())?;
                 match inst.restore_state(s) {
-                    Ok(()) => note = format!("{note}; resumed from its own state at the swap"),
+                    Ok(()) => {
+                        note = format!("{note}; resumed from its own state at the swap");
+                        checkpoint = Some(s.clone());
+                    }
                     Err(e) => {
                         return Err(format!("{} rejects its own saved state: {e}", prev.label()))
                     }
@@ -572,7 +643,8 @@ impl RoleSlot {
             .deployed
             .as_ref()
             .map_or("fallback".into(), Deployment::label);
-        self.commit(inst, prev, current, now_ms);
+        self.commit(inst, prev, Some(current), checkpoint);
+        self.probation_cycles = 0;
         let rec = SwapRecord {
             time_ms: now_ms,
             kind: "rollback".into(),
@@ -588,6 +660,14 @@ impl RoleSlot {
         Ok(msg)
     }
 
+    /// Keep a saved state (from disk) for a plugin that is not running, so
+    /// a later install hands it over instead of starting fresh.
+    pub fn keep_state(&mut self, saved: Option<(StateMeta, Vec<u8>)>) {
+        if let Some((_, blob)) = saved {
+            self.checkpoint = Some((Arc::new(blob), 0));
+        }
+    }
+
     /// Serve the role with the fallback from now on (`enabled = false`).
     pub fn disable(&mut self, now_ms: u64, why: String) {
         let label = self.deployed.as_ref().map(Deployment::label);
@@ -599,25 +679,44 @@ impl RoleSlot {
         self.event(now_ms, K::Disabled, label, why);
     }
 
+    /// Make `to` the deployed version with instance `inst`. With
+    /// `previous_state`, the outgoing version becomes the rollback target
+    /// with that state; without, the rollback target is kept. `checkpoint`
+    /// is the new version's first restart point (the state it accepted).
     fn commit(
         &mut self,
         inst: PluginInstance,
         to: Deployment,
-        old_state: Option<Vec<u8>>,
-        now_ms: u64,
+        previous_state: Option<Option<Vec<u8>>>,
+        checkpoint: Option<Vec<u8>>,
     ) {
         if let Some(old) = self.deployed.take() {
-            self.previous = Some((old, old_state));
+            if let Some(state) = previous_state {
+                self.previous = Some((old, state));
+            }
         }
         self.deployed = Some(to);
         self.instance = Some(inst);
         self.load_error = None;
-        self.checkpoint = None;
+        self.checkpoint = checkpoint.map(|s| (Arc::new(s), 0));
         self.cycles_since_checkpoint = 0;
         self.crash_times_ms.clear();
         self.consecutive_crashes = 0;
         self.state = SlotState::Active;
-        let _ = now_ms;
+    }
+
+    /// The outgoing version's state for a handoff, without counting a
+    /// failure as a crash: the live instance's, else the checkpoint.
+    fn handoff_state(&mut self) -> Option<Vec<u8>> {
+        if let Some(i) = self.instance.as_mut() {
+            match i.save_state() {
+                Ok(s) => return Some(s),
+                Err(e) => {
+                    tracing::warn!(role = %self.role, error = %e, "outgoing plugin could not save its state; handing over its last checkpoint")
+                }
+            }
+        }
+        self.checkpoint.as_ref().map(|(s, _)| s.to_vec())
     }
 
     /// The running version's state now; the checkpoint if it is not live.
