@@ -235,9 +235,37 @@ fn demo(root: &Path, extra: &[String]) -> Result<()> {
 }
 
 fn test(root: &Path, extra: &[String]) -> Result<()> {
+    let python = python_env(root)?;
     let mut cmd = cargo();
     cmd.current_dir(root)
+        .env("BMS_PYTHON", &python)
         .args(["test", "--workspace"])
         .args(extra);
     run(cmd)
+}
+
+/// The Python the third-party peer tests run (cantools, ...): a venv in
+/// `target/pyenv` with `tests/py/requirements.txt` installed from PyPI.
+/// Reinstalls when the requirements change.
+fn python_env(root: &Path) -> Result<PathBuf> {
+    let venv = root.join("target/pyenv");
+    let python = venv.join("bin/python");
+    let req = root.join("tests/py/requirements.txt");
+    let wanted =
+        std::fs::read_to_string(&req).with_context(|| format!("reading {}", req.display()))?;
+    let stamp = venv.join("requirements.installed");
+    if python.is_file() && std::fs::read_to_string(&stamp).ok().as_deref() == Some(wanted.as_str())
+    {
+        return Ok(python);
+    }
+    eprintln!("xtask: setting up {} for the peer tests", venv.display());
+    let mut cmd = Command::new("python3");
+    cmd.args(["-m", "venv"]).arg(&venv);
+    run(cmd).context("creating the Python venv (install python3-venv)")?;
+    let mut cmd = Command::new(&python);
+    cmd.args(["-m", "pip", "install", "--quiet", "-r"])
+        .arg(&req);
+    run(cmd).context("installing tests/py/requirements.txt from PyPI")?;
+    std::fs::write(&stamp, wanted)?;
+    Ok(python)
 }

@@ -26,6 +26,8 @@ use super::frame::{CanFrame, CanId, FrameError, CLASSIC_MAX_DATA_BYTES, STANDARD
 
 /// Placeholder message some DBC editors use to hold unassigned signals.
 const INDEPENDENT_SIGNALS_MESSAGE: &str = "VECTOR__INDEPENDENT_SIG_MSG";
+/// Attribute holding a signal's full name when it exceeds 32 characters.
+const LONG_SIGNAL_NAME_ATTRIBUTE: &str = "SystemSignalLongSymbol";
 /// Bit 31 of a DBC message id marks an extended (29-bit) identifier.
 const DBC_EXTENDED_FLAG: u64 = 0x8000_0000;
 
@@ -723,11 +725,52 @@ fn normalize(bytes: &[u8]) -> String {
     };
     let decoded = decoded.strip_prefix('\u{FEFF}').unwrap_or(&decoded);
     let mut out = String::with_capacity(decoded.len() + 1);
+    // Lines folded into a wrapped VAL_ statement; emitted as blank lines
+    // after it so later line numbers stay right.
+    let mut folded = 0;
+    let mut in_val = false;
     for line in decoded.lines() {
-        out.push_str(&line.trim_end_matches(['\r', ' ', '\t']).replace('\t', " "));
+        let line = line.trim_end_matches(['\r', ' ', '\t']).replace('\t', " ");
+        if in_val {
+            // `can-dbc` wants one VAL_ statement per line; vendors wrap
+            // long value tables.
+            out.push(' ');
+            out.push_str(line.trim_start());
+            folded += 1;
+        } else {
+            out.push_str(&line);
+            in_val = line.trim_start().starts_with("VAL_ ");
+        }
+        if in_val && ends_statement(&line) {
+            in_val = false;
+        }
+        if !in_val {
+            out.push('\n');
+            for _ in 0..folded {
+                out.push('\n');
+            }
+            folded = 0;
+        }
+    }
+    if in_val {
         out.push('\n');
     }
     out
+}
+
+/// Whether `line` ends with `;` outside a quoted string.
+fn ends_statement(line: &str) -> bool {
+    let mut quoted = false;
+    let mut last = None;
+    for c in line.chars() {
+        if c == '"' {
+            quoted = !quoted;
+        }
+        if !c.is_whitespace() {
+            last = Some(c);
+        }
+    }
+    !quoted && last == Some(';')
 }
 
 fn parse_error(text: &str, origin: &str, err: can_dbc::Error<'_>) -> DbcError {
@@ -880,6 +923,7 @@ fn convert(parsed: &can_dbc::DBC, text: &str, origin: &str) -> Result<Dbc, DbcEr
         .map(|e| e.message_id().raw())
         .collect();
 
+    let mut raw_ids: HashMap<u32, usize> = HashMap::new();
     let mut dbc = Dbc {
         origin: origin.to_string(),
         messages: Vec::new(),
@@ -991,9 +1035,42 @@ fn convert(parsed: &can_dbc::DBC, text: &str, origin: &str) -> Result<Dbc, DbcEr
                     signal,
                 });
         }
+        raw_ids.insert(msg.message_id().raw(), index);
         dbc.messages.push(def);
     }
+    add_long_names(parsed, &raw_ids, &mut dbc);
     Ok(dbc)
+}
+
+/// DBC names are limited to 32 characters; tools keep the real, longer name
+/// of a signal in the `SystemSignalLongSymbol` attribute. Make the long
+/// name resolve too, so a mapping can use the name the vendor documents.
+fn add_long_names(parsed: &can_dbc::DBC, raw_ids: &HashMap<u32, usize>, dbc: &mut Dbc) {
+    for attr in parsed.attribute_values() {
+        if attr.attribute_name() != LONG_SIGNAL_NAME_ATTRIBUTE {
+            continue;
+        }
+        let can_dbc::AttributeValuedForObjectType::SignalAttributeValue(
+            id,
+            short,
+            can_dbc::AttributeValue::AttributeValueCharString(long),
+        ) = attr.attribute_value()
+        else {
+            continue;
+        };
+        let Some(&message) = raw_ids.get(&id.raw()) else {
+            continue;
+        };
+        let Some(signal) = dbc.messages[message].signal_index(short) else {
+            continue;
+        };
+        if long != short && !long.is_empty() {
+            dbc.signals_by_name
+                .entry(long.clone())
+                .or_default()
+                .push(SignalRef { message, signal });
+        }
+    }
 }
 
 /// Signals that can appear in the same frame must not share bits.
@@ -1393,6 +1470,24 @@ mod tests {
         .concat();
         let d2 = Dbc::parse(&utf8, "utf8.dbc").unwrap();
         assert_eq!(d2.messages(), d.messages());
+    }
+
+    #[test]
+    fn wrapped_value_tables_parse_and_keep_line_numbers() {
+        let body = "BO_ 1 M: 8 PCM1\n SG_ A : 0|8@1+ (1,0) [0|0] \"\" Vector__XXX\n\n\
+                    VAL_ 1 A 0 \"off;\"\n   1 \"on\"\n   2 \"fault\" ;\n";
+        let dbc = Dbc::parse(format!("{HEADER}{body}").as_bytes(), "wrapped.dbc").unwrap();
+        assert!(dbc.find_signal("A").is_some());
+        // An error after the wrapped table (a message after the value
+        // tables) is reported on its own line: 10 BO_, 13-15 VAL_, 16.
+        let text = format!("{HEADER}{body}BO_ 2 N: 8 PCM1\n");
+        let err = Dbc::parse(text.as_bytes(), "wrapped.dbc")
+            .unwrap_err()
+            .to_string();
+        assert_eq!(
+            err,
+            "wrapped.dbc:16: DBC syntax not understood near `BO_ 2 N: 8 PCM1`"
+        );
     }
 
     #[test]
