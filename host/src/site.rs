@@ -115,6 +115,7 @@ pub struct SimSite {
     first_seq: u64,
     first_plugin_seq: u64,
     reloader: Reloader,
+    modbus: Option<crate::io::modbus::Publisher>,
 }
 
 impl SimSite {
@@ -180,12 +181,40 @@ impl SimSite {
             thread: None,
             first_seq,
             first_plugin_seq,
+            modbus: crate::io::modbus::Publisher::new(&cfg),
             cfg,
             controller,
             sim,
             shared,
             reloader,
         })
+    }
+
+    /// Start the SunSpec Modbus TCP server of `[modbus]` (None without
+    /// one). The image is refreshed every control cycle of [`Self::run`].
+    pub fn start_modbus(&self) -> Result<Option<crate::io::modbus::server::SunSpecServer>> {
+        let (Some(m), Some(publisher)) = (&self.cfg.modbus, &self.modbus) else {
+            return Ok(None);
+        };
+        let server = crate::io::modbus::server::SunSpecServer::start(
+            crate::io::modbus::server::ServerConfig {
+                bind: m.bind,
+                unit_id: m.unit_id,
+                allowed_writers: m.allowed_writers.clone(),
+            },
+            publisher.board.clone(),
+            crate::io::modbus::server::ResetPath {
+                protection: self.protection.clone(),
+                shared: self.shared.clone(),
+            },
+        )
+        .with_context(|| format!("starting the Modbus server on {}", m.bind))?;
+        Ok(Some(server))
+    }
+
+    /// The register board, when `[modbus]` is configured.
+    pub fn modbus_board(&self) -> Option<Arc<crate::io::modbus::server::RegisterBoard>> {
+        self.modbus.as_ref().map(|p| p.board.clone())
     }
 
     /// Operator reloads (also what the control API uses).
@@ -332,6 +361,9 @@ impl SimSite {
                 .last
                 .as_ref()
                 .context("cycle produced no report")?;
+            if let Some(p) = &mut self.modbus {
+                p.publish(&self.cfg, report, &self.shared.status());
+            }
             let t_s = t_ms as f64 / 1000.0;
             if k >= avg_from {
                 final_sum_v.resize(report.snapshot.cell_voltage_v.len(), 0.0);

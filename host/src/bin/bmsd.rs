@@ -141,6 +141,10 @@ fn main() -> Result<()> {
             )
             .with_context(|| format!("starting the control API on {}", socket.display()))?;
             println!("control API: {}", socket.display());
+            let _modbus = site.start_modbus()?;
+            if let Some(m) = &_modbus {
+                println!("SunSpec Modbus TCP: {}", m.local_addr);
+            }
             // SIGTERM / SIGINT end the run at the next cycle: plugin state
             // is saved and the contactors open on the way out.
             let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));

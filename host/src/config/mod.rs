@@ -57,6 +57,9 @@ pub struct SiteConfig {
     pub plugins: PluginsConfig,
     #[serde(default)]
     pub sim: Option<crate::sim::SimConfig>,
+    /// The SunSpec Modbus TCP server; absent: not served.
+    #[serde(default)]
+    pub modbus: Option<ModbusConfig>,
     /// Directory of the config file; relative paths resolve against it.
     #[serde(skip)]
     pub base_dir: PathBuf,
@@ -172,6 +175,39 @@ impl Default for ControlConfig {
             start_time: None,
         }
     }
+}
+
+/// `[modbus]`: the SunSpec Modbus TCP server.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ModbusConfig {
+    /// Listen address, e.g. `127.0.0.1:1502` (port 0: any free port).
+    pub bind: std::net::SocketAddr,
+    /// Modbus unit id the server answers to.
+    #[serde(default = "default_unit_id")]
+    pub unit_id: u8,
+    /// Register address of the `SunS` marker (SunSpec: 0, 40000 or 50000).
+    #[serde(default = "default_sunspec_base")]
+    pub base: u16,
+    /// Client addresses that may write (`CtrlHb`, `AlmRst`); empty: none.
+    #[serde(default)]
+    pub allowed_writers: Vec<std::net::IpAddr>,
+    /// A controller heartbeat (`CtrlHb`) older than this is reported as
+    /// lost; absent: not supervised.
+    #[serde(default)]
+    pub heartbeat_timeout_s: Option<f64>,
+    #[serde(default = "default_manufacturer")]
+    pub manufacturer: String,
+}
+
+fn default_unit_id() -> u8 {
+    1
+}
+fn default_sunspec_base() -> u16 {
+    40000
+}
+fn default_manufacturer() -> String {
+    "bmshost".into()
 }
 
 /// Role → plugin assignment.
@@ -470,6 +506,31 @@ impl SiteConfig {
                 "plugins.policy.restart_backoff_max_ms",
                 "must be at least restart_backoff_ms",
             ));
+        }
+        if let Some(m) = &self.modbus {
+            if ![0u16, 40000, 50000].contains(&m.base) {
+                return Err(self.invalid(
+                    "modbus.base",
+                    format!(
+                        "must be 0, 40000 or 50000 (SunSpec base addresses), got {}",
+                        m.base
+                    ),
+                ));
+            }
+            if m.unit_id == 0 || m.unit_id > 247 {
+                return Err(self.invalid(
+                    "modbus.unit_id",
+                    format!("must be 1..=247, got {}", m.unit_id),
+                ));
+            }
+            if m.heartbeat_timeout_s
+                .is_some_and(|t| !(t.is_finite() && t > 0.0))
+            {
+                return Err(self.invalid(
+                    "modbus.heartbeat_timeout_s",
+                    "must be a number of seconds > 0",
+                ));
+            }
         }
         if let Some(sim) = &self.sim {
             sim.validate()

@@ -7,3 +7,4 @@
 
 pub mod can;
 pub mod contactor;
+pub mod modbus;

@@ -1,0 +1,349 @@
+//! The Modbus TCP server (tokio-modbus) serving the SunSpec image.
+//!
+//! Owns: the listening socket, its tokio runtime on a thread of its own,
+//! request handling with Modbus exception codes, write authorisation by
+//! client address, and the writable points:
+//! - `CtrlHb` (controller heartbeat): stored with its arrival time; a
+//!   heartbeat that stops for `heartbeat_timeout_s` is logged as lost;
+//! - `AlmRst` = 1: asks protection for a reset, which succeeds only if
+//!   protection allows it (every latched condition cleared);
+//! - anything else read-only → `ILLEGAL DATA ADDRESS`.
+//!
+//! Exception codes: unknown function `01`; address outside the image or a
+//! write to a read-only point `02`; bad quantity or value `03`; a write from
+//! a client not in `allowed_writers` `01` (the function is not available to
+//! it); a reset protection refused `04`.
+//!
+//! May not touch: protection beyond [`Protection::reset`]; the image is
+//! published by the control cycle and only read here.
+
+use std::net::{IpAddr, SocketAddr};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use tokio_modbus::prelude::*;
+use tokio_modbus::server::tcp::{accept_tcp_connection, Server};
+
+use super::sunspec::Writable;
+use crate::protection::task::Shared;
+use crate::protection::Protection;
+
+/// The current image, swapped in whole by the control cycle.
+#[derive(Debug, Clone)]
+pub struct Image {
+    /// Address of the first register (`SunS`).
+    pub base: u16,
+    pub regs: Vec<u16>,
+    pub writable: Writable,
+}
+
+/// Counters for the summary and the load test.
+#[derive(Debug, Default)]
+pub struct ServerStats {
+    pub requests: AtomicU64,
+    pub exceptions: AtomicU64,
+    pub writes: AtomicU64,
+}
+
+/// What the server shares with the control cycle.
+pub struct RegisterBoard {
+    image: Mutex<Arc<Image>>,
+    ctrl_hb: Mutex<Option<(u16, Instant)>>,
+    pub stats: ServerStats,
+}
+
+impl RegisterBoard {
+    pub fn new(image: Image) -> Arc<Self> {
+        Arc::new(Self {
+            image: Mutex::new(Arc::new(image)),
+            ctrl_hb: Mutex::new(None),
+            stats: ServerStats::default(),
+        })
+    }
+
+    /// Publish a new image (a pointer swap: readers never wait for a copy).
+    pub fn publish(&self, image: Image) {
+        *self.image.lock().unwrap_or_else(|e| e.into_inner()) = Arc::new(image);
+    }
+
+    pub fn image(&self) -> Arc<Image> {
+        self.image.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// The last controller heartbeat value and how long ago it arrived.
+    pub fn ctrl_hb(&self) -> Option<(u16, std::time::Duration)> {
+        self.ctrl_hb
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .map(|(v, t)| (v, t.elapsed()))
+    }
+}
+
+/// Server settings (from `[modbus]`).
+#[derive(Debug, Clone)]
+pub struct ServerConfig {
+    pub bind: SocketAddr,
+    pub unit_id: u8,
+    pub allowed_writers: Vec<IpAddr>,
+}
+
+/// What a reset needs.
+#[derive(Clone)]
+pub struct ResetPath {
+    pub protection: Arc<Mutex<Protection>>,
+    pub shared: Arc<Shared>,
+}
+
+/// A running server; stops on drop.
+pub struct SunSpecServer {
+    pub local_addr: SocketAddr,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    handle: Option<std::thread::JoinHandle<()>>,
+}
+
+impl SunSpecServer {
+    pub fn start(
+        cfg: ServerConfig,
+        board: Arc<RegisterBoard>,
+        reset: ResetPath,
+    ) -> std::io::Result<Self> {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?;
+        let listener = rt.block_on(tokio::net::TcpListener::bind(cfg.bind))?;
+        let local_addr = listener.local_addr()?;
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let handle = std::thread::Builder::new()
+            .name("modbus-server".into())
+            .spawn(move || {
+                let server = Server::new(listener);
+                let cfg = Arc::new(cfg);
+                let new_service = |peer: SocketAddr| {
+                    Ok(Some(Connection {
+                        peer,
+                        cfg: cfg.clone(),
+                        board: board.clone(),
+                        reset: reset.clone(),
+                    }))
+                };
+                let on_connected = |stream, peer| {
+                    let r = accept_tcp_connection(stream, peer, new_service);
+                    async move { r }
+                };
+                let on_error = |e| tracing::debug!(error = %e, "modbus connection ended");
+                let abort = Box::pin(async move {
+                    let _ = stopped.await;
+                });
+                if let Err(e) = rt.block_on(server.serve_until(&on_connected, on_error, abort)) {
+                    tracing::error!(error = %e, "modbus server stopped");
+                }
+            })?;
+        tracing::info!(%local_addr, "SunSpec Modbus TCP server listening");
+        Ok(Self {
+            local_addr,
+            stop: Some(stop),
+            handle: Some(handle),
+        })
+    }
+}
+
+impl Drop for SunSpecServer {
+    fn drop(&mut self) {
+        if let Some(s) = self.stop.take() {
+            let _ = s.send(());
+        }
+        if let Some(h) = self.handle.take() {
+            let _ = h.join();
+        }
+    }
+}
+
+struct Connection {
+    peer: SocketAddr,
+    cfg: Arc<ServerConfig>,
+    board: Arc<RegisterBoard>,
+    reset: ResetPath,
+}
+
+impl Connection {
+    fn read(&self, addr: u16, qty: u16) -> Result<Vec<u16>, ExceptionCode> {
+        if qty == 0 || qty > 125 {
+            return Err(ExceptionCode::IllegalDataValue);
+        }
+        let img = self.board.image();
+        let start = addr
+            .checked_sub(img.base)
+            .ok_or(ExceptionCode::IllegalDataAddress)? as usize;
+        let end = start + qty as usize;
+        img.regs
+            .get(start..end)
+            .map(<[u16]>::to_vec)
+            .ok_or(ExceptionCode::IllegalDataAddress)
+    }
+
+    fn write(&self, addr: u16, values: &[u16]) -> Result<(), ExceptionCode> {
+        if values.is_empty() || values.len() > 123 {
+            return Err(ExceptionCode::IllegalDataValue);
+        }
+        if !self.cfg.allowed_writers.contains(&self.peer.ip()) {
+            tracing::warn!(peer = %self.peer, addr, "modbus write refused: client not in modbus.allowed_writers");
+            return Err(ExceptionCode::IllegalFunction);
+        }
+        let img = self.board.image();
+        let w = img.writable;
+        let start = addr
+            .checked_sub(img.base)
+            .ok_or(ExceptionCode::IllegalDataAddress)?;
+        // Check every register first: a write is all or nothing.
+        for i in 0..values.len() as u16 {
+            let off = start + i;
+            if off != w.ctrl_hb && off != w.alm_rst {
+                tracing::warn!(peer = %self.peer, register = img.base + off, "modbus write to a read-only or unknown register");
+                return Err(ExceptionCode::IllegalDataAddress);
+            }
+        }
+        for (i, v) in values.iter().enumerate() {
+            let off = start + i as u16;
+            if off == w.ctrl_hb {
+                *self.board.ctrl_hb.lock().unwrap_or_else(|e| e.into_inner()) =
+                    Some((*v, Instant::now()));
+            } else if off == w.alm_rst {
+                self.alarm_reset(*v)?;
+            }
+        }
+        self.board.stats.writes.fetch_add(1, Ordering::Relaxed);
+        Ok(())
+    }
+
+    fn alarm_reset(&self, v: u16) -> Result<(), ExceptionCode> {
+        if v != 1 {
+            return Err(ExceptionCode::IllegalDataValue);
+        }
+        let now_ms = self.reset.shared.status().time_ms;
+        let snap = self.reset.shared.snapshot();
+        let mut p = self
+            .reset
+            .protection
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        match p.reset(&snap, now_ms) {
+            Ok(cleared) => {
+                tracing::warn!(peer = %self.peer, count = cleared.len(), "protection reset by SunSpec AlmRst");
+                Ok(())
+            }
+            Err(e) => {
+                tracing::warn!(peer = %self.peer, reason = %e, "SunSpec AlmRst refused by protection");
+                Err(ExceptionCode::ServerDeviceFailure)
+            }
+        }
+    }
+}
+
+impl tokio_modbus::server::Service for Connection {
+    type Request = SlaveRequest<'static>;
+    type Response = Option<Response>;
+    type Exception = ExceptionCode;
+    type Future = std::future::Ready<Result<Self::Response, Self::Exception>>;
+
+    fn call(&self, req: Self::Request) -> Self::Future {
+        // Another unit id on this address is not us: stay silent, as a
+        // gateway without that device would.
+        if req.slave != self.cfg.unit_id && req.slave != 0 {
+            return std::future::ready(Ok(None));
+        }
+        self.board.stats.requests.fetch_add(1, Ordering::Relaxed);
+        let r = match req.request {
+            Request::ReadHoldingRegisters(addr, qty) => {
+                self.read(addr, qty).map(Response::ReadHoldingRegisters)
+            }
+            Request::WriteSingleRegister(addr, v) => self
+                .write(addr, &[v])
+                .map(|()| Response::WriteSingleRegister(addr, v)),
+            Request::WriteMultipleRegisters(addr, values) => self
+                .write(addr, &values)
+                .map(|()| Response::WriteMultipleRegisters(addr, values.len() as u16)),
+            _ => Err(ExceptionCode::IllegalFunction),
+        };
+        if r.is_err() {
+            self.board.stats.exceptions.fetch_add(1, Ordering::Relaxed);
+        }
+        std::future::ready(r.map(Some))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::protection::events::EventLog;
+    use crate::snapshot::PackSnapshot;
+
+    fn connection(writers: &[&str]) -> Connection {
+        let cfg = crate::config::SiteConfig::load(
+            &std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../configs/demo-site.toml"),
+        )
+        .unwrap();
+        Connection {
+            peer: "127.0.0.1:5000".parse().unwrap(),
+            cfg: Arc::new(ServerConfig {
+                bind: "127.0.0.1:0".parse().unwrap(),
+                unit_id: 1,
+                allowed_writers: writers.iter().map(|w| w.parse().unwrap()).collect(),
+            }),
+            board: RegisterBoard::new(Image {
+                base: 40000,
+                regs: vec![7; 200],
+                writable: super::super::sunspec::Writable {
+                    ctrl_hb: 10,
+                    alm_rst: 11,
+                    set_op: 12,
+                    set_inv_state: 13,
+                    soc_rsv_max: 14,
+                    soc_rsv_min: 15,
+                    device_address: 16,
+                },
+            }),
+            reset: ResetPath {
+                protection: Arc::new(Mutex::new(Protection::new(
+                    cfg.protection.clone(),
+                    500,
+                    EventLog::memory(),
+                ))),
+                shared: Shared::new(PackSnapshot::empty(128, 16)),
+            },
+        }
+    }
+
+    #[test]
+    fn reads_check_quantity_and_address() {
+        let c = connection(&["127.0.0.1"]);
+        assert_eq!(c.read(40000, 125).unwrap().len(), 125);
+        assert_eq!(c.read(40000, 126), Err(ExceptionCode::IllegalDataValue));
+        assert_eq!(c.read(40000, 0), Err(ExceptionCode::IllegalDataValue));
+        assert_eq!(c.read(39999, 1), Err(ExceptionCode::IllegalDataAddress));
+        assert_eq!(c.read(40199, 1).unwrap(), vec![7]);
+        assert_eq!(c.read(40199, 2), Err(ExceptionCode::IllegalDataAddress));
+    }
+
+    #[test]
+    fn writes_are_authorised_checked_and_all_or_nothing() {
+        let c = connection(&["127.0.0.1"]);
+        assert_eq!(c.write(40010, &[5]), Ok(()));
+        assert_eq!(c.board.ctrl_hb().unwrap().0, 5);
+        assert_eq!(
+            c.write(40009, &[1, 6]),
+            Err(ExceptionCode::IllegalDataAddress)
+        );
+        assert_eq!(c.board.ctrl_hb().unwrap().0, 5, "nothing written");
+        assert_eq!(c.write(40011, &[3]), Err(ExceptionCode::IllegalDataValue));
+        assert_eq!(
+            c.write(40011, &[1]),
+            Err(ExceptionCode::ServerDeviceFailure)
+        );
+        let stranger = connection(&["10.0.0.9"]);
+        assert_eq!(
+            stranger.write(40010, &[5]),
+            Err(ExceptionCode::IllegalFunction)
+        );
+    }
+}

@@ -1,0 +1,214 @@
+//! The SunSpec Modbus TCP server checked with third-party clients while the
+//! simulated rack runs: `pysunspec2` scans the device and finds models 1,
+//! 802 and 803 with the values the host is producing; `mbpoll` reads the
+//! `SunS` header; `pymodbus` gets the right exception codes for bad reads
+//! and writes. The Python tools come from `target/pyenv` (`cargo xtask
+//! test`) through `BMS_PYTHON`.
+
+use std::path::PathBuf;
+use std::process::Command;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bms_e2e::{demo_site, section, workspace_root};
+use bmshost::control::CycleReport;
+use bmshost::site::{RunOptions, SimSite, Speed};
+
+/// Paced racks in parallel on a 2-core machine would starve each other's
+/// protection threads (which then, correctly, open the contactors).
+static ONE_RACK_AT_A_TIME: Mutex<()> = Mutex::new(());
+
+fn python() -> PathBuf {
+    let py = std::env::var_os("BMS_PYTHON")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| workspace_root().join("target/pyenv/bin/python"));
+    let ok = Command::new(&py)
+        .args(["-c", "import sunspec2, pymodbus"])
+        .status()
+        .is_ok_and(|s| s.success());
+    assert!(
+        ok,
+        "{} cannot import sunspec2 and pymodbus: run `cargo xtask test` (it creates \
+         target/pyenv from tests/py/requirements.txt) or set BMS_PYTHON",
+        py.display()
+    );
+    py
+}
+
+fn py(script: &str, args: &[String]) -> serde_json::Value {
+    let out = Command::new(python())
+        .arg(workspace_root().join("tests/py").join(script))
+        .args(args)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{script} {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&out.stdout)))
+}
+
+/// The demo site with a Modbus server on a free loopback port, running paced
+/// in a thread; returns the port and the latest cycle report.
+fn running_site(
+    writers: &[&str],
+) -> (
+    u16,
+    Arc<Mutex<Option<CycleReport>>>,
+    std::thread::JoinHandle<()>,
+    tempfile::TempDir,
+) {
+    let cfg = demo_site(|t| {
+        let mut m = toml::Table::new();
+        m.insert("bind".into(), "127.0.0.1:0".into());
+        m.insert(
+            "allowed_writers".into(),
+            toml::Value::Array(writers.iter().map(|w| (*w).into()).collect()),
+        );
+        t.insert("modbus".into(), toml::Value::Table(m));
+        section(t, &["control"]).insert("status_interval_ms".into(), 1_000_000.into());
+    });
+    let dir = tempfile::tempdir().unwrap();
+    let mut site = SimSite::assemble_in(cfg, dir.path().to_path_buf()).unwrap();
+    let server = site.start_modbus().unwrap().expect("[modbus] configured");
+    let port = server.local_addr.port();
+    let last = Arc::new(Mutex::new(None));
+    let last2 = last.clone();
+    let handle = std::thread::spawn(move || {
+        let _server = server;
+        site.run(
+            &RunOptions {
+                speed: Speed::Factor(5.0),
+                // Inside the initial rest: values hold still while read.
+                duration_s: Some(60.0),
+                print_status: false,
+                stop: None,
+            },
+            |o| {
+                if let Some(c) = o.cycle {
+                    *last2.lock().unwrap() = Some(c.clone());
+                }
+            },
+        )
+        .unwrap();
+    });
+    // Let the contactors close and the estimators settle.
+    std::thread::sleep(Duration::from_secs(3));
+    (port, last, handle, dir)
+}
+
+#[test]
+fn pysunspec2_finds_the_models_and_reads_what_the_rack_produces() {
+    let _one = ONE_RACK_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let (port, last, handle, _dir) = running_site(&["127.0.0.1"]);
+    let scan = py(
+        "sunspec_scan.py",
+        &["127.0.0.1".into(), port.to_string(), "1".into()],
+    );
+    let report = last.lock().unwrap().clone().expect("cycles ran");
+    assert_eq!(scan["models"], serde_json::json!([1, 802, 803]), "{scan}");
+    assert_eq!(scan["Mn"], "bmshost");
+    assert_eq!(scan["Typ"], 4, "lithium-ion");
+    assert_eq!(scan["State"], 3, "connected: {scan}");
+    let f = |k: &str| scan[k].as_f64().unwrap_or_else(|| panic!("{k}: {scan}"));
+    let soc = f64::from(report.pack_soc_pct.unwrap());
+    assert!(
+        (f("SoC") - soc).abs() < 0.2,
+        "SoC {} vs host {soc}",
+        f("SoC")
+    );
+    let (vmin, vmax) = report.snapshot.cell_voltage_range_v();
+    assert!((f("CellVMax") - f64::from(vmax)).abs() < 0.005, "{scan}");
+    assert!((f("CellVMin") - f64::from(vmin)).abs() < 0.005, "{scan}");
+    assert_eq!(scan["CellVMaxStr"], 1);
+    assert!((1..=8).contains(&(f("CellVMaxMod") as i64)));
+    assert!(
+        (f("AChaMax") - f64::from(report.allowed.charge_a)).abs() <= 30.0,
+        "{scan}"
+    );
+    assert!((f("AHRtg") - 280.0).abs() < 0.1);
+    assert_eq!(scan["NStr"], 1);
+    assert!((scan["StrSoC"][0].as_f64().unwrap() - soc).abs() < 0.2);
+
+    // mbpoll: the SunS marker and model 1 at 40000 (mbpoll counts from 1).
+    let out = Command::new("mbpoll")
+        .args([
+            "-m", "tcp", "-a", "1", "-r", "40001", "-c", "4", "-t", "4:hex", "-1", "-p",
+        ])
+        .arg(port.to_string())
+        .arg("127.0.0.1")
+        .output()
+        .expect("mbpoll (apt-get install mbpoll; .ci/run does)");
+    let text = String::from_utf8_lossy(&out.stdout).to_lowercase();
+    for (reg, val) in [
+        ("40001", "0x5375"),
+        ("40002", "0x6e53"),
+        ("40003", "0x0001"),
+        ("40004", "0x0042"),
+    ] {
+        assert!(
+            text.lines()
+                .any(|l| l.contains(&format!("[{reg}]")) && l.contains(val)),
+            "mbpoll did not read {val} at {reg}:\n{text}"
+        );
+    }
+    handle.join().unwrap();
+}
+
+#[test]
+fn bad_requests_get_the_modbus_exception_codes_and_writes_are_authorised() {
+    let _one = ONE_RACK_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let (port, _last, handle, _dir) = running_site(&["127.0.0.1"]);
+    let probe = |args: &[&str]| {
+        let mut a = vec!["127.0.0.1".to_string(), port.to_string(), "1".into()];
+        a.extend(args.iter().map(|s| s.to_string()));
+        py("modbus_probe.py", &a)
+    };
+    // Layout: SunS(2) + model 1 (2 + 66) = 70; model 802 header at 40070,
+    // its points from 40072: SoC at +9, CtrlHb at +17, AlmRst at +18.
+    let soc = 40072 + 9;
+    let ctrl_hb = 40072 + 17;
+    let alm_rst = 40072 + 18;
+    assert_eq!(
+        probe(&["read", "39990", "4"])["exception"],
+        2,
+        "below the image"
+    );
+    assert_eq!(
+        probe(&["write", &soc.to_string(), "500"])["exception"],
+        2,
+        "read-only"
+    );
+    assert_eq!(probe(&["write", &ctrl_hb.to_string(), "7"])["ok"], true);
+    assert_eq!(
+        probe(&["write", &alm_rst.to_string(), "2"])["exception"],
+        3,
+        "bad value"
+    );
+    // Nothing is latched: protection refuses the reset.
+    assert_eq!(probe(&["write", &alm_rst.to_string(), "1"])["exception"], 4);
+    // A write spanning a writable and a read-only register changes nothing.
+    assert_eq!(
+        probe(&["write", &(ctrl_hb - 1).to_string(), "1", "2"])["exception"],
+        2
+    );
+    assert_eq!(
+        probe(&["read", &ctrl_hb.to_string(), "1"])["registers"],
+        serde_json::json!([0]),
+        "CtrlHb reads as 0 (the image shows no write-back)"
+    );
+    handle.join().unwrap();
+
+    // A client not in allowed_writers may read but not write.
+    let (port, _last, handle, _dir) = running_site(&[]);
+    let a = |args: &[&str]| {
+        let mut v = vec!["127.0.0.1".to_string(), port.to_string(), "1".into()];
+        v.extend(args.iter().map(|s| s.to_string()));
+        py("modbus_probe.py", &v)
+    };
+    assert_eq!(a(&["read", "40000", "2"])["ok"], true);
+    assert_eq!(a(&["write", &ctrl_hb.to_string(), "7"])["exception"], 1);
+    handle.join().unwrap();
+}
