@@ -212,6 +212,16 @@ impl SimSite {
         Ok(Some(server))
     }
 
+    /// Start the PCS link of `[pcs]` (None without one).
+    pub fn start_pcs_link(&self) -> Result<Option<crate::io::modbus::pcs::PcsLink>> {
+        let Some(p) = &self.cfg.pcs else {
+            return Ok(None);
+        };
+        let link = crate::io::modbus::pcs::PcsLink::start(p.clone(), self.shared.clone())
+            .context("starting the PCS link")?;
+        Ok(Some(link))
+    }
+
     /// The register board, when `[modbus]` is configured.
     pub fn modbus_board(&self) -> Option<Arc<crate::io::modbus::server::RegisterBoard>> {
         self.modbus.as_ref().map(|p| p.board.clone())

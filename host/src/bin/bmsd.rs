@@ -141,6 +141,7 @@ fn main() -> Result<()> {
             )
             .with_context(|| format!("starting the control API on {}", socket.display()))?;
             println!("control API: {}", socket.display());
+            let _pcs = site.start_pcs_link()?;
             let _modbus = site.start_modbus()?;
             if let Some(m) = &_modbus {
                 println!("SunSpec Modbus TCP: {}", m.local_addr);

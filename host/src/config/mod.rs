@@ -60,6 +60,9 @@ pub struct SiteConfig {
     /// The SunSpec Modbus TCP server; absent: not served.
     #[serde(default)]
     pub modbus: Option<ModbusConfig>,
+    /// The PCS link (Modbus TCP client writing the limits); absent: none.
+    #[serde(default)]
+    pub pcs: Option<crate::io::modbus::pcs::PcsConfig>,
     /// Directory of the config file; relative paths resolve against it.
     #[serde(skip)]
     pub base_dir: PathBuf,
@@ -531,6 +534,10 @@ impl SiteConfig {
                     "must be a number of seconds > 0",
                 ));
             }
+        }
+        if let Some(p) = &self.pcs {
+            p.validate()
+                .map_err(|(field, msg)| self.invalid(&format!("pcs.{field}"), msg))?;
         }
         if let Some(sim) = &self.sim {
             sim.validate()

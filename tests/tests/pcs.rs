@@ -1,0 +1,219 @@
+//! The PCS link against a PCS simulator built with pymodbus: the host
+//! writes protection's allowed currents into the PCS's registers, the PCS
+//! sees them change when protection derates, and an unreachable PCS raises
+//! the link alarm while the rack runs on, unaffected.
+
+use std::net::TcpListener;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use bms_e2e::{assemble, demo_site, fault, set_faults, workspace_root};
+use bmshost::protection::contactor::ContactorState;
+use bmshost::site::{RunOptions, Speed};
+
+/// Paced racks in parallel on 2 cores starve each other's protection.
+static ONE_RACK_AT_A_TIME: Mutex<()> = Mutex::new(());
+
+fn python() -> PathBuf {
+    let py = std::env::var_os("BMS_PYTHON")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| workspace_root().join("target/pyenv/bin/python"));
+    assert!(
+        Command::new(&py)
+            .args(["-c", "import pymodbus"])
+            .status()
+            .is_ok_and(|s| s.success()),
+        "{} cannot import pymodbus: run `cargo xtask test` or set BMS_PYTHON",
+        py.display()
+    );
+    py
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+struct Sim(Child);
+
+impl Drop for Sim {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn read_register(port: u16, address: u16) -> Option<u16> {
+    let out = Command::new(python())
+        .arg(workspace_root().join("tests/py/modbus_probe.py"))
+        .args([
+            "127.0.0.1",
+            &port.to_string(),
+            "1",
+            "read",
+            &address.to_string(),
+            "1",
+        ])
+        .output()
+        .ok()?;
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).ok()?;
+    v["registers"][0].as_u64().map(|r| r as u16)
+}
+
+fn pcs_section(t: &mut toml::Table, port: u16) {
+    let reg = |address: i64, scale: f64| {
+        let mut r = toml::Table::new();
+        r.insert("address".into(), address.into());
+        r.insert("scale".into(), scale.into());
+        toml::Value::Table(r)
+    };
+    let mut p = toml::Table::new();
+    p.insert("address".into(), format!("127.0.0.1:{port}").into());
+    p.insert("period_ms".into(), 100.into());
+    p.insert("timeout_ms".into(), 300.into());
+    p.insert("reconnect_backoff_ms".into(), 100.into());
+    p.insert("max_charge_current".into(), reg(100, 0.1));
+    p.insert("max_discharge_current".into(), reg(101, 0.1));
+    p.insert("heartbeat".into(), reg(102, 1.0));
+    t.insert("pcs".into(), toml::Value::Table(p));
+}
+
+#[test]
+fn the_pcs_receives_the_limits_and_sees_them_drop_when_protection_derates() {
+    let _one = ONE_RACK_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let port = free_port();
+    let _sim = Sim(Command::new(python())
+        .arg(workspace_root().join("tests/py/pcs_sim.py"))
+        .arg(port.to_string())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap());
+    let t = Instant::now();
+    while read_register(port, 100).is_none() {
+        assert!(
+            t.elapsed() < Duration::from_secs(20),
+            "PCS simulator did not start"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    // A +200 mV sensor offset on one cell at 30 s: 3.47 V is on the charge
+    // derating curve (3.45 V: 280 A .. 3.55 V: 140 A), below every trip.
+    let cfg = demo_site(|t| {
+        pcs_section(t, port);
+        set_faults(
+            t,
+            vec![fault(
+                "cell_voltage_offset",
+                30.0,
+                &[("cell", 5.into()), ("offset_mv", 200.0.into())],
+            )],
+        );
+    });
+    let (mut site, _dir) = assemble(cfg);
+    let link = site.start_pcs_link().unwrap().expect("[pcs] configured");
+    let stop = Arc::new(AtomicBool::new(false));
+    let series = Arc::new(Mutex::new(Vec::<(f64, u16, u16)>::new()));
+    let poller = {
+        let (stop, series) = (stop.clone(), series.clone());
+        std::thread::spawn(move || {
+            let t = Instant::now();
+            while !stop.load(Ordering::Relaxed) {
+                if let (Some(c), Some(hb)) = (read_register(port, 100), read_register(port, 102)) {
+                    series
+                        .lock()
+                        .unwrap()
+                        .push((t.elapsed().as_secs_f64(), c, hb));
+                }
+                std::thread::sleep(Duration::from_millis(100));
+            }
+        })
+    };
+    let mut allowed_before = 0.0f32;
+    let mut allowed_after = f32::MAX;
+    let s = site
+        .run(
+            &RunOptions {
+                speed: Speed::Factor(5.0),
+                duration_s: Some(60.0),
+                print_status: false,
+                stop: None,
+            },
+            |o| {
+                if o.cycle.is_some() {
+                    if o.t_ms < 29_000 {
+                        allowed_before = allowed_before.max(o.status.allowed.charge_a);
+                    } else if o.t_ms > 40_000 {
+                        allowed_after = allowed_after.min(o.status.allowed.charge_a);
+                    }
+                }
+            },
+        )
+        .unwrap();
+    stop.store(true, Ordering::Relaxed);
+    poller.join().unwrap();
+    let status = link.status();
+    drop(link);
+    assert!(s.latched.is_empty(), "{:?}", s.latched);
+    assert!(
+        allowed_before > 270.0 && allowed_after < 260.0 && allowed_after > 200.0,
+        "protection derated {allowed_before} -> {allowed_after}"
+    );
+    let series = series.lock().unwrap().clone();
+    let seen: Vec<u16> = series.iter().map(|(_, c, _)| *c).collect();
+    // The PCS saw full current (2800 = 280.0 A at scale 0.1) and then the
+    // derated limit.
+    let peak = seen
+        .iter()
+        .position(|c| *c >= 2790)
+        .unwrap_or_else(|| panic!("never 280 A: {seen:?}"));
+    assert!(
+        seen[peak..].iter().any(|c| (2000..2600).contains(c)),
+        "the derating never reached the PCS: {seen:?}"
+    );
+    // The heartbeat register keeps counting.
+    let hbs: Vec<u16> = series.iter().map(|(_, _, h)| *h).collect();
+    assert!(hbs.last() > hbs.first(), "{hbs:?}");
+    assert!(status.writes > 50 && status.alarm.is_none(), "{status:?}");
+}
+
+#[test]
+fn an_unreachable_pcs_raises_the_alarm_and_the_rack_runs_on() {
+    let _one = ONE_RACK_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let port = free_port(); // nothing listens here
+    let cfg = demo_site(|t| pcs_section(t, port));
+    let (mut site, _dir) = assemble(cfg);
+    let link = site.start_pcs_link().unwrap().unwrap();
+    let s = site
+        .run(
+            &RunOptions {
+                speed: Speed::Factor(5.0),
+                duration_s: Some(20.0),
+                print_status: false,
+                stop: None,
+            },
+            |_| {},
+        )
+        .unwrap();
+    let status = link.status();
+    let alarm = status.alarm.as_deref().unwrap_or_default();
+    assert!(
+        alarm.contains(&format!("127.0.0.1:{port}")) && alarm.contains("unreachable"),
+        "{status:?}"
+    );
+    assert!(
+        !status.connected && status.failures >= 3,
+        "retries with backoff: {status:?}"
+    );
+    assert_eq!(status.writes, 0);
+    // Protection does not depend on the PCS link.
+    assert!(s.latched.is_empty());
+    assert_eq!(s.final_contactor_state, ContactorState::Closed);
+    assert_eq!(s.cycles, 200);
+}
