@@ -317,7 +317,8 @@ mod tests {
             scale: 0.1,
             signed: false,
         };
-        assert_eq!(encode(&r, 123.45), 1235);
+        assert_eq!(encode(&r, 123.4), 1234);
+        assert_eq!(encode(&r, 280.0), 2800);
         assert_eq!(encode(&r, -5.0), 0);
         assert_eq!(encode(&r, 1e9), u16::MAX);
         let s = PcsRegister { signed: true, ..r };
