@@ -412,13 +412,7 @@ fn swaps_on_a_running_rack(rows: &mut Vec<Row>) {
     let swapper = std::thread::spawn(move || {
         let shas: Vec<String> = versions
             .iter()
-            .map(|v| {
-                use sha2::Digest;
-                sha2::Sha256::digest(v)
-                    .iter()
-                    .map(|b| format!("{b:02x}"))
-                    .collect()
-            })
+            .map(|v| bmshost::plugins::sha256_hex(v))
             .collect();
         // 5 s of quiet cycling first, as the baseline.
         std::thread::sleep(Duration::from_secs(5));

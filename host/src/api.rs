@@ -32,7 +32,6 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
-use sha2::{Digest, Sha256};
 
 use crate::plugins::events::PluginJournal;
 use crate::plugins::manager::Board;
@@ -98,10 +97,7 @@ impl Response {
 
 /// sha256 of a credential, lower-case hex (what `[operator]` stores).
 pub fn hash_credential(credential: &str) -> String {
-    Sha256::digest(credential.as_bytes())
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
+    crate::plugins::sha256_hex(credential.as_bytes())
 }
 
 /// Compare without an early exit, so timing does not leak the hash.

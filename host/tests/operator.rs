@@ -69,6 +69,27 @@ fn site_file_with(dir: &Path, sensor_fault: bool, edit: impl FnOnce(&mut toml::T
 
 struct Daemon(Child);
 
+impl Daemon {
+    /// `bmsd run` on `site` in the background, once its control socket is up
+    /// (the state dir is `state/` next to the site file).
+    fn start(site: &Path, speed: &str, duration: &str) -> Self {
+        let daemon = Daemon(
+            Command::new(env!("CARGO_BIN_EXE_bmsd"))
+                .args(["run", "--speed", speed, "--duration", duration, "--config"])
+                .arg(site)
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .unwrap(),
+        );
+        let socket = site.with_file_name("state").join("bmsd.sock");
+        wait_for("the control socket", Duration::from_secs(30), || {
+            socket.exists()
+        });
+        daemon
+    }
+}
+
 impl Drop for Daemon {
     fn drop(&mut self) {
         let _ = self.0.kill();
@@ -109,19 +130,7 @@ fn status(site: &Path) -> serde_json::Value {
 fn reset_needs_the_credential_and_a_cleared_condition_and_the_record_survives_kill_9() {
     let dir = tempfile::tempdir().unwrap();
     let site = site_file(dir.path());
-    let daemon = Daemon(
-        Command::new(env!("CARGO_BIN_EXE_bmsd"))
-            .args(["run", "--speed", "1", "--duration", "60s", "--config"])
-            .arg(&site)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
-    let socket = dir.path().join("state/bmsd.sock");
-    wait_for("the control socket", Duration::from_secs(30), || {
-        socket.exists()
-    });
+    let daemon = Daemon::start(&site, "1", "60s");
 
     // The sensor fault latches an over-voltage MSL.
     wait_for("the over-voltage latch", Duration::from_secs(10), || {
@@ -244,19 +253,7 @@ fn operator_swaps_and_rolls_back_plugins_and_a_killed_daemon_keeps_its_soc() {
         f(&mut t);
         std::fs::write(&site, toml::to_string(&t).unwrap()).unwrap();
     };
-    let daemon = Daemon(
-        Command::new(env!("CARGO_BIN_EXE_bmsd"))
-            .args(["run", "--speed", "10", "--duration", "1h", "--config"])
-            .arg(&site)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
-    let socket = dir.path().join("state/bmsd.sock");
-    wait_for("the control socket", Duration::from_secs(30), || {
-        socket.exists()
-    });
+    let daemon = Daemon::start(&site, "10", "1h");
 
     let (ok, list) = bmsctl(&site, &["plugins"]);
     assert!(ok, "{list}");

@@ -149,3 +149,32 @@ pub fn write_atomic(dest: &Path, bytes: &[u8]) {
     std::fs::write(&tmp, bytes).expect("write temp file");
     std::fs::rename(&tmp, dest).expect("rename into place");
 }
+
+/// The Python with the third-party peers (`tests/py/requirements.txt`):
+/// `$BMS_PYTHON` (set by `cargo xtask test`) or `target/pyenv`. Panics with
+/// instructions if it cannot import `modules`.
+pub fn python(modules: &[&str]) -> PathBuf {
+    let py = std::env::var_os("BMS_PYTHON")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| workspace_root().join("target/pyenv/bin/python"));
+    let ok = std::process::Command::new(&py)
+        .args(["-c", &format!("import {}", modules.join(", "))])
+        .status()
+        .is_ok_and(|s| s.success());
+    assert!(
+        ok,
+        "{} cannot import {}: run the suite with `cargo xtask test` (it creates \
+         target/pyenv from tests/py/requirements.txt) or set BMS_PYTHON",
+        py.display(),
+        modules.join(", ")
+    );
+    py
+}
+
+/// Held by tests that run a paced rack: two paced racks on a 2-core machine
+/// starve each other's protection threads (which then, correctly, open the
+/// contactors).
+pub fn one_paced_rack() -> std::sync::MutexGuard<'static, ()> {
+    static LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    LOCK.lock().unwrap_or_else(|e| e.into_inner())
+}

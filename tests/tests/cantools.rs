@@ -18,23 +18,6 @@ use rand::{Rng, SeedableRng};
 
 const DBCS: [&str; 2] = ["tests/fixtures/foreign-bmu.dbc", "configs/bmu-demo.dbc"];
 
-fn python() -> PathBuf {
-    let py = std::env::var_os("BMS_PYTHON")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| workspace_root().join("target/pyenv/bin/python"));
-    let ok = Command::new(&py)
-        .args(["-c", "import cantools"])
-        .status()
-        .is_ok_and(|s| s.success());
-    assert!(
-        ok,
-        "{} cannot import cantools: run the suite with `cargo xtask test` (it creates \
-         target/pyenv from tests/py/requirements.txt) or set BMS_PYTHON",
-        py.display()
-    );
-    py
-}
-
 fn script() -> PathBuf {
     workspace_root().join("tests/py/cantools_xcheck.py")
 }
@@ -46,7 +29,7 @@ fn close(a: f64, b: f64, factor: f64) -> bool {
 
 #[test]
 fn frames_encoded_by_cantools_decode_identically_in_the_host() {
-    let py = python();
+    let py = bms_e2e::python(&["cantools"]);
     for rel in DBCS {
         let path = workspace_root().join(rel);
         let dbc = Dbc::from_file(&path).unwrap();
@@ -107,7 +90,7 @@ fn frames_encoded_by_cantools_decode_identically_in_the_host() {
 
 #[test]
 fn frames_encoded_by_the_host_decode_identically_in_cantools() {
-    let py = python();
+    let py = bms_e2e::python(&["cantools"]);
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(11);
     for rel in DBCS {
         let path = workspace_root().join(rel);

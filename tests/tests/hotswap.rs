@@ -39,14 +39,7 @@ fn hundred_hot_swaps_miss_no_deadline_and_keep_soc_continuous() {
     let swapper = {
         let (board, stop, soc_file) = (control.board.clone(), stop.clone(), soc_file.clone());
         std::thread::spawn(move || {
-            let sha = |b: &[u8]| {
-                use sha2::Digest;
-                sha2::Sha256::digest(b)
-                    .iter()
-                    .map(|x| format!("{x:02x}"))
-                    .collect::<String>()
-            };
-            let shas = [sha(&versions[0]), sha(&versions[1])];
+            let shas = versions.each_ref().map(|v| bmshost::plugins::sha256_hex(v));
             let mut latencies = Vec::new();
             for i in 0..SWAPS {
                 let next = (i + 1) % 2;

@@ -4,7 +4,6 @@
 //! the link alarm while the rack runs on, unaffected.
 
 use std::net::TcpListener;
-use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -13,24 +12,6 @@ use std::time::{Duration, Instant};
 use bms_e2e::{assemble, demo_site, fault, set_faults, workspace_root};
 use bmshost::protection::contactor::ContactorState;
 use bmshost::site::{RunOptions, Speed};
-
-/// Paced racks in parallel on 2 cores starve each other's protection.
-static ONE_RACK_AT_A_TIME: Mutex<()> = Mutex::new(());
-
-fn python() -> PathBuf {
-    let py = std::env::var_os("BMS_PYTHON")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| workspace_root().join("target/pyenv/bin/python"));
-    assert!(
-        Command::new(&py)
-            .args(["-c", "import pymodbus"])
-            .status()
-            .is_ok_and(|s| s.success()),
-        "{} cannot import pymodbus: run `cargo xtask test` or set BMS_PYTHON",
-        py.display()
-    );
-    py
-}
 
 fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
@@ -50,7 +31,7 @@ impl Drop for Sim {
 }
 
 fn read_register(port: u16, address: u16) -> Option<u16> {
-    let out = Command::new(python())
+    let out = Command::new(bms_e2e::python(&["pymodbus"]))
         .arg(workspace_root().join("tests/py/modbus_probe.py"))
         .args([
             "127.0.0.1",
@@ -86,9 +67,9 @@ fn pcs_section(t: &mut toml::Table, port: u16) {
 
 #[test]
 fn the_pcs_receives_the_limits_and_sees_them_drop_when_protection_derates() {
-    let _one = ONE_RACK_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let _one = bms_e2e::one_paced_rack();
     let port = free_port();
-    let _sim = Sim(Command::new(python())
+    let _sim = Sim(Command::new(bms_e2e::python(&["pymodbus"]))
         .arg(workspace_root().join("tests/py/pcs_sim.py"))
         .arg(port.to_string())
         .stdout(Stdio::null())
@@ -185,7 +166,7 @@ fn the_pcs_receives_the_limits_and_sees_them_drop_when_protection_derates() {
 
 #[test]
 fn an_unreachable_pcs_raises_the_alarm_and_the_rack_runs_on() {
-    let _one = ONE_RACK_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let _one = bms_e2e::one_paced_rack();
     let port = free_port(); // nothing listens here
     let cfg = demo_site(|t| pcs_section(t, port));
     let (mut site, _dir) = assemble(cfg);

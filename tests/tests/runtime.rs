@@ -330,12 +330,8 @@ fn plugin_state_survives_a_restart_and_a_corrupt_state_file_falls_back_to_init()
         (restored - saved).abs() < 0.2,
         "restored SOC {restored} vs saved {saved}"
     );
-    let journal = bmshost::journal::Journal::<bmshost::plugins::events::PluginEvent>::read(
-        &state.join("plugin-events.jsonl"),
-    )
-    .unwrap();
+    let journal = plugin_journal(&state);
     assert!(journal
-        .records
         .iter()
         .any(|e| e.kind == K::StateRestored && e.role == Some(Role::Soc)));
 
@@ -362,12 +358,8 @@ fn plugin_state_survives_a_restart_and_a_corrupt_state_file_falls_back_to_init()
         (after - from_ocv).abs() < 0.5,
         "corrupt state must not be used: {after} vs init {from_ocv}"
     );
-    let journal = bmshost::journal::Journal::<bmshost::plugins::events::PluginEvent>::read(
-        &state.join("plugin-events.jsonl"),
-    )
-    .unwrap();
+    let journal = plugin_journal(&state);
     let corrupt = journal
-        .records
         .iter()
         .find(|e| e.kind == K::StateCorrupt)
         .expect("a state_corrupt record");
@@ -376,6 +368,12 @@ fn plugin_state_survives_a_restart_and_a_corrupt_state_file_falls_back_to_init()
         "{}",
         corrupt.message
     );
+}
+
+fn plugin_journal(state_dir: &std::path::Path) -> Vec<bmshost::plugins::events::PluginEvent> {
+    bmshost::journal::Journal::read(&state_dir.join("plugin-events.jsonl"))
+        .unwrap()
+        .records
 }
 
 /// Steps the test drives while the rack runs, one after the other.

@@ -5,7 +5,6 @@
 //! and writes. The Python tools come from `target/pyenv` (`cargo xtask
 //! test`) through `BMS_PYTHON`.
 
-use std::path::PathBuf;
 use std::process::Command;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -14,29 +13,8 @@ use bms_e2e::{demo_site, section, workspace_root};
 use bmshost::control::CycleReport;
 use bmshost::site::{RunOptions, SimSite, Speed};
 
-/// Paced racks in parallel on a 2-core machine would starve each other's
-/// protection threads (which then, correctly, open the contactors).
-static ONE_RACK_AT_A_TIME: Mutex<()> = Mutex::new(());
-
-fn python() -> PathBuf {
-    let py = std::env::var_os("BMS_PYTHON")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| workspace_root().join("target/pyenv/bin/python"));
-    let ok = Command::new(&py)
-        .args(["-c", "import sunspec2, pymodbus"])
-        .status()
-        .is_ok_and(|s| s.success());
-    assert!(
-        ok,
-        "{} cannot import sunspec2 and pymodbus: run `cargo xtask test` (it creates \
-         target/pyenv from tests/py/requirements.txt) or set BMS_PYTHON",
-        py.display()
-    );
-    py
-}
-
 fn py(script: &str, args: &[String]) -> serde_json::Value {
-    let out = Command::new(python())
+    let out = Command::new(bms_e2e::python(&["sunspec2", "pymodbus"]))
         .arg(workspace_root().join("tests/py").join(script))
         .args(args)
         .output()
@@ -101,7 +79,7 @@ fn running_site(
 
 #[test]
 fn pysunspec2_finds_the_models_and_reads_what_the_rack_produces() {
-    let _one = ONE_RACK_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let _one = bms_e2e::one_paced_rack();
     let (port, last, handle, _dir) = running_site(&["127.0.0.1"]);
     let scan = py(
         "sunspec_scan.py",
@@ -159,7 +137,7 @@ fn pysunspec2_finds_the_models_and_reads_what_the_rack_produces() {
 
 #[test]
 fn bad_requests_get_the_modbus_exception_codes_and_writes_are_authorised() {
-    let _one = ONE_RACK_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let _one = bms_e2e::one_paced_rack();
     let (port, _last, handle, _dir) = running_site(&["127.0.0.1"]);
     let probe = |args: &[&str]| {
         let mut a = vec!["127.0.0.1".to_string(), port.to_string(), "1".into()];

@@ -119,6 +119,8 @@ pub struct PluginManager {
     pub first_seq: u64,
     deployed_sha: [Option<String>; 4],
     writer: Option<StateWriter>,
+    /// (journal sequence, call errors) at the last board publish.
+    published: (u64, u64),
 }
 
 /// Writes state files on its own thread: the control thread never waits
@@ -241,6 +243,7 @@ impl PluginManager {
             first_seq,
             deployed_sha: Default::default(),
             writer,
+            published: (0, 0),
         })
     }
 
@@ -283,13 +286,13 @@ impl PluginManager {
         // role's recorded outputs and checkpoints another version's.
         for s in self.slots.iter() {
             let i = role_index(s.role);
-            let sha = s.deployed().map(|d| d.artifact.sha256.clone());
-            if sha != self.deployed_sha[i] {
+            let sha = s.deployed().map(|d| &d.artifact.sha256);
+            if sha != self.deployed_sha[i].as_ref() {
+                self.deployed_sha[i] = sha.cloned();
                 self.history
                     .lock()
                     .unwrap_or_else(|e| e.into_inner())
                     .forget(i);
-                self.deployed_sha[i] = sha;
             }
         }
         if let Some(mut e) = entry {
@@ -301,7 +304,21 @@ impl PluginManager {
                 .unwrap_or_else(|e| e.into_inner())
                 .push(e);
         }
-        self.board.publish(now_ms, &self.slots);
+        // Every slot transition is journaled; plain call errors are
+        // counted. Rebuild the board's statuses only when either moved.
+        let fingerprint = (
+            self.journal
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .next_seq(),
+            self.slots.iter().map(|s| s.errors).sum::<u64>(),
+        );
+        if fingerprint != self.published {
+            self.published = fingerprint;
+            self.board.publish(now_ms, &self.slots);
+        } else {
+            self.board.time_ms.store(now_ms, Ordering::Relaxed);
+        }
         if now_ms.saturating_sub(self.last_save_ms) >= self.save_interval_ms {
             self.save_all(now_ms);
         }

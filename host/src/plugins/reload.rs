@@ -261,13 +261,16 @@ impl Worker {
 
     fn files_changed(&mut self, paths: &[PathBuf]) {
         let paths: Vec<PathBuf> = paths.iter().map(|p| canonical(p)).collect();
-        let mut todo: Vec<(Role, &str)> = Vec::new();
+        // (role, trigger, force): a site-file change always applies; a file
+        // event whose bytes are already running (editors emit several)
+        // does not.
+        let mut todo: Vec<(Role, &str, bool)> = Vec::new();
         if paths.contains(&canonical(&self.parts.cfg.source)) {
             if let Some(new) = self.reread_config() {
                 for role in Role::ALL {
                     let (a, b) = (&self.parts.cfg.plugins, &new.plugins);
                     if a.slot(role) != b.slot(role) || a.sandbox_for(role) != b.sandbox_for(role) {
-                        todo.push((role, "site file change"));
+                        todo.push((role, "site file change", true));
                     }
                 }
                 if new.plugins.policy != self.parts.cfg.plugins.policy {
@@ -292,14 +295,11 @@ impl Worker {
                     .cfg
                     .resolve(&self.parts.cfg.plugins.slot(role).path),
             );
-            if paths.contains(&file) && !todo.iter().any(|(r, _)| *r == role) {
-                todo.push((role, "plugin file change"));
+            if paths.contains(&file) && !todo.iter().any(|(r, _, _)| *r == role) {
+                todo.push((role, "plugin file change", false));
             }
         }
-        for (role, trigger) in todo {
-            // A site-file change always applies; a file event whose bytes
-            // are already running (editors emit several) does not.
-            let force = trigger == "site file change";
+        for (role, trigger, force) in todo {
             self.prepare(role, trigger.into(), None, force);
         }
     }

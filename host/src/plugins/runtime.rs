@@ -15,13 +15,12 @@ use std::time::Duration;
 
 use std::time::Instant;
 
-use sha2::{Digest, Sha256};
 use wasmtime::component::{Component, HasSelf, Linker};
 use wasmtime::{Config, Engine, Store, StoreLimits, StoreLimitsBuilder};
 
 use super::bindings::{balancer, ems, log, soc, soh, types};
 use super::cache::{ArtifactCache, Lookup};
-use super::{hex, validate, Role};
+use super::{validate, Role};
 use crate::config::SandboxConfig;
 
 /// Epoch ticker period: the granularity of call deadlines.
@@ -330,7 +329,7 @@ impl Artifact {
         bytes: &[u8],
     ) -> Result<Arc<Self>, PluginError> {
         let began = Instant::now();
-        let sha256 = hex(&Sha256::digest(bytes));
+        let sha256 = super::sha256_hex(bytes);
         let rejected = |message: String| PluginError::Rejected {
             role,
             path: path.to_owned(),

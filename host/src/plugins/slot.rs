@@ -193,6 +193,23 @@ impl RoleSlot {
         );
     }
 
+    /// The configured plugin cannot serve: fallback, alarm, journal.
+    fn load_failed(&mut self, e: &PluginError, label: Option<String>) {
+        let msg = e.to_string();
+        self.event(
+            0,
+            K::LoadFailed,
+            label,
+            format!("{msg}; the native fallback serves the role"),
+        );
+        self.state = SlotState::Fallback {
+            reason: msg.clone(),
+            retry_at_ms: None,
+        };
+        self.last_error = Some(msg.clone());
+        self.load_error = Some(msg);
+    }
+
     /// Load the configured plugin at start-up and restore `saved` state
     /// (from the state file). On failure the fallback serves.
     pub fn start(
@@ -208,18 +225,7 @@ impl RoleSlot {
         let (artifact, mut instance) = match loaded {
             Ok(v) => v,
             Err(e) => {
-                self.last_error = Some(e.to_string());
-                self.state = SlotState::Fallback {
-                    reason: e.to_string(),
-                    retry_at_ms: None,
-                };
-                self.event(
-                    0,
-                    K::LoadFailed,
-                    None,
-                    format!("{e}; the native fallback serves the role"),
-                );
-                self.load_error = Some(e.to_string());
+                self.load_failed(&e, None);
                 self.keep_state(saved);
                 return;
             }
@@ -246,7 +252,6 @@ impl RoleSlot {
         if let Some((meta, blob)) = saved {
             match instance.restore_state(&blob) {
                 Ok(()) => {
-                    self.checkpoint = Some((Arc::new(blob.clone()), 0));
                     self.event(
                         0,
                         K::StateRestored,
@@ -258,7 +263,8 @@ impl RoleSlot {
                             meta.time_ms,
                             blob.len()
                         ),
-                    )
+                    );
+                    self.checkpoint = Some((Arc::new(blob), 0));
                 }
                 Err(e) => {
                     self.event(
@@ -275,18 +281,7 @@ impl RoleSlot {
                     ) {
                         Ok(fresh) => instance = fresh,
                         Err(e) => {
-                            self.last_error = Some(e.to_string());
-                            self.load_error = Some(e.to_string());
-                            self.state = SlotState::Fallback {
-                                reason: e.to_string(),
-                                retry_at_ms: None,
-                            };
-                            self.event(
-                                0,
-                                K::LoadFailed,
-                                Some(label),
-                                format!("{e}; the native fallback serves the role"),
-                            );
+                            self.load_failed(&e, Some(label));
                             return;
                         }
                     }
@@ -504,9 +499,13 @@ impl RoleSlot {
         };
         let handoff = self.handoff_state();
         let mut state_note = "no state to hand over: fresh init".to_string();
+        let mut handed_over = false;
         if let Some(state) = &handoff {
             match new.restore_state(state) {
-                Ok(()) => state_note = format!("state handed over ({} bytes)", state.len()),
+                Ok(()) => {
+                    handed_over = true;
+                    state_note = format!("state handed over ({} bytes)", state.len());
+                }
                 Err(e) => match self.policy.on_state_rejected {
                     StateRejectedPolicy::Refuse => {
                         return refuse(self, format!("new version rejected the running state: {e}"))
@@ -547,9 +546,7 @@ impl RoleSlot {
                 && d.config_json == to.config_json
                 && d.sandbox == to.sandbox
         });
-        let checkpoint = handoff
-            .clone()
-            .filter(|_| state_note.starts_with("state handed over"));
+        let checkpoint = handoff.clone().filter(|_| handed_over);
         // Reinstalling the running version keeps the rollback target.
         self.commit(new, to, (!same).then_some(handoff), checkpoint);
         // A new version that crashes soon after going live is rolled back.
