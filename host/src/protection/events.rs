@@ -25,6 +25,11 @@ pub enum EventKind {
     Reset,
     /// The contactor state machine changed state.
     Contactor,
+    /// An external request (operator `SetOp`, lost controller heartbeat,
+    /// bank trip) started holding the contactors open or the current at 0.
+    Hold,
+    /// Such a request was withdrawn.
+    Released,
 }
 
 /// One record.

@@ -143,6 +143,8 @@ pub struct Status {
     pub active: Vec<ActiveTier>,
     /// Why the contactors may not close, if they may not.
     pub blocked_reason: Option<String>,
+    /// External hold requests in force.
+    pub holds: Vec<Hold>,
 }
 
 impl Status {
@@ -156,12 +158,45 @@ impl Status {
             latched: Vec::new(),
             active: Vec::new(),
             blocked_reason: Some("protection has not run yet".into()),
+            holds: Vec::new(),
         }
     }
 
     pub fn closed(&self) -> bool {
         self.contactor_state == ContactorState::Closed
     }
+}
+
+/// Who asks protection to hold the rack back. Holds only ever take
+/// permission away: they can open the contactors or zero the allowed
+/// current, never close anything, clear a latch or raise a limit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum HoldSource {
+    /// A SunSpec `SetOp` disconnect from an authorised Modbus client.
+    Operator,
+    /// The SunSpec controller heartbeat (`CtrlHb`) was lost.
+    ControllerHeartbeat,
+    /// The bank controller: another rack faulted and isolation is off.
+    Bank,
+}
+
+/// What a hold does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum HoldKind {
+    /// Open the contactors (and keep them open) while held.
+    Open,
+    /// Stay connected but allow no current in either direction.
+    ZeroCurrent,
+}
+
+/// One active hold request.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Hold {
+    pub source: HoldSource,
+    pub kind: HoldKind,
+    pub reason: String,
 }
 
 /// Why a reset was refused.
@@ -210,6 +245,8 @@ pub struct Protection {
     /// The first tick's time, for the start-up communication grace.
     started_ms: Option<u64>,
     log: EventLog,
+    /// External hold requests (see [`HoldSource`]), sorted by source.
+    holds: Vec<Hold>,
     pub clamp_stats: ClampStats,
     status: Status,
 }
@@ -274,6 +311,7 @@ impl Protection {
             arm_ms,
             started_ms: None,
             log,
+            holds: Vec::new(),
             clamp_stats: ClampStats::default(),
             status: Status::initial(),
             cfg,
@@ -294,6 +332,56 @@ impl Protection {
 
     pub fn latched(&self) -> &[Latch] {
         &self.latched
+    }
+
+    /// Replace the set of hold requests (applied at the next tick). Every
+    /// change is recorded. A hold can only take permission away.
+    pub fn set_holds(&mut self, holds: &[Hold], now_ms: u64) {
+        let mut next = holds.to_vec();
+        next.sort_by_key(|h| h.source);
+        next.dedup_by_key(|h| h.source);
+        if next == self.holds {
+            return;
+        }
+        let old = std::mem::take(&mut self.holds);
+        for h in old.iter().filter(|h| !next.contains(h)) {
+            self.record(
+                EventKind::Released,
+                None,
+                None,
+                Detail {
+                    time_ms: now_ms,
+                    location: None,
+                    value: None,
+                    limit: None,
+                    action: "hold released",
+                    message: format!("{:?} hold released (was: {})", h.source, h.reason),
+                },
+            );
+        }
+        for h in next.iter().filter(|h| !old.contains(h)) {
+            self.record(
+                EventKind::Hold,
+                None,
+                None,
+                Detail {
+                    time_ms: now_ms,
+                    location: None,
+                    value: None,
+                    limit: None,
+                    action: match h.kind {
+                        HoldKind::Open => "hold contactors open",
+                        HoldKind::ZeroCurrent => "hold current at zero",
+                    },
+                    message: format!("{:?}: {}", h.source, h.reason),
+                },
+            );
+        }
+        self.holds = next;
+    }
+
+    pub fn holds(&self) -> &[Hold] {
+        &self.holds
     }
 
     fn record(
@@ -496,8 +584,11 @@ impl Protection {
         let armed_for = self.fresh_since_ms.map_or(0, |t| now_ms.saturating_sub(t));
         // Staying connected needs no latch and fresh data; connecting also
         // needs every MSL inside its limit and a full arming window.
+        let open_hold = self.holds.iter().find(|h| h.kind == HoldKind::Open);
         let keep_reason = if let Some(l) = self.latched.first() {
             Some(format!("fault latched: {}", l.message))
+        } else if let Some(h) = open_hold {
+            Some(format!("held open ({:?}): {}", h.source, h.reason))
         } else if !d.fresh {
             Some("waiting for fresh data from every BMU and the current sensor".into())
         } else {
@@ -622,6 +713,7 @@ impl Protection {
             latched: self.latched.clone(),
             active,
             blocked_reason,
+            holds: self.holds.clone(),
         };
         &self.status
     }
@@ -798,6 +890,10 @@ impl Protection {
                     Blocks::Both => (charge, discharge) = (0.0, 0.0),
                 }
             }
+        }
+        if !self.holds.is_empty() {
+            // Either kind of hold: no current (an open hold also opens).
+            (charge, discharge) = (0.0, 0.0);
         }
         AllowedCurrent {
             charge_a: charge.max(0.0),

@@ -13,7 +13,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use super::{Protection, Status};
+use super::{Hold, HoldSource, Protection, Status};
 use crate::io::contactor::ContactorOutput;
 use crate::snapshot::PackSnapshot;
 
@@ -22,6 +22,9 @@ pub struct Shared {
     snapshot: Mutex<Arc<PackSnapshot>>,
     pack_soc_pct: Mutex<Option<f32>>,
     status: Mutex<Arc<Status>>,
+    /// Hold requests from outside protection (Modbus, bank); protection
+    /// applies them at its next tick.
+    holds: Mutex<Vec<Hold>>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -36,6 +39,7 @@ impl Shared {
             snapshot: Mutex::new(Arc::new(initial)),
             pack_soc_pct: Mutex::new(None),
             status: Mutex::new(Arc::new(Status::initial())),
+            holds: Mutex::new(Vec::new()),
         })
     }
     pub fn publish_snapshot(&self, s: PackSnapshot) {
@@ -49,6 +53,21 @@ impl Shared {
     }
     pub fn status(&self) -> Arc<Status> {
         lock(&self.status).clone()
+    }
+    /// Request (`Some`) or withdraw (`None`) `source`'s hold.
+    pub fn set_hold(&self, source: HoldSource, hold: Option<(super::HoldKind, String)>) {
+        let mut holds = lock(&self.holds);
+        holds.retain(|h| h.source != source);
+        if let Some((kind, reason)) = hold {
+            holds.push(Hold {
+                source,
+                kind,
+                reason,
+            });
+        }
+    }
+    pub fn holds(&self) -> Vec<Hold> {
+        lock(&self.holds).clone()
     }
 }
 
@@ -88,8 +107,10 @@ impl ProtectionTask {
     pub fn tick(&mut self, now_ms: u64) {
         let snap = self.shared.snapshot();
         let soc = *lock(&self.shared.pack_soc_pct);
+        let holds = self.shared.holds();
         let status = {
             let mut p = lock(&self.protection);
+            p.set_holds(&holds, now_ms);
             Arc::new(p.tick(&snap, soc, now_ms).clone())
         };
         self.output.set(status.outputs);

@@ -837,3 +837,112 @@ proptest! {
         }
     }
 }
+
+fn hold(source: HoldSource, kind: HoldKind) -> Hold {
+    Hold {
+        source,
+        kind,
+        reason: format!("test {source:?}"),
+    }
+}
+
+#[test]
+fn an_open_hold_opens_and_blocks_closing_until_released_and_is_recorded() {
+    let cfg = cfg();
+    let (mut p, mut t) = closed_protection(&cfg);
+    p.set_holds(&[hold(HoldSource::Operator, HoldKind::Open)], t);
+    feed(&mut p, base(t), Some(50.0), t);
+    assert_eq!(p.status().allowed, AllowedCurrent::ZERO);
+    for _ in 0..100 {
+        t += PERIOD;
+        feed(&mut p, base(t), Some(50.0), t);
+    }
+    let st = p.status().clone();
+    assert_eq!(st.contactor_state, ContactorState::Open, "{st:?}");
+    assert!(!st.outputs.main && !st.outputs.precharge);
+    assert!(st.blocked_reason.as_deref().unwrap().contains("held open (Operator)"));
+    assert!(st.latched.is_empty(), "a hold is not a latch");
+    // Setting the same holds again records nothing new.
+    let n = p.events().len();
+    p.set_holds(&[hold(HoldSource::Operator, HoldKind::Open)], t);
+    assert_eq!(p.events().len(), n);
+    // Released: protection closes again on its own terms (arming, precharge).
+    p.set_holds(&[], t);
+    for _ in 0..1000 {
+        t += PERIOD;
+        feed(&mut p, base(t), Some(50.0), t);
+    }
+    assert_eq!(p.status().contactor_state, ContactorState::Closed);
+    let kinds: Vec<_> = p
+        .events()
+        .iter()
+        .filter(|e| matches!(e.kind, EventKind::Hold | EventKind::Released))
+        .map(|e| (e.kind, e.action.clone()))
+        .collect();
+    assert_eq!(
+        kinds,
+        [
+            (EventKind::Hold, "hold contactors open".to_string()),
+            (EventKind::Released, "hold released".to_string())
+        ]
+    );
+}
+
+#[test]
+fn a_zero_current_hold_stays_connected_with_nothing_allowed() {
+    let cfg = cfg();
+    let (mut p, mut t) = closed_protection(&cfg);
+    for _ in 0..500 {
+        t += PERIOD;
+        feed(&mut p, base(t), Some(50.0), t);
+    }
+    assert!(p.status().allowed.charge_a > 0.0);
+    p.set_holds(&[hold(HoldSource::ControllerHeartbeat, HoldKind::ZeroCurrent)], t);
+    t += PERIOD;
+    feed(&mut p, base(t), Some(50.0), t);
+    assert_eq!(p.status().allowed, AllowedCurrent::ZERO, "drops at once");
+    assert_eq!(p.status().contactor_state, ContactorState::Closed);
+    p.set_holds(&[], t);
+    t += PERIOD;
+    feed(&mut p, base(t), Some(50.0), t);
+    let a = p.status().allowed.charge_a;
+    assert!(a > 0.0 && a <= cfg.derating.ramp_up_a_per_s * 0.011, "ramps back: {a}");
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(32))]
+
+    /// Holds can only take permission away: with any hold in force the
+    /// allowed current is zero, and with an open hold the contactors are
+    /// never commanded closed.
+    #[test]
+    fn holds_never_grant(
+        snaps in prop::collection::vec(arb_snapshot(), 1..40),
+        kinds in prop::collection::vec(prop::option::of(prop_oneof![Just(HoldKind::Open), Just(HoldKind::ZeroCurrent)]), 40),
+    ) {
+        let cfg = cfg();
+        let (mut p, t0) = closed_protection(&cfg);
+        let mut was_open_held = false;
+        for (k, mut s) in snaps.into_iter().enumerate() {
+            let t = t0 + (k as u64 + 1) * PERIOD;
+            s.timestamp_ms = t;
+            s.current_changed_ms = t;
+            let holds: Vec<Hold> = kinds[k].map(|kind| hold(HoldSource::Bank, kind)).into_iter().collect();
+            p.set_holds(&holds, t);
+            let st = p.tick(&s, Some(50.0), t).clone();
+            if !holds.is_empty() {
+                prop_assert_eq!(st.allowed, AllowedCurrent::ZERO);
+            }
+            if kinds[k] == Some(HoldKind::Open) {
+                // The first held tick starts opening; from then on it never closes.
+                prop_assert!(!st.outputs.precharge, "precharging under an open hold: {:?}", st);
+                if was_open_held {
+                    prop_assert!(!st.outputs.main, "closed under an open hold: {:?}", st);
+                }
+                was_open_held = true;
+            } else {
+                was_open_held = false;
+            }
+        }
+    }
+}
