@@ -19,6 +19,8 @@ Layout (all standard 11-bit ids, Intel = little-endian unless noted):
                                s = 0..3, [-40|125] degC
   0x400+m  BMS_Balance{m}      2 B  BMS -> BMU{m}
            BMU{m}_BleedMask    0|16 unsigned, bit c = cell c bleeds
+  0x410    BMS_Status          1 B  BMS -> all BMUs
+           BMS_Alive           0|8  unsigned alive counter, wraps at 255
   0x521    IVT_Current         6 B  IVT -> BMS  (Motorola / big-endian)
            IVT_MuxID           7|8  unsigned (byte 0; 0x00 on the IVT-S)
            IVT_Current_mA      23|32 SIGNED (bytes 2..5), [-2000000|2000000]
@@ -41,6 +43,7 @@ TEMPS_PER_MODULE = 4
 CELL_VOLTAGE_BASE = 0x300
 TEMPERATURE_BASE = 0x310
 BALANCE_BASE = 0x400
+STATUS_ID = 0x410
 IVT_CURRENT_ID = 0x521
 IVT_VOLTAGE_ID = 0x522
 IVT_LINK_VOLTAGE_ID = 0x523
@@ -144,6 +147,14 @@ def build():
         comments.append(
             f'CM_ SG_ {msg_id} {bmu}_BleedMask "Passive balancing command: '
             f'bit c set = bleed cell c of {bmu}.";')
+
+    lines += message(STATUS_ID, "BMS_Status", 1, "BMS", [
+        signal("BMS_Alive", 0, 8, True, False, 1, 0, 0, 255, "",
+               [f"BMU{m}" for m in range(MODULES)]),
+    ])
+    comments.append(
+        f'CM_ SG_ {STATUS_ID} BMS_Alive "Host alive counter: BMUs stop '
+        f'balancing when it stops counting.";')
 
     lines += message(IVT_CURRENT_ID, "IVT_Current", 6, "IVT", [
         signal("IVT_MuxID", 7, 8, False, False, 1, 0, 0, 255, "", ["BMS"]),

@@ -6,6 +6,7 @@
 //! `ARCHITECTURE.md` at the repository root for the map and invariants.
 
 pub mod api;
+pub mod bank;
 pub mod config;
 pub mod control;
 pub mod io;

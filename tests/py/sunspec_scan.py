@@ -18,6 +18,8 @@ m1 = d.models[1][0]
 out["Mn"] = m1.points["Mn"].cvalue
 bank = d.models[803][0]
 out["NStr"] = bank.points["NStr"].cvalue
-out["StrSoC"] = [s.points["StrSoC"].cvalue for s in bank.groups["string"]]
+out["NStrCon"] = bank.points["NStrCon"].cvalue
+for p in ("StrSoC", "StrSt", "StrA", "StrEvt1"):
+    out[p] = [s.points[p].cvalue for s in bank.groups["string"]]
 d.close()
 print(json.dumps(out))

@@ -21,6 +21,10 @@ struct Cli {
     /// Control socket path (instead of --config).
     #[arg(long, global = true)]
     socket: Option<PathBuf>,
+    /// On a bank site: the rack to talk to (each rack has its own
+    /// protection, plugins and control socket).
+    #[arg(long, global = true)]
+    rack: Option<String>,
     /// Print the daemon's JSON answer instead of a table.
     #[arg(long, global = true)]
     json: bool,
@@ -64,7 +68,24 @@ fn socket(cli: &Cli) -> Result<PathBuf> {
         bail!("give --config SITE.toml (or --socket PATH) to find the daemon");
     };
     let cfg = SiteConfig::load(cfg)?;
-    Ok(cfg.resolve(&cfg.site.state_dir).join("bmsd.sock"))
+    let state = cfg.resolve(&cfg.site.state_dir);
+    match (&cfg.bank, &cli.rack) {
+        (None, None) => Ok(state.join("bmsd.sock")),
+        (None, Some(r)) => bail!("--rack {r}: this site has a single rack (no [bank])"),
+        (Some(b), rack) => {
+            let names: Vec<&str> = b.racks.iter().map(|r| r.name.as_str()).collect();
+            match rack {
+                Some(r) if names.contains(&r.as_str()) => {
+                    Ok(state.join("racks").join(r).join("bmsd.sock"))
+                }
+                Some(r) => bail!("no rack `{r}` in [bank]; racks: {}", names.join(", ")),
+                None => bail!(
+                    "this site is a bank: give --rack (one of {})",
+                    names.join(", ")
+                ),
+            }
+        }
+    }
 }
 
 fn ask(path: &std::path::Path, req: &Request) -> Result<serde_json::Value> {

@@ -6,7 +6,7 @@ use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
 
 use bmshost::config::SiteConfig;
-use bmshost::site::{RunOptions, SimSite, Speed};
+use bmshost::site::{BankSite, RunOptions, SimSite, Speed};
 
 #[derive(Parser)]
 #[command(name = "bmsd", version, about = "Battery energy-storage control host")]
@@ -119,33 +119,6 @@ fn main() -> Result<()> {
         } => {
             let cfg = SiteConfig::load(&config)?;
             let state_dir = state_dir.unwrap_or_else(|| cfg.resolve(&cfg.site.state_dir));
-            let socket = state_dir.join("bmsd.sock");
-            let credential = cfg.operator.reset_credential_sha256.clone();
-            let mut site = SimSite::assemble_in(cfg, state_dir)?;
-            let failed = site.plugin_load_errors();
-            if !failed.is_empty() && !allow_fallback {
-                anyhow::bail!(
-                    "{} plugin(s) failed to load (use --allow-fallback to run their native fallbacks):\n  {}",
-                    failed.len(),
-                    failed.join("\n  ")
-                );
-            }
-            let _api = bmshost::api::ApiServer::start(
-                &socket,
-                bmshost::api::ApiContext {
-                    protection: site.protection.clone(),
-                    shared: site.shared.clone(),
-                    reset_credential_sha256: credential,
-                    plugins: Some(site.plugin_control()),
-                },
-            )
-            .with_context(|| format!("starting the control API on {}", socket.display()))?;
-            println!("control API: {}", socket.display());
-            let _pcs = site.start_pcs_link()?;
-            let _modbus = site.start_modbus()?;
-            if let Some(m) = &_modbus {
-                println!("SunSpec Modbus TCP: {}", m.local_addr);
-            }
             // SIGTERM / SIGINT end the run at the next cycle: plugin state
             // is saved and the contactors open on the way out.
             let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
@@ -159,11 +132,12 @@ fn main() -> Result<()> {
                 print_status: true,
                 stop: Some(stop),
             };
-            let result = site.run(&opts, |_| {})?;
-            drop(site);
-            print_summary(&result);
+            let json = if cfg.bank.is_some() {
+                run_bank(cfg, state_dir, allow_fallback, &opts)?
+            } else {
+                run_rack(cfg, state_dir, allow_fallback, &opts)?
+            };
             if let Some(path) = summary {
-                let json = serde_json::to_string_pretty(&result)?;
                 std::fs::write(&path, json)
                     .with_context(|| format!("writing {}", path.display()))?;
                 println!("summary written to {}", path.display());
@@ -171,6 +145,97 @@ fn main() -> Result<()> {
             Ok(())
         }
     }
+}
+
+fn refuse_fallbacks(site: &SimSite, allow_fallback: bool, what: &str) -> Result<()> {
+    let failed = site.plugin_load_errors();
+    if !failed.is_empty() && !allow_fallback {
+        anyhow::bail!(
+            "{what}: {} plugin(s) failed to load (use --allow-fallback to run their native fallbacks):\n  {}",
+            failed.len(),
+            failed.join("\n  ")
+        );
+    }
+    Ok(())
+}
+
+fn start_api(site: &SimSite, socket: &std::path::Path) -> Result<bmshost::api::ApiServer> {
+    let api = bmshost::api::ApiServer::start(
+        socket,
+        bmshost::api::ApiContext {
+            protection: site.protection.clone(),
+            shared: site.shared.clone(),
+            reset_credential_sha256: site.cfg.operator.reset_credential_sha256.clone(),
+            plugins: Some(site.plugin_control()),
+        },
+    )
+    .with_context(|| format!("starting the control API on {}", socket.display()))?;
+    Ok(api)
+}
+
+/// Run a one-rack site; returns the summary as JSON.
+fn run_rack(
+    cfg: SiteConfig,
+    state_dir: PathBuf,
+    allow_fallback: bool,
+    opts: &RunOptions,
+) -> Result<String> {
+    let socket = state_dir.join("bmsd.sock");
+    let mut site = SimSite::assemble_in(cfg, state_dir)?;
+    refuse_fallbacks(&site, allow_fallback, "rack")?;
+    let _api = start_api(&site, &socket)?;
+    println!("control API: {}", socket.display());
+    let _pcs = site.start_pcs_link()?;
+    let _modbus = site.start_modbus()?;
+    if let Some(m) = &_modbus {
+        println!("SunSpec Modbus TCP: {}", m.local_addr);
+    }
+    let result = site.run(opts, |_| {})?;
+    drop(site);
+    print_summary(&result);
+    Ok(serde_json::to_string_pretty(&result)?)
+}
+
+/// Run a bank site: one control socket per rack; returns the summary as JSON.
+fn run_bank(
+    cfg: SiteConfig,
+    state_dir: PathBuf,
+    allow_fallback: bool,
+    opts: &RunOptions,
+) -> Result<String> {
+    let mut site = BankSite::assemble_in(cfg, state_dir.clone())?;
+    let mut apis = Vec::new();
+    for (rack, name) in site.racks.iter().zip(&site.names) {
+        refuse_fallbacks(rack, allow_fallback, &format!("rack {name}"))?;
+        let socket = state_dir.join("racks").join(name).join("bmsd.sock");
+        apis.push(start_api(rack, &socket)?);
+        println!("control API of rack {name}: {}", socket.display());
+    }
+    let _pcs = site.start_pcs_link()?;
+    let _modbus = site.start_modbus()?;
+    if let Some(m) = &_modbus {
+        println!("SunSpec Modbus TCP: {}", m.local_addr);
+    }
+    let result = site.run(opts, |_, _| {}, |_, _| {})?;
+    drop(site);
+    for r in &result.racks {
+        println!("== rack {} ==", r.name);
+        print_summary(&r.summary);
+    }
+    let b = &result.bank;
+    println!(
+        "== bank: {}/{} racks connected, SOC {}, allowed +{:.0}/-{:.0} A, imbalance {:.1} pp (x{:.2}), {} bank-trip periods, {} missed deadlines ==",
+        b.connected,
+        b.racks,
+        b.soc_pct.map_or("--".into(), |s| format!("{s:.1}%")),
+        b.allowed.charge_a,
+        b.allowed.discharge_a,
+        b.soc_spread_pct,
+        b.imbalance_factor,
+        result.bank_trip_periods,
+        result.missed_deadlines
+    );
+    Ok(serde_json::to_string_pretty(&result)?)
 }
 
 fn print_summary(s: &bmshost::telemetry::Summary) {

@@ -6,6 +6,12 @@
 //! field (`protection.cell_over_voltage_v.msl.limit`). May not touch: hardware,
 //! plugins, or the running control cycle; it produces plain data.
 //!
+//! `extends = "base.toml"` at the top of a site file starts from that file
+//! (relative to the site file; it may extend another, up to 8 deep): tables
+//! merge key by key, anything else (values, arrays, arrays of tables) is
+//! replaced. Paths in the merged result resolve against the extending
+//! file, so keep a base and its sites in one directory.
+//!
 //! `include`: any table of the form `{ include = "file.toml" }` inside a
 //! plugin's `config` section is replaced by the contents of that TOML file
 //! (relative to the site file). That is how OCV tables in `configs/` reach
@@ -63,6 +69,9 @@ pub struct SiteConfig {
     /// The PCS link (Modbus TCP client writing the limits); absent: none.
     #[serde(default)]
     pub pcs: Option<crate::io::modbus::pcs::PcsConfig>,
+    /// Several racks in parallel (group level); absent: one rack.
+    #[serde(default)]
+    pub bank: Option<crate::bank::BankConfig>,
     /// Directory of the config file; relative paths resolve against it.
     #[serde(skip)]
     pub base_dir: PathBuf,
@@ -123,11 +132,36 @@ impl RackConfig {
 pub struct CanConfig {
     /// DBC file, relative to the site file.
     pub dbc: PathBuf,
+    /// A SocketCAN interface (`can0`, `vcan0`) to carry the frames. In
+    /// simulation the simulated BMUs then send on it too, so the rack runs
+    /// over a real (virtual) bus; use a paced `--speed`. Default: the
+    /// in-process virtual bus.
+    #[serde(default)]
+    pub interface: Option<String>,
     /// A module whose cell voltages or temperatures are older than this is stale.
     pub module_timeout_ms: u64,
     /// Current / pack-voltage data older than this is stale.
     pub current_timeout_ms: u64,
+    /// Added to every DBC message id (racks sharing one bus each use their
+    /// own id range with the same DBC). Default 0.
+    #[serde(default)]
+    pub id_offset: u32,
     pub signals: CanSignals,
+    /// An alive counter the host sends, encoded from the DBC; absent: none.
+    #[serde(default)]
+    pub heartbeat: Option<CanHeartbeat>,
+}
+
+/// `[can.heartbeat]`: the host's alive counter, for BMUs that open their
+/// own relays or stop balancing when the host falls silent.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CanHeartbeat {
+    /// DBC signal that carries the counter (it counts 0..=max raw, then
+    /// wraps); its message is sent alone.
+    pub signal: String,
+    /// Send every this many ms (rounded up to the protection period).
+    pub period_ms: u64,
 }
 
 /// Signal-name templates. `{module}`, `{cell}` (cell within module) and
@@ -199,8 +233,23 @@ pub struct ModbusConfig {
     /// lost; absent: not supervised.
     #[serde(default)]
     pub heartbeat_timeout_s: Option<f64>,
+    /// What a lost heartbeat does: `alarm` (log and report), `zero-current`
+    /// (hold every rack at 0 A, connected) or `open` (hold every rack
+    /// open). Withdrawn when the heartbeat comes back.
+    #[serde(default)]
+    pub on_heartbeat_loss: HeartbeatLoss,
     #[serde(default = "default_manufacturer")]
     pub manufacturer: String,
+}
+
+/// `modbus.on_heartbeat_loss`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum HeartbeatLoss {
+    #[default]
+    Alarm,
+    ZeroCurrent,
+    Open,
 }
 
 fn default_unit_id() -> u8 {
@@ -357,6 +406,18 @@ impl SiteConfig {
 
     /// Parse `text` as if read from `path` (which anchors relative paths).
     pub fn parse(text: &str, path: &Path) -> Result<Self, ConfigError> {
+        let merged;
+        let text = if text.contains("extends") {
+            let table = with_extends(text, path, 0)?;
+            merged = toml::to_string(&table).map_err(|e| ConfigError::Parse {
+                path: path.to_owned(),
+                field: "extends".into(),
+                message: e.to_string(),
+            })?;
+            merged.as_str()
+        } else {
+            text
+        };
         let de = toml::Deserializer::new(text);
         let mut cfg: SiteConfig = serde_path_to_error::deserialize(de).map_err(|e| {
             let field = e.path().to_string();
@@ -436,6 +497,23 @@ impl SiteConfig {
         }
         if let Some(t) = &self.control.start_time {
             template::parse_hhmm(t).map_err(|m| self.invalid("control.start_time", m))?;
+        }
+        if self
+            .can
+            .heartbeat
+            .as_ref()
+            .is_some_and(|h| h.period_ms == 0)
+        {
+            return Err(self.invalid("can.heartbeat.period_ms", "must be > 0"));
+        }
+        if let Some(i) = &self.can.interface {
+            // IFNAMSIZ is 16 with the terminating NUL.
+            if i.is_empty() || i.len() > 15 || i.contains(['/', ' ']) {
+                return Err(self.invalid(
+                    "can.interface",
+                    format!("`{i}` is not a network interface name (1..=15 characters, no `/` or spaces)"),
+                ));
+            }
         }
         for (field, v) in [
             ("can.module_timeout_ms", self.can.module_timeout_ms),
@@ -535,6 +613,18 @@ impl SiteConfig {
                 ));
             }
         }
+        if let Some(b) = &self.bank {
+            b.validate()
+                .map_err(|(field, msg)| self.invalid(&format!("bank.{field}"), msg))?;
+            // Per-rack simulation overrides must make a valid simulation.
+            for i in 0..b.racks.len() {
+                if let Some(sim) = &b.rack_config(self, i).sim {
+                    sim.validate().map_err(|(field, msg)| {
+                        self.invalid(&format!("bank.racks[{i}] (sim.{field})"), msg)
+                    })?;
+                }
+            }
+        }
         if let Some(p) = &self.pcs {
             p.validate()
                 .map_err(|(field, msg)| self.invalid(&format!("pcs.{field}"), msg))?;
@@ -579,6 +669,49 @@ impl PluginsConfig {
             Role::Soh => &mut self.soh,
             Role::Balancer => &mut self.balancer,
             Role::Ems => &mut self.ems,
+        }
+    }
+}
+
+/// `text` (read from `path`) as a table with its `extends` chain merged in.
+fn with_extends(text: &str, path: &Path, depth: u32) -> Result<toml::Table, ConfigError> {
+    let parse_err = |field: &str, message: String| ConfigError::Parse {
+        path: path.to_owned(),
+        field: field.into(),
+        message,
+    };
+    let mut table: toml::Table =
+        toml::from_str(text).map_err(|e| parse_err("", e.message().to_string()))?;
+    let Some(base) = table.remove("extends") else {
+        return Ok(table);
+    };
+    let Some(base) = base.as_str() else {
+        return Err(parse_err("extends", "must be a file name (string)".into()));
+    };
+    if depth >= 8 {
+        return Err(parse_err(
+            "extends",
+            "more than 8 files deep (a loop?)".into(),
+        ));
+    }
+    let base_path = path.parent().unwrap_or(Path::new(".")).join(base);
+    let base_text = std::fs::read_to_string(&base_path).map_err(|source| ConfigError::Read {
+        path: base_path.clone(),
+        source,
+    })?;
+    let mut merged = with_extends(&base_text, &base_path, depth + 1)?;
+    merge(&mut merged, table);
+    Ok(merged)
+}
+
+/// Overlay `over` onto `base`: tables merge, anything else replaces.
+fn merge(base: &mut toml::Table, over: toml::Table) {
+    for (k, v) in over {
+        match (base.get_mut(&k), v) {
+            (Some(toml::Value::Table(b)), toml::Value::Table(o)) => merge(b, o),
+            (_, v) => {
+                base.insert(k, v);
+            }
         }
     }
 }

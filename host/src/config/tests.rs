@@ -212,3 +212,100 @@ fn fault_typos_are_rejected() {
     .unwrap_err();
     assert!(e.to_string().contains("cell_melt"), "{e}");
 }
+
+fn configs(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../configs")
+        .join(name)
+}
+
+#[test]
+fn shipped_site_examples_extend_the_demo_and_are_valid() {
+    let one = SiteConfig::load(&configs("site-1rack.toml")).unwrap();
+    assert_eq!(one.site.name, "site-1rack");
+    assert!(one.bank.is_none());
+    assert_eq!(
+        one.modbus.as_ref().unwrap().on_heartbeat_loss,
+        HeartbeatLoss::ZeroCurrent
+    );
+    // Inherited from demo-site.toml, includes resolved.
+    assert_eq!(one.rack.cell_count(), 128);
+    assert_eq!(
+        one.plugins.soc.config["ocv"]["chemistry"].as_str(),
+        Some("LFP")
+    );
+    let four = SiteConfig::load(&configs("site-4rack.toml")).unwrap();
+    let bank = four.bank.as_ref().unwrap();
+    assert_eq!(bank.racks.len(), 4);
+    assert_eq!(
+        crate::bank::rack_capacities(&four),
+        [280.0, 280.0, 280.0, 260.0]
+    );
+    let r2 = bank.rack_config(&four, 1);
+    assert_eq!(r2.can.id_offset, 0x40);
+    assert!(r2.modbus.is_none() && r2.bank.is_none());
+    assert_ne!(
+        r2.sim.as_ref().unwrap().seed,
+        four.sim.as_ref().unwrap().seed
+    );
+}
+
+/// A bank config with `body` as its `[bank]` section.
+fn bank(body: &str) -> Result<SiteConfig, ConfigError> {
+    let text = format!("extends = \"demo-site.toml\"\n[bank]\n{body}");
+    SiteConfig::parse(&text, &configs("bank-test.toml"))
+}
+
+#[test]
+fn bad_bank_sections_are_named() {
+    let cases = [
+        ("racks = []", "bank.racks", "at least one rack"),
+        (
+            "racks = [{ name = \"R1\" }, { name = \"R1\" }]",
+            "bank.racks[1].name",
+            "also racks[0]",
+        ),
+        (
+            "racks = [{ name = \"a/b\" }]",
+            "bank.racks[0].name",
+            "directory",
+        ),
+        (
+            "racks = [{ name = \"R1\", bus = \"can0\" }, { name = \"R2\", bus = \"can0\" }]",
+            "bank.racks[1].id_offset",
+            "distinct id ranges",
+        ),
+        (
+            "racks = [{ name = \"R1\", capacity_ah = -5.0 }]",
+            "bank.racks[0].capacity_ah",
+            "> 0",
+        ),
+        (
+            "imbalance_derating = [[2.0, 1.0], [10.0, 1.5]]\nracks = [{ name = \"R1\" }]",
+            "bank.imbalance_derating",
+            "",
+        ),
+        (
+            "isolate = true\nracks = [{ name = \"R1\" }]",
+            "bank",
+            "isolate",
+        ),
+    ];
+    for (body, field, text) in cases {
+        let e = bank(body).unwrap_err().to_string();
+        assert!(e.contains(field) && e.contains(text), "{body}: {e}");
+        assert!(e.contains("bank-test.toml"), "{e}");
+    }
+}
+
+#[test]
+fn extends_errors_name_the_files() {
+    let e = SiteConfig::parse("extends = \"nope.toml\"", &configs("x.toml"))
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("nope.toml"), "{e}");
+    let e = SiteConfig::parse("extends = 3", &configs("x.toml"))
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("extends") && e.contains("x.toml"), "{e}");
+}

@@ -60,6 +60,8 @@ pub struct Controller {
     bleed_resistance_ohm: f32,
     pub cycles: u64,
     pub last: Option<CycleReport>,
+    /// `can.heartbeat`: period, next due time and count sent.
+    heartbeat: Option<(u64, u64, u64)>,
 }
 
 impl Controller {
@@ -84,12 +86,24 @@ impl Controller {
             bleed_resistance_ohm: cfg.rack.bleed_resistance_ohm,
             cycles: 0,
             last: None,
+            heartbeat: cfg.can.heartbeat.as_ref().map(|h| (h.period_ms, 0, 0)),
         }
     }
 
     /// Acquire: decode every frame received so far and publish the
     /// snapshot for protection. Runs every protection period.
     pub fn acquire(&mut self, now_ms: u64) {
+        if let Some((period_ms, next_ms, count)) = &mut self.heartbeat {
+            if now_ms >= *next_ms {
+                if let Some(frame) = self.acquisition.encode_heartbeat(*count) {
+                    if let Err(e) = self.port.send(&frame) {
+                        tracing::warn!(error = %e, "heartbeat frame not sent");
+                    }
+                }
+                *count += 1;
+                *next_ms = now_ms + *period_ms;
+            }
+        }
         self.rx.clear();
         self.port.drain(&mut self.rx);
         self.acquisition.ingest(&self.rx, now_ms);
@@ -279,7 +293,11 @@ impl Controller {
     }
 
     /// Frames acquisition rejected, for the summary.
+    /// What acquisition rejected, with the bus's own counters.
     pub fn acquire_stats(&self) -> crate::io::can::acquire::AcquireStats {
-        self.acquisition.stats
+        let mut s = self.acquisition.stats;
+        s.rx_overflows = self.port.overflows();
+        s.bus = self.port.bus_stats();
+        s
     }
 }

@@ -99,7 +99,11 @@ impl Curve {
 
     /// Check shape; `monotonic`: Some(true) non-decreasing, Some(false)
     /// non-increasing in x.
-    fn validate(&self, field: &str, monotonic: Option<bool>) -> Result<(), (String, String)> {
+    pub(crate) fn validate(
+        &self,
+        field: &str,
+        monotonic: Option<bool>,
+    ) -> Result<(), (String, String)> {
         let p = &self.0;
         if p.len() < 2 {
             return Err((

@@ -51,6 +51,10 @@ impl Shared {
     pub fn publish_soc(&self, soc: Option<f32>) {
         *lock(&self.pack_soc_pct) = soc;
     }
+    /// The latest validated pack SOC estimate, %.
+    pub fn pack_soc(&self) -> Option<f32> {
+        *lock(&self.pack_soc_pct)
+    }
     pub fn status(&self) -> Arc<Status> {
         lock(&self.status).clone()
     }

@@ -860,7 +860,11 @@ fn an_open_hold_opens_and_blocks_closing_until_released_and_is_recorded() {
     let st = p.status().clone();
     assert_eq!(st.contactor_state, ContactorState::Open, "{st:?}");
     assert!(!st.outputs.main && !st.outputs.precharge);
-    assert!(st.blocked_reason.as_deref().unwrap().contains("held open (Operator)"));
+    assert!(st
+        .blocked_reason
+        .as_deref()
+        .unwrap()
+        .contains("held open (Operator)"));
     assert!(st.latched.is_empty(), "a hold is not a latch");
     // Setting the same holds again records nothing new.
     let n = p.events().len();
@@ -897,7 +901,10 @@ fn a_zero_current_hold_stays_connected_with_nothing_allowed() {
         feed(&mut p, base(t), Some(50.0), t);
     }
     assert!(p.status().allowed.charge_a > 0.0);
-    p.set_holds(&[hold(HoldSource::ControllerHeartbeat, HoldKind::ZeroCurrent)], t);
+    p.set_holds(
+        &[hold(HoldSource::ControllerHeartbeat, HoldKind::ZeroCurrent)],
+        t,
+    );
     t += PERIOD;
     feed(&mut p, base(t), Some(50.0), t);
     assert_eq!(p.status().allowed, AllowedCurrent::ZERO, "drops at once");
@@ -906,7 +913,10 @@ fn a_zero_current_hold_stays_connected_with_nothing_allowed() {
     t += PERIOD;
     feed(&mut p, base(t), Some(50.0), t);
     let a = p.status().allowed.charge_a;
-    assert!(a > 0.0 && a <= cfg.derating.ramp_up_a_per_s * 0.011, "ramps back: {a}");
+    assert!(
+        a > 0.0 && a <= cfg.derating.ramp_up_a_per_s * 0.011,
+        "ramps back: {a}"
+    );
 }
 
 proptest! {

@@ -501,7 +501,7 @@ impl Simulator {
             },
             Quantity::PackVoltage => self.model.pack_voltage_v(),
             Quantity::LinkVoltage => self.link_v,
-            Quantity::BleedMask(_) => 0.0,
+            Quantity::BleedMask(_) | Quantity::Heartbeat => 0.0,
         }
     }
 

@@ -44,6 +44,41 @@ pub fn status_line(time_s: f64, r: &CycleReport, plugins: &PluginSet) -> String 
     )
 }
 
+/// One bank status line: the bank's SOC, limits and imbalance, then each
+/// rack's SOC, current and contactors.
+pub fn bank_line(
+    t_ms: u64,
+    names: &[String],
+    racks: &[crate::io::modbus::RackReport<'_>],
+    b: &crate::bank::BankState,
+) -> String {
+    let opt = |v: Option<f32>| v.map_or("--".to_string(), |v| format!("{v:.1}%"));
+    let per_rack: Vec<String> = names
+        .iter()
+        .zip(racks)
+        .map(|(n, r)| {
+            format!(
+                "{n} {} {:.0} A {}",
+                opt(r.report.pack_soc_pct),
+                r.report.snapshot.current_a,
+                contactor_label(r.report)
+            )
+        })
+        .collect();
+    format!(
+        "t={:>6.0}s BANK SOC {} | {}/{} racks connected | allow +{:.0}/-{:.0} A (imbalance {:.1} pp x{:.2}) | {}",
+        t_ms as f64 / 1000.0,
+        opt(b.soc_pct),
+        b.connected,
+        b.racks,
+        b.allowed.charge_a,
+        b.allowed.discharge_a,
+        b.soc_spread_pct,
+        b.imbalance_factor,
+        per_rack.join(" | ")
+    )
+}
+
 fn contactor_label(r: &CycleReport) -> String {
     let p = &r.protection;
     match (p.contactor_state, p.latched.first()) {

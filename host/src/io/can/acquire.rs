@@ -22,6 +22,11 @@ pub struct AcquireStats {
     pub unknown_id: u64,
     pub wrong_length: u64,
     pub out_of_range: u64,
+    /// Frames lost to the receive queue overflowing.
+    pub rx_overflows: u64,
+    /// Error frames, bus-off and send failures reported by the bus.
+    #[serde(flatten)]
+    pub bus: super::bus::BusStats,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -124,7 +129,7 @@ impl Acquisition {
                     }
                     Quantity::PackVoltage => self.pack_v = sample,
                     Quantity::LinkVoltage => self.link_v = sample,
-                    Quantity::BleedMask(_) => {}
+                    Quantity::BleedMask(_) | Quantity::Heartbeat => {}
                 }
             }
         }
@@ -232,6 +237,23 @@ impl Acquisition {
         out
     }
 
+    /// The heartbeat frame carrying `count` (wrapped to the signal's
+    /// range), if `can.heartbeat` is configured.
+    pub fn encode_heartbeat(&self, count: u64) -> Option<CanFrame> {
+        let slot = self.map.slots.get(&Quantity::Heartbeat)?;
+        let msg = self.map.dbc.message_at(slot.signal.message);
+        let sig = self.map.dbc.signal(slot.signal);
+        let span = (sig.max - sig.min).max(0.0) as u64 + 1;
+        let value = sig.min + (count % span) as f64;
+        match msg.encode_frame(&[(slot.signal.signal, value)]) {
+            Ok(f) => Some(f),
+            Err(e) => {
+                tracing::error!(message = %msg.name, error = %e, "cannot encode the heartbeat");
+                None
+            }
+        }
+    }
+
     /// Decode a bleed-mask frame back into per-cell flags (used by the
     /// simulated BMUs, which obey these frames).
     pub fn decode_bleed(
@@ -261,5 +283,48 @@ impl Acquisition {
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::io::can::dbc::Dbc;
+
+    fn demo(heartbeat: &str) -> Result<(SiteConfig, Arc<RackMap>), String> {
+        let path =
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../configs/demo-site.toml");
+        let text = std::fs::read_to_string(&path).unwrap().replace(
+            "signal = \"BMS_Alive\"",
+            &format!("signal = \"{heartbeat}\""),
+        );
+        let cfg = SiteConfig::parse(&text, &path).map_err(|e| e.to_string())?;
+        let dbc = Arc::new(Dbc::from_file(cfg.resolve(&cfg.can.dbc)).unwrap());
+        let map = RackMap::resolve(&cfg, dbc).map_err(|e| e.to_string())?;
+        Ok((cfg, Arc::new(map)))
+    }
+
+    #[test]
+    fn the_heartbeat_counts_in_its_dbc_signal_and_wraps() {
+        let (cfg, map) = demo("BMS_Alive").unwrap();
+        let acq = Acquisition::new(&cfg, map.clone());
+        for (count, expect) in [(0u64, 0.0), (1, 1.0), (255, 255.0), (256, 0.0), (300, 44.0)] {
+            let f = acq.encode_heartbeat(count).unwrap();
+            assert_eq!(f.id().raw(), 0x410);
+            let i = map.dbc.message_index_by_id(f.id()).unwrap();
+            let v = map.dbc.message_at(i).decode(f.data()).unwrap();
+            assert_eq!(v[0].value, expect, "count {count}");
+        }
+    }
+
+    #[test]
+    fn a_heartbeat_signal_the_dbc_lacks_names_both() {
+        let e = demo("BMS_Nope").unwrap_err();
+        assert!(
+            e.contains("can.heartbeat.signal")
+                && e.contains("BMS_Nope")
+                && e.contains("bmu-demo.dbc"),
+            "{e}"
+        );
     }
 }

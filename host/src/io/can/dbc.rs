@@ -625,6 +625,38 @@ impl Dbc {
     }
 
     /// Where this DBC came from (as given to [`Dbc::parse`] / the path).
+    /// This database with `offset` added to every message id: how racks
+    /// that share one bus use disjoint id ranges with the same DBC (BMUs
+    /// addressed by a rack DIP switch). An id pushed out of its format's
+    /// range is an error naming the message.
+    pub fn with_id_offset(&self, offset: u32) -> Result<Self, DbcError> {
+        if offset == 0 {
+            return Ok(self.clone());
+        }
+        let mut out = self.clone();
+        out.by_id.clear();
+        for (i, m) in out.messages.iter_mut().enumerate() {
+            let raw = m.id.raw().checked_add(offset);
+            m.id = raw
+                .and_then(|r| CanId::new(r, m.id.is_extended()).ok())
+                .ok_or_else(|| DbcError::InvalidMessage {
+                    origin: self.origin.clone(),
+                    message: m.name.clone(),
+                    reason: format!(
+                        "id {:#x} + offset {offset:#x} is outside the {} id range",
+                        m.id.raw(),
+                        if m.id.is_extended() {
+                            "29-bit"
+                        } else {
+                            "11-bit"
+                        }
+                    ),
+                })?;
+            out.by_id.insert(m.id, i);
+        }
+        Ok(out)
+    }
+
     pub fn origin(&self) -> &str {
         &self.origin
     }
@@ -1148,6 +1180,22 @@ mod tests {
 ";
 
     #[test]
+    fn an_id_offset_moves_every_message_and_overflow_names_the_message() {
+        let d = dbc(MOTOHAWK);
+        let moved = d.with_id_offset(0x200).unwrap();
+        assert_eq!(
+            moved.message("ExampleMessage").unwrap().id,
+            CanId::Standard(496 + 0x200)
+        );
+        assert_eq!(moved.message_index_by_id(CanId::Standard(496)), None);
+        assert!(moved
+            .message_index_by_id(CanId::Standard(496 + 0x200))
+            .is_some());
+        let e = d.with_id_offset(0x700).unwrap_err().to_string();
+        assert!(e.contains("ExampleMessage") && e.contains("11-bit"), "{e}");
+    }
+
+    #[test]
     fn motorola_12_bit_known_answer() {
         let d = dbc(MOTOHAWK);
         let m = d.message("ExampleMessage").unwrap();
@@ -1557,7 +1605,8 @@ mod tests {
     fn bmu_demo_round_trip() {
         let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../configs/bmu-demo.dbc");
         let d = Dbc::from_file(path).unwrap();
-        assert_eq!(d.messages().len(), 8 * 3 + 3);
+        // Per BMU: cell voltages, temperatures, balance; BMS_Status; 3 IVT.
+        assert_eq!(d.messages().len(), 8 * 3 + 1 + 3);
 
         let msg = |name: &str| d.message_at(d.resolve_message(name).unwrap());
         let idx = |m: &MessageDef, s: &str| m.signal_index(s).unwrap();

@@ -27,6 +27,8 @@ pub enum Quantity {
     LinkVoltage,
     /// Outbound bleed bitmask of module `n`.
     BleedMask(usize),
+    /// Outbound alive counter of the host (`can.heartbeat`).
+    Heartbeat,
 }
 
 /// A mapped signal and the factor from its DBC unit to SI (V, A, °C).
@@ -38,13 +40,13 @@ pub struct Slot {
 
 #[derive(Debug, thiserror::Error)]
 pub enum MappingError {
-    #[error("{site}: `can.signals.{field}`: {message}")]
+    #[error("{site}: `can.{field}`: {message}")]
     Template {
         site: PathBuf,
         field: &'static str,
         message: String,
     },
-    #[error("{site}: `can.signals.{field}` maps {quantity:?} to `{signal}`: {source}")]
+    #[error("{site}: `can.{field}` maps {quantity:?} to `{signal}`: {source}")]
     Signal {
         site: PathBuf,
         field: &'static str,
@@ -52,7 +54,7 @@ pub enum MappingError {
         signal: String,
         source: Box<DbcError>,
     },
-    #[error("{site}: `can.signals.{field}`: signal `{signal}` has unit `{unit}` in the DBC; expected one of {expected}")]
+    #[error("{site}: `can.{field}`: signal `{signal}` has unit `{unit}` in the DBC; expected one of {expected}")]
     Unit {
         site: PathBuf,
         field: &'static str,
@@ -109,7 +111,7 @@ impl RackMap {
                 let vars = [("module", m), ("cell", c)];
                 map.add(
                     &site,
-                    "cell_voltage",
+                    "signals.cell_voltage",
                     &s.cell_voltage,
                     &vars,
                     q,
@@ -122,7 +124,7 @@ impl RackMap {
                 let vars = [("module", m), ("sensor", t)];
                 map.add(
                     &site,
-                    "temperature",
+                    "signals.temperature",
                     &s.temperature,
                     &vars,
                     q,
@@ -134,7 +136,7 @@ impl RackMap {
             let q = Quantity::BleedMask(m as usize);
             map.add(
                 &site,
-                "bleed_mask",
+                "signals.bleed_mask",
                 &s.bleed_mask,
                 &vars,
                 q,
@@ -144,7 +146,7 @@ impl RackMap {
         }
         map.add(
             &site,
-            "current",
+            "signals.current",
             &s.current,
             &[],
             Quantity::PackCurrent,
@@ -153,7 +155,7 @@ impl RackMap {
         )?;
         map.add(
             &site,
-            "pack_voltage",
+            "signals.pack_voltage",
             &s.pack_voltage,
             &[],
             Quantity::PackVoltage,
@@ -162,13 +164,24 @@ impl RackMap {
         )?;
         map.add(
             &site,
-            "link_voltage",
+            "signals.link_voltage",
             &s.link_voltage,
             &[],
             Quantity::LinkVoltage,
             VOLT,
             "mV, V",
         )?;
+        if let Some(hb) = &cfg.can.heartbeat {
+            map.add(
+                &site,
+                "heartbeat.signal",
+                &hb.signal,
+                &[],
+                Quantity::Heartbeat,
+                &[("", 1.0)],
+                "no unit",
+            )?;
+        }
         for m in 0..map.modules {
             let sig = map.dbc.signal(map.slot(Quantity::BleedMask(m)).signal);
             if u32::from(sig.size_bits) < r.cells_per_module {

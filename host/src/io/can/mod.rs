@@ -2,7 +2,9 @@
 //! and outbound commands.
 //!
 //! Layering (driver → engine, as in foxBMS): `frame` and `dbc` are pure
-//! codecs; `bus` moves frames; `mapping` binds DBC signals to rack
+//! codecs; `bus` moves frames (async [`bus::CanBus`] with the virtual and
+//! the [`socketcan`] backends, pumped for the control thread by
+//! [`port::BusPort`]); `mapping` binds DBC signals to rack
 //! quantities; `acquire` builds the snapshot and encodes bleed commands.
 
 pub mod acquire;
@@ -10,5 +12,7 @@ pub mod bus;
 pub mod dbc;
 pub mod frame;
 pub mod mapping;
+pub mod port;
+pub mod socketcan;
 
 pub use frame::{CanFrame, CanId};

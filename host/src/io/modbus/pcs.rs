@@ -20,6 +20,7 @@ use serde::{Deserialize, Serialize};
 use tokio_modbus::prelude::*;
 
 use crate::protection::task::Shared;
+use crate::protection::AllowedCurrent;
 
 /// One register of the PCS map: `raw = round(value / scale)`, as `u16`
 /// (or two's-complement `i16` when `signed`).
@@ -122,6 +123,19 @@ pub struct PcsLinkStatus {
     pub last_discharge_a: Option<f32>,
 }
 
+/// Where the link reads the limits it writes: protection's latest
+/// status, read at write time, so a derating reaches the PCS within one
+/// link period.
+pub trait LimitSource: Send + Sync {
+    fn allowed(&self) -> AllowedCurrent;
+}
+
+impl LimitSource for Shared {
+    fn allowed(&self) -> AllowedCurrent {
+        self.status().allowed
+    }
+}
+
 /// The running link; stops on drop.
 pub struct PcsLink {
     status: Arc<Mutex<PcsLinkStatus>>,
@@ -130,7 +144,9 @@ pub struct PcsLink {
 }
 
 impl PcsLink {
-    pub fn start(cfg: PcsConfig, shared: Arc<Shared>) -> std::io::Result<Self> {
+    /// Start writing the limits of `limits` (one rack's [`Shared`], or a
+    /// bank) to the PCS.
+    pub fn start(cfg: PcsConfig, limits: Arc<dyn LimitSource>) -> std::io::Result<Self> {
         let status = Arc::new(Mutex::new(PcsLinkStatus::default()));
         let stop = Arc::new(AtomicBool::new(false));
         let (st, sp) = (status.clone(), stop.clone());
@@ -139,7 +155,7 @@ impl PcsLink {
             .build()?;
         let handle = std::thread::Builder::new()
             .name("pcs-link".into())
-            .spawn(move || rt.block_on(run(cfg, shared, st, sp)))?;
+            .spawn(move || rt.block_on(run(cfg, limits, st, sp)))?;
         Ok(Self {
             status,
             stop,
@@ -175,7 +191,7 @@ fn encode(r: &PcsRegister, value: f32) -> u16 {
 
 async fn run(
     cfg: PcsConfig,
-    shared: Arc<Shared>,
+    limits: Arc<dyn LimitSource>,
     status: Arc<Mutex<PcsLinkStatus>>,
     stop: Arc<AtomicBool>,
 ) {
@@ -219,7 +235,7 @@ async fn run(
         };
         // Write the limits every period until the PCS stops answering.
         while !stop.load(Ordering::Relaxed) {
-            let allowed = shared.status().allowed;
+            let allowed = limits.allowed();
             heartbeat = heartbeat.wrapping_add(1);
             let mut writes = vec![
                 (

@@ -5,8 +5,12 @@
 //! client address, and the writable points:
 //! - `CtrlHb` (controller heartbeat): stored with its arrival time; a
 //!   heartbeat that stops for `heartbeat_timeout_s` is logged as lost;
-//! - `AlmRst` = 1: asks protection for a reset, which succeeds only if
-//!   protection allows it (every latched condition cleared);
+//! - `AlmRst` = 1: asks each rack's protection for a reset, which succeeds
+//!   only if protection allows it (every latched condition cleared);
+//! - `SetOp` = 2 (disconnect): an operator hold on every rack, which opens
+//!   the contactors; `SetOp` = 1 (connect) withdraws it. Connect never
+//!   closes anything by itself: protection closes when its own conditions
+//!   hold, as after any other hold;
 //! - anything else read-only → `ILLEGAL DATA ADDRESS`.
 //!
 //! Exception codes: unknown function `01`; address outside the image or a
@@ -14,8 +18,9 @@
 //! a client not in `allowed_writers` `01` (the function is not available to
 //! it); a reset protection refused `04`.
 //!
-//! May not touch: protection beyond [`Protection::reset`]; the image is
-//! published by the control cycle and only read here.
+//! May not touch: protection beyond [`Protection::reset`] and the
+//! operator hold; the image is published by the control cycle and only
+//! read here.
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -27,7 +32,7 @@ use tokio_modbus::server::tcp::{accept_tcp_connection, Server};
 
 use super::sunspec::Writable;
 use crate::protection::task::Shared;
-use crate::protection::Protection;
+use crate::protection::{HoldKind, HoldSource, Protection};
 
 /// The current image, swapped in whole by the control cycle.
 #[derive(Debug, Clone)]
@@ -88,12 +93,17 @@ pub struct ServerConfig {
     pub allowed_writers: Vec<IpAddr>,
 }
 
-/// What a reset needs.
+/// One rack's protection, as far as Modbus may reach it: the authorised
+/// reset and the operator hold.
 #[derive(Clone)]
-pub struct ResetPath {
+pub struct RackPath {
     pub protection: Arc<Mutex<Protection>>,
     pub shared: Arc<Shared>,
 }
+
+/// SunSpec 802 `SetOp` values.
+const SET_OP_CONNECT: u16 = 1;
+const SET_OP_DISCONNECT: u16 = 2;
 
 /// A running server; stops on drop.
 pub struct SunSpecServer {
@@ -106,8 +116,9 @@ impl SunSpecServer {
     pub fn start(
         cfg: ServerConfig,
         board: Arc<RegisterBoard>,
-        reset: ResetPath,
+        racks: Vec<RackPath>,
     ) -> std::io::Result<Self> {
+        let racks = Arc::new(racks);
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()?;
@@ -124,7 +135,7 @@ impl SunSpecServer {
                         peer,
                         cfg: cfg.clone(),
                         board: board.clone(),
-                        reset: reset.clone(),
+                        racks: racks.clone(),
                     }))
                 };
                 let on_connected = |stream, peer| {
@@ -163,7 +174,7 @@ struct Connection {
     peer: SocketAddr,
     cfg: Arc<ServerConfig>,
     board: Arc<RegisterBoard>,
-    reset: ResetPath,
+    racks: Arc<Vec<RackPath>>,
 }
 
 impl Connection {
@@ -198,7 +209,7 @@ impl Connection {
         // Check every register first: a write is all or nothing.
         for i in 0..values.len() as u16 {
             let off = start + i;
-            if off != w.ctrl_hb && off != w.alm_rst {
+            if off != w.ctrl_hb && off != w.alm_rst && off != w.set_op {
                 tracing::warn!(peer = %self.peer, register = img.base + off, "modbus write to a read-only or unknown register");
                 return Err(ExceptionCode::IllegalDataAddress);
             }
@@ -210,6 +221,8 @@ impl Connection {
                     Some((*v, Instant::now()));
             } else if off == w.alm_rst {
                 self.alarm_reset(*v)?;
+            } else if off == w.set_op {
+                self.set_op(*v)?;
             }
         }
         self.board.stats.writes.fetch_add(1, Ordering::Relaxed);
@@ -220,23 +233,51 @@ impl Connection {
         if v != 1 {
             return Err(ExceptionCode::IllegalDataValue);
         }
-        let now_ms = self.reset.shared.status().time_ms;
-        let snap = self.reset.shared.snapshot();
-        let mut p = self
-            .reset
-            .protection
-            .lock()
-            .unwrap_or_else(|e| e.into_inner());
-        match p.reset(&snap, now_ms) {
-            Ok(cleared) => {
-                tracing::warn!(peer = %self.peer, count = cleared.len(), "protection reset by SunSpec AlmRst");
-                Ok(())
+        // Every rack with a latch is asked; each decides for itself. The
+        // write fails if any refused (or nothing was latched anywhere).
+        let mut refused = false;
+        let mut any_latched = false;
+        for (rack, r) in self.racks.iter().enumerate() {
+            let now_ms = r.shared.status().time_ms;
+            let snap = r.shared.snapshot();
+            let mut p = r.protection.lock().unwrap_or_else(|e| e.into_inner());
+            if p.latched().is_empty() {
+                continue;
             }
-            Err(e) => {
-                tracing::warn!(peer = %self.peer, reason = %e, "SunSpec AlmRst refused by protection");
-                Err(ExceptionCode::ServerDeviceFailure)
+            any_latched = true;
+            match p.reset(&snap, now_ms) {
+                Ok(cleared) => {
+                    tracing::warn!(peer = %self.peer, rack, count = cleared.len(), "protection reset by SunSpec AlmRst")
+                }
+                Err(e) => {
+                    refused = true;
+                    tracing::warn!(peer = %self.peer, rack, reason = %e, "SunSpec AlmRst refused by protection");
+                }
             }
         }
+        if refused || !any_latched {
+            if !any_latched {
+                tracing::warn!(peer = %self.peer, "SunSpec AlmRst refused: nothing is latched");
+            }
+            return Err(ExceptionCode::ServerDeviceFailure);
+        }
+        Ok(())
+    }
+
+    fn set_op(&self, v: u16) -> Result<(), ExceptionCode> {
+        let hold = match v {
+            SET_OP_CONNECT => None,
+            SET_OP_DISCONNECT => Some((
+                HoldKind::Open,
+                format!("SunSpec SetOp disconnect from {}", self.peer.ip()),
+            )),
+            _ => return Err(ExceptionCode::IllegalDataValue),
+        };
+        tracing::warn!(peer = %self.peer, connect = hold.is_none(), "SunSpec SetOp");
+        for r in self.racks.iter() {
+            r.shared.set_hold(HoldSource::Operator, hold.clone());
+        }
+        Ok(())
     }
 }
 
@@ -303,14 +344,14 @@ mod tests {
                     device_address: 16,
                 },
             }),
-            reset: ResetPath {
+            racks: Arc::new(vec![RackPath {
                 protection: Arc::new(Mutex::new(Protection::new(
                     cfg.protection.clone(),
                     500,
                     EventLog::memory(),
                 ))),
                 shared: Shared::new(PackSnapshot::empty(128, 16)),
-            },
+            }]),
         }
     }
 
@@ -340,7 +381,24 @@ mod tests {
             c.write(40011, &[1]),
             Err(ExceptionCode::ServerDeviceFailure)
         );
+        // SetOp: disconnect holds every rack open, connect withdraws it.
+        assert_eq!(c.write(40012, &[2]), Ok(()));
+        let holds = c.racks[0].shared.holds();
+        assert_eq!(holds.len(), 1);
+        assert_eq!(
+            (holds[0].source, holds[0].kind),
+            (HoldSource::Operator, HoldKind::Open)
+        );
+        assert!(holds[0].reason.contains("127.0.0.1"), "{:?}", holds[0]);
+        assert_eq!(c.write(40012, &[1]), Ok(()));
+        assert!(c.racks[0].shared.holds().is_empty());
+        assert_eq!(c.write(40012, &[3]), Err(ExceptionCode::IllegalDataValue));
         let stranger = connection(&["10.0.0.9"]);
+        assert_eq!(
+            stranger.write(40012, &[2]),
+            Err(ExceptionCode::IllegalFunction)
+        );
+        assert!(stranger.racks[0].shared.holds().is_empty());
         assert_eq!(
             stranger.write(40010, &[5]),
             Err(ExceptionCode::IllegalFunction)

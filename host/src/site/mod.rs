@@ -20,12 +20,15 @@ use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
 
+use crate::bank::{Bank, RackHandle};
 use crate::config::SiteConfig;
 use crate::control::{Controller, CycleReport};
 use crate::io::can::acquire::Acquisition;
-use crate::io::can::bus::VirtualBus;
+use crate::io::can::bus::{CanPort, VirtualBus};
 use crate::io::can::dbc::Dbc;
 use crate::io::can::mapping::RackMap;
+use crate::io::can::port::BusPort;
+use crate::io::can::socketcan::SocketCanBus;
 use crate::io::contactor::SimulatedContactor;
 use crate::plugins::reload::{ReloadHandle, Reloader, ReloaderParts};
 use crate::plugins::{PluginEngine, PluginManager, Role};
@@ -35,6 +38,12 @@ use crate::protection::{Latch, Protection, ResetError};
 use crate::sim::{SimTruth, Simulator};
 use crate::snapshot::PackSnapshot;
 use crate::telemetry::{self, SimAccuracy, Summary};
+
+pub mod bank;
+mod field;
+
+pub use bank::BankSite;
+pub use field::FieldIo;
 
 /// Window over which the final cell voltages are averaged, in ms.
 const FINAL_AVERAGE_MS: u64 = 30_000;
@@ -115,7 +124,9 @@ pub struct SimSite {
     first_seq: u64,
     first_plugin_seq: u64,
     reloader: Reloader,
-    modbus: Option<crate::io::modbus::Publisher>,
+    /// Modbus and the PCS link of a single-rack site (a rack of a bank has
+    /// none: the bank's serves every rack).
+    field: FieldIo,
 }
 
 impl SimSite {
@@ -127,6 +138,12 @@ impl SimSite {
     }
 
     pub fn assemble_in(cfg: SiteConfig, state_dir: PathBuf) -> Result<Self> {
+        Self::assemble_with(cfg, state_dir, RackParts::default())
+    }
+
+    /// As [`Self::assemble_in`], with the parts a rack of a bank shares
+    /// with the others.
+    pub fn assemble_with(cfg: SiteConfig, state_dir: PathBuf, parts: RackParts) -> Result<Self> {
         if cfg.sim.is_none() {
             bail!(
                 "{}: no [sim] section. This build drives the simulated rack only; \
@@ -134,18 +151,20 @@ impl SimSite {
                 cfg.source.display()
             );
         }
-        let dbc_path = cfg.resolve(&cfg.can.dbc);
         let dbc = Arc::new(
-            Dbc::from_file(&dbc_path)
-                .with_context(|| format!("{}: `can.dbc`", cfg.source.display()))?,
+            load_dbc(&cfg).with_context(|| format!("{}: `can.dbc`", cfg.source.display()))?,
         );
         let map = Arc::new(RackMap::resolve(&cfg, dbc)?);
-        let bus = VirtualBus::new();
+        let bus = parts.bus.unwrap_or_default();
+        let (host_port, sim_port) = ports(&cfg, &bus)?;
         let (contactor, wiring) = SimulatedContactor::new();
-        let sim = Simulator::new(&cfg, map.clone(), Box::new(bus.endpoint()), wiring)?;
-        let engine = PluginEngine::new()
-            .context("starting the wasm engine")?
-            .with_cache(state_dir.join("cache"));
+        let sim = Simulator::new(&cfg, map.clone(), sim_port, wiring)?;
+        let engine = match parts.engine {
+            Some(e) => e,
+            None => PluginEngine::new()
+                .context("starting the wasm engine")?
+                .with_cache(state_dir.join("cache")),
+        };
         let plugins = PluginManager::start(&engine, &cfg, Some(&state_dir))?;
         let first_plugin_seq = plugins.first_seq;
         let reloader = Reloader::spawn(ReloaderParts {
@@ -168,20 +187,23 @@ impl SimSite {
         ));
         let task = ProtectionTask::new(protection, Box::new(contactor), shared.clone());
         let acquisition = Acquisition::new(&cfg, map);
-        let controller = Controller::new(
-            &cfg,
-            acquisition,
-            Box::new(bus.endpoint()),
-            shared.clone(),
-            plugins,
-        );
+        let controller = Controller::new(&cfg, acquisition, host_port, shared.clone(), plugins);
+        let bank = Arc::new(Bank::new(
+            None,
+            vec![RackHandle {
+                name: cfg.site.name.clone(),
+                capacity_ah: cfg.rack.capacity_ah,
+                shared: shared.clone(),
+            }],
+        ));
+        let field = FieldIo::new(&cfg, bank, vec![(task.protection.clone(), shared.clone())]);
         Ok(Self {
             protection: task.protection.clone(),
             task: Some(task),
             thread: None,
             first_seq,
             first_plugin_seq,
-            modbus: crate::io::modbus::Publisher::new(&cfg),
+            field,
             cfg,
             controller,
             sim,
@@ -193,38 +215,17 @@ impl SimSite {
     /// Start the SunSpec Modbus TCP server of `[modbus]` (None without
     /// one). The image is refreshed every control cycle of [`Self::run`].
     pub fn start_modbus(&self) -> Result<Option<crate::io::modbus::server::SunSpecServer>> {
-        let (Some(m), Some(publisher)) = (&self.cfg.modbus, &self.modbus) else {
-            return Ok(None);
-        };
-        let server = crate::io::modbus::server::SunSpecServer::start(
-            crate::io::modbus::server::ServerConfig {
-                bind: m.bind,
-                unit_id: m.unit_id,
-                allowed_writers: m.allowed_writers.clone(),
-            },
-            publisher.board.clone(),
-            crate::io::modbus::server::ResetPath {
-                protection: self.protection.clone(),
-                shared: self.shared.clone(),
-            },
-        )
-        .with_context(|| format!("starting the Modbus server on {}", m.bind))?;
-        Ok(Some(server))
+        self.field.start_modbus(&self.cfg)
     }
 
     /// Start the PCS link of `[pcs]` (None without one).
     pub fn start_pcs_link(&self) -> Result<Option<crate::io::modbus::pcs::PcsLink>> {
-        let Some(p) = &self.cfg.pcs else {
-            return Ok(None);
-        };
-        let link = crate::io::modbus::pcs::PcsLink::start(p.clone(), self.shared.clone())
-            .context("starting the PCS link")?;
-        Ok(Some(link))
+        self.field.start_pcs_link(&self.cfg)
     }
 
     /// The register board, when `[modbus]` is configured.
     pub fn modbus_board(&self) -> Option<Arc<crate::io::modbus::server::RegisterBoard>> {
-        self.modbus.as_ref().map(|p| p.board.clone())
+        self.field.board()
     }
 
     /// Operator reloads (also what the control API uses).
@@ -276,6 +277,24 @@ impl SimSite {
         opts: &RunOptions,
         mut observe: impl FnMut(Observation<'_>),
     ) -> Result<Summary> {
+        let clock = match opts.speed {
+            Speed::Factor(f) => Some(Arc::new(ScaledClock::new(f))),
+            Speed::Max => None,
+        };
+        let mut run = self.start_run(opts, clock.clone())?;
+        for tick in 1..=run.ticks {
+            if let Some(clock) = &clock {
+                std::thread::sleep(clock.wall_until(tick * run.period_ms));
+            }
+            if self.step(&mut run, tick, &mut observe)? == Step::Stopped {
+                break;
+            }
+        }
+        self.finish(run)
+    }
+
+    /// Prepare a run: on a paced `clock`, protection moves onto its thread.
+    pub fn start_run(&mut self, opts: &RunOptions, clock: Option<Arc<ScaledClock>>) -> Result<Run> {
         let period_ms = self.cfg.protection.period_ms;
         let cycle_ms = self.cfg.control.cycle_ms;
         let per_cycle = (cycle_ms / period_ms).max(1);
@@ -283,7 +302,6 @@ impl SimSite {
             .duration_s
             .unwrap_or_else(|| self.sim.profile_duration_s());
         let cycles = (duration_s * 1000.0 / cycle_ms as f64).round() as u64;
-        let ticks = cycles * per_cycle;
         let start_min = self
             .cfg
             .control
@@ -293,119 +311,150 @@ impl SimSite {
             .transpose()
             .map_err(anyhow::Error::msg)?
             .unwrap_or(0);
-        let status_every = (self.cfg.control.status_interval_ms / cycle_ms).max(1);
-        let clock = match opts.speed {
-            Speed::Factor(f) => {
-                let clock = Arc::new(ScaledClock::new(f));
-                if let Some(task) = self.task.take() {
-                    self.thread = Some(task::spawn(task, clock.clone(), period_ms)?);
-                }
-                Some(clock)
+        if let Some(clock) = &clock {
+            if let Some(task) = self.task.take() {
+                self.thread = Some(task::spawn(task, clock.clone(), period_ms)?);
             }
-            Speed::Max => None,
-        };
-        let wall_start = Instant::now();
-        let mut acc = SimAccuracy::default();
-        let mut initial_spread = None;
-        let mut bleed_cell_s = 0.0;
-        let (mut over_period, mut max_cycle_us, mut missed) = (0u64, 0u64, 0u64);
-        let mut cycle_us: Vec<u64> = Vec::with_capacity(cycles as usize);
-        // The final spread is averaged over the last cycles so one noisy
-        // reading does not decide it.
-        let avg_from = cycles.saturating_sub(FINAL_AVERAGE_MS / cycle_ms).max(1);
-        let mut final_sum_v: Vec<f64> = Vec::new();
-        let mut final_n = 0u32;
-        let mut k = 0u64;
-        let mut end_ms = 0;
-        for tick in 1..=ticks {
-            let t_ms = tick * period_ms;
-            if let Some(clock) = &clock {
-                std::thread::sleep(clock.wall_until(t_ms));
-            }
-            self.sim.advance_to(t_ms);
-            self.controller.acquire(t_ms);
-            if let Some(task) = self.task.as_mut() {
-                task.tick(t_ms);
-            }
-            if !tick.is_multiple_of(per_cycle) {
-                let (snapshot, status) = (self.shared.snapshot(), self.shared.status());
-                observe(Observation {
-                    t_ms,
-                    cycle: None,
-                    snapshot: &snapshot,
-                    status: &status,
-                    sim: &mut self.sim,
-                    thread: self.thread.as_ref(),
-                });
-                continue;
-            }
-            if opts
-                .stop
-                .as_ref()
-                .is_some_and(|s| s.load(std::sync::atomic::Ordering::Relaxed))
-            {
-                break;
-            }
-            k += 1;
-            end_ms = t_ms;
-            let minute = ((start_min as u64 + t_ms / 60_000) % 1440) as u32;
-            let began = Instant::now();
-            self.controller.cycle(minute);
-            let took_us = began.elapsed().as_micros() as u64;
-            max_cycle_us = max_cycle_us.max(took_us);
-            cycle_us.push(took_us);
-            if took_us > cycle_ms * 1000 {
-                over_period += 1;
-            }
-            let late = match &clock {
-                // Paced: the cycle must be done before the next one is due.
-                Some(clock) => clock.wall_until(t_ms + cycle_ms).is_zero(),
-                None => took_us > cycle_ms * 1000,
-            };
-            if late {
-                missed += 1;
-                tracing::debug!(t_ms, took_us, "control cycle missed its deadline");
-            }
-            let report = self
-                .controller
-                .last
-                .as_ref()
-                .context("cycle produced no report")?;
-            if let Some(p) = &mut self.modbus {
-                p.publish(&self.cfg, report, &self.shared.status());
-            }
-            let t_s = t_ms as f64 / 1000.0;
-            if k >= avg_from {
-                final_sum_v.resize(report.snapshot.cell_voltage_v.len(), 0.0);
-                for (acc, v) in final_sum_v.iter_mut().zip(&report.snapshot.cell_voltage_v) {
-                    *acc += *v as f64;
-                }
-                final_n += 1;
-            }
-            bleed_cell_s +=
-                report.bleed.iter().filter(|b| **b).count() as f64 * cycle_ms as f64 / 1000.0;
-            let truth = self.sim.truth();
-            initial_spread.get_or_insert_with(|| spread(&truth.soc_pct));
-            track_soc_error(&mut acc, t_s, report, &truth);
+        }
+        Ok(Run {
+            period_ms,
+            cycle_ms,
+            per_cycle,
+            ticks: cycles * per_cycle,
+            start_min,
+            status_every: (self.cfg.control.status_interval_ms / cycle_ms).max(1),
+            print_status: opts.print_status,
+            stop: opts.stop.clone(),
+            clock,
+            wall_start: Instant::now(),
+            acc: SimAccuracy::default(),
+            initial_spread: None,
+            bleed_cell_s: 0.0,
+            over_period: 0,
+            max_cycle_us: 0,
+            missed: 0,
+            cycle_us: Vec::with_capacity(cycles as usize),
+            // The final spread is averaged over the last cycles so one
+            // noisy reading does not decide it.
+            avg_from: cycles.saturating_sub(FINAL_AVERAGE_MS / cycle_ms).max(1),
+            final_sum_v: Vec::new(),
+            final_n: 0,
+            k: 0,
+            end_ms: 0,
+        })
+    }
+
+    /// One protection period (`tick` counts from 1), with the control
+    /// cycle when one is due.
+    pub fn step(
+        &mut self,
+        run: &mut Run,
+        tick: u64,
+        observe: &mut impl FnMut(Observation<'_>),
+    ) -> Result<Step> {
+        let t_ms = tick * run.period_ms;
+        self.sim.advance_to(t_ms);
+        self.controller.acquire(t_ms);
+        if let Some(task) = self.task.as_mut() {
+            task.tick(t_ms);
+        }
+        if !tick.is_multiple_of(run.per_cycle) {
             let (snapshot, status) = (self.shared.snapshot(), self.shared.status());
             observe(Observation {
                 t_ms,
-                cycle: Some(report),
+                cycle: None,
                 snapshot: &snapshot,
                 status: &status,
                 sim: &mut self.sim,
                 thread: self.thread.as_ref(),
             });
-            if opts.print_status && (k.is_multiple_of(status_every) || k == 1) {
-                println!(
-                    "{}",
-                    telemetry::status_line(t_s, report, &self.controller.plugins.slots)
-                );
-            }
+            return Ok(Step::Tick);
         }
-        let cycles = k;
-        self.controller.plugins.save_all(end_ms);
-        cycle_us.sort_unstable();
+        if run
+            .stop
+            .as_ref()
+            .is_some_and(|s| s.load(std::sync::atomic::Ordering::Relaxed))
+        {
+            return Ok(Step::Stopped);
+        }
+        run.k += 1;
+        run.end_ms = t_ms;
+        let cycle_ms = run.cycle_ms;
+        let minute = ((run.start_min as u64 + t_ms / 60_000) % 1440) as u32;
+        let began = Instant::now();
+        self.controller.cycle(minute);
+        let took_us = began.elapsed().as_micros() as u64;
+        run.max_cycle_us = run.max_cycle_us.max(took_us);
+        run.cycle_us.push(took_us);
+        if took_us > cycle_ms * 1000 {
+            run.over_period += 1;
+        }
+        let late = match &run.clock {
+            // Paced: the cycle must be done before the next one is due.
+            Some(clock) => clock.wall_until(t_ms + cycle_ms).is_zero(),
+            None => took_us > cycle_ms * 1000,
+        };
+        if late {
+            run.missed += 1;
+            tracing::debug!(t_ms, took_us, "control cycle missed its deadline");
+        }
+        let report = self
+            .controller
+            .last
+            .as_ref()
+            .context("cycle produced no report")?;
+        let status = self.shared.status();
+        self.field.publish(
+            &self.cfg,
+            &[crate::io::modbus::RackReport {
+                report,
+                status: &status,
+            }],
+        );
+        let t_s = t_ms as f64 / 1000.0;
+        if run.k >= run.avg_from {
+            run.final_sum_v
+                .resize(report.snapshot.cell_voltage_v.len(), 0.0);
+            for (acc, v) in run
+                .final_sum_v
+                .iter_mut()
+                .zip(&report.snapshot.cell_voltage_v)
+            {
+                *acc += *v as f64;
+            }
+            run.final_n += 1;
+        }
+        run.bleed_cell_s +=
+            report.bleed.iter().filter(|b| **b).count() as f64 * cycle_ms as f64 / 1000.0;
+        let truth = self.sim.truth();
+        run.initial_spread
+            .get_or_insert_with(|| spread(&truth.soc_pct));
+        track_soc_error(&mut run.acc, t_s, report, &truth);
+        let (snapshot, status) = (self.shared.snapshot(), self.shared.status());
+        observe(Observation {
+            t_ms,
+            cycle: Some(report),
+            snapshot: &snapshot,
+            status: &status,
+            sim: &mut self.sim,
+            thread: self.thread.as_ref(),
+        });
+        if run.print_status && (run.k.is_multiple_of(run.status_every) || run.k == 1) {
+            println!(
+                "{}",
+                telemetry::status_line(t_s, report, &self.controller.plugins.slots)
+            );
+        }
+        Ok(Step::Cycle)
+    }
+
+    /// End a run: save plugin state and build the summary.
+    pub fn finish(&mut self, mut run: Run) -> Result<Summary> {
+        let cycle_ms = run.cycle_ms;
+        let cycles = run.k;
+        self.controller.plugins.save_all(run.end_ms);
+        run.cycle_us.sort_unstable();
+        let cycle_us = &run.cycle_us;
         let pct = |p: f64| {
             cycle_us
                 .get(((cycle_us.len() as f64 - 1.0) * p).round() as usize)
@@ -413,7 +462,8 @@ impl SimSite {
                 .unwrap_or(0)
         };
         let truth = self.sim.truth();
-        acc.initial_true_soc_spread_pct = initial_spread.unwrap_or(0.0);
+        let mut acc = run.acc;
+        acc.initial_true_soc_spread_pct = run.initial_spread.unwrap_or(0.0);
         acc.final_true_soc_spread_pct = spread(&truth.soc_pct);
         acc.true_mean_capacity_ah =
             truth.capacity_ah.iter().sum::<f64>() / truth.capacity_ah.len().max(1) as f64;
@@ -422,9 +472,10 @@ impl SimSite {
             .last
             .clone()
             .context("the run had no cycles")?;
-        let final_avg: Vec<f32> = final_sum_v
+        let final_avg: Vec<f32> = run
+            .final_sum_v
             .iter()
-            .map(|s| (s / final_n.max(1) as f64) as f32)
+            .map(|s| (s / run.final_n.max(1) as f64) as f32)
             .collect();
         let (vmin, vmax) = PackSnapshot::min_max(&final_avg);
         let status = self.shared.status();
@@ -432,11 +483,11 @@ impl SimSite {
         Ok(Summary {
             site: self.cfg.site.name.clone(),
             simulated_s: cycles as f64 * cycle_ms as f64 / 1000.0,
-            wall_s: wall_start.elapsed().as_secs_f64(),
+            wall_s: run.wall_start.elapsed().as_secs_f64(),
             cycles,
-            cycles_over_period: over_period,
-            missed_deadlines: missed,
-            max_cycle_us,
+            cycles_over_period: run.over_period,
+            missed_deadlines: run.missed,
+            max_cycle_us: run.max_cycle_us,
             cycle_p50_us: pct(0.5),
             cycle_p99_us: pct(0.99),
             final_pack_soc_pct: last.pack_soc_pct,
@@ -454,7 +505,7 @@ impl SimSite {
                 .collect(),
             clamp: self.controller.clamp.stats,
             acquisition: self.controller.acquire_stats(),
-            bleed_cell_s,
+            bleed_cell_s: run.bleed_cell_s,
             plugins: self.controller.plugins.board.statuses(),
             plugin_events: self
                 .controller
@@ -472,18 +523,63 @@ impl SimSite {
     }
 }
 
+/// What [`SimSite::step`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Step {
+    /// A protection period without a control cycle.
+    Tick,
+    /// A protection period that ended with a control cycle.
+    Cycle,
+    /// The stop flag was set: the run ends here.
+    Stopped,
+}
+
+/// A run in progress: its timing and what the summary accumulates.
+pub struct Run {
+    pub period_ms: u64,
+    pub cycle_ms: u64,
+    /// Protection periods in the run.
+    pub ticks: u64,
+    per_cycle: u64,
+    start_min: u32,
+    status_every: u64,
+    print_status: bool,
+    stop: Option<Arc<std::sync::atomic::AtomicBool>>,
+    clock: Option<Arc<ScaledClock>>,
+    wall_start: Instant,
+    acc: SimAccuracy,
+    initial_spread: Option<f64>,
+    bleed_cell_s: f64,
+    over_period: u64,
+    max_cycle_us: u64,
+    missed: u64,
+    cycle_us: Vec<u64>,
+    avg_from: u64,
+    final_sum_v: Vec<f64>,
+    final_n: u32,
+    k: u64,
+    end_ms: u64,
+}
+
 /// Everything a start would check, short of running: the DBC, the signal
 /// mapping, and every enabled plugin's load and `init`. Returns the problems.
 pub fn check(cfg: &SiteConfig) -> Vec<String> {
     let mut problems = Vec::new();
-    let dbc_path = cfg.resolve(&cfg.can.dbc);
-    match Dbc::from_file(&dbc_path) {
-        Ok(dbc) => {
-            if let Err(e) = RackMap::resolve(cfg, Arc::new(dbc)) {
-                problems.push(e.to_string());
+    let racks: Vec<(String, SiteConfig)> = match &cfg.bank {
+        None => vec![(String::new(), cfg.clone())],
+        Some(b) => (0..b.racks.len())
+            .map(|i| (format!("rack {}: ", b.racks[i].name), b.rack_config(cfg, i)))
+            .collect(),
+    };
+    for (rack, cfg) in &racks {
+        match load_dbc(cfg) {
+            Ok(dbc) => {
+                if let Err(e) = RackMap::resolve(cfg, Arc::new(dbc)) {
+                    problems.push(format!("{rack}{e}"));
+                }
             }
+            Err(e) => problems.push(format!("{rack}`can.dbc`: {e}")),
         }
-        Err(e) => problems.push(format!("`can.dbc`: {e}")),
     }
     match PluginEngine::new() {
         Ok(engine) => {
@@ -507,6 +603,32 @@ pub fn check(cfg: &SiteConfig) -> Vec<String> {
         Err(e) => problems.push(format!("wasm engine: {e:#}")),
     }
     problems
+}
+
+/// The host's and the simulated BMUs' ends of the CAN wire: two nodes of
+/// `bus`, or two sockets on `can.interface`.
+fn ports(cfg: &SiteConfig, bus: &VirtualBus) -> Result<(Box<dyn CanPort>, Box<dyn CanPort>)> {
+    let Some(ifname) = &cfg.can.interface else {
+        return Ok((Box::new(bus.endpoint()), Box::new(bus.endpoint())));
+    };
+    let open = |who: &str| {
+        BusPort::open(&format!("{ifname}-{who}"), || SocketCanBus::open(ifname))
+            .with_context(|| format!("{}: `can.interface`", cfg.source.display()))
+    };
+    Ok((Box::new(open("host")?), Box::new(open("sim")?)))
+}
+
+/// The site's DBC with its `can.id_offset` applied.
+pub fn load_dbc(cfg: &SiteConfig) -> Result<Dbc, crate::io::can::dbc::DbcError> {
+    Dbc::from_file(cfg.resolve(&cfg.can.dbc))?.with_id_offset(cfg.can.id_offset)
+}
+
+/// What the racks of one bank share: the engine (one compile cache) and,
+/// for racks on one bus, the bus.
+#[derive(Default)]
+pub struct RackParts {
+    pub bus: Option<VirtualBus>,
+    pub engine: Option<PluginEngine>,
 }
 
 fn spread(v: &[f64]) -> f64 {
