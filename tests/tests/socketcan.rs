@@ -31,8 +31,10 @@ fn vcan0() -> Result<(), String> {
 macro_rules! require_vcan0 {
     () => {
         if let Err(reason) = vcan0() {
-            eprintln!("SKIPPED {}: {reason}", module_path!());
-            println!("SKIPPED: {reason}");
+            // Straight to fd 2: the test harness captures `eprintln!`, and
+            // a skip must show in the run's output.
+            use std::io::Write;
+            let _ = writeln!(std::io::stderr(), "SKIPPED socketcan test: {reason}");
             return;
         }
     };
