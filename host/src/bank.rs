@@ -239,14 +239,15 @@ pub fn aggregate(imbalance: Option<&Curve>, racks: &[RackInput]) -> BankState {
             .iter()
             .map(|r| f(&r.allowed))
             .filter(|a| a.is_finite() && *a > 0.0)
-            .sum::<f32>()
+            // fold from +0.0: an empty f32 `sum` is -0.0.
+            .fold(0.0, |s, a| s + a)
     };
     BankState {
         racks: racks.len(),
         connected: connected.len(),
         soc_pct: weighted(|r| r.soc_pct),
         soh_pct: weighted(|r| r.soh_pct),
-        connected_capacity_ah: connected.iter().map(|r| r.capacity_ah).sum(),
+        connected_capacity_ah: connected.iter().fold(0.0, |s, r| s + r.capacity_ah),
         soc_spread_pct: spread,
         imbalance_factor: factor,
         allowed: AllowedCurrent {
@@ -401,6 +402,7 @@ mod tests {
         );
         assert_eq!(s.soc_pct, Some(30.0));
         assert_eq!(s.allowed, AllowedCurrent::ZERO);
+        assert!(s.allowed.charge_a.is_sign_positive(), "+0 A, not -0 A");
     }
 
     #[test]
