@@ -337,45 +337,43 @@ impl Protection {
     /// Replace the set of hold requests (applied at the next tick). Every
     /// change is recorded. A hold can only take permission away.
     pub fn set_holds(&mut self, holds: &[Hold], now_ms: u64) {
+        // Called every tick: nothing to allocate while nothing changes.
+        if holds == self.holds.as_slice() {
+            return;
+        }
         let mut next = holds.to_vec();
         next.sort_by_key(|h| h.source);
         next.dedup_by_key(|h| h.source);
-        if next == self.holds {
-            return;
-        }
         let old = std::mem::take(&mut self.holds);
-        for h in old.iter().filter(|h| !next.contains(h)) {
-            self.record(
+        let released = old.iter().filter(|h| !next.contains(h)).map(|h| {
+            (
                 EventKind::Released,
-                None,
-                None,
-                Detail {
-                    time_ms: now_ms,
-                    location: None,
-                    value: None,
-                    limit: None,
-                    action: "hold released",
-                    message: format!("{:?} hold released (was: {})", h.source, h.reason),
-                },
-            );
-        }
-        for h in next.iter().filter(|h| !old.contains(h)) {
-            self.record(
+                "hold released",
+                format!("{:?} hold released (was: {})", h.source, h.reason),
+            )
+        });
+        let raised = next.iter().filter(|h| !old.contains(h)).map(|h| {
+            let action = match h.kind {
+                HoldKind::Open => "hold contactors open",
+                HoldKind::ZeroCurrent => "hold current at zero",
+            };
+            (
                 EventKind::Hold,
-                None,
-                None,
-                Detail {
-                    time_ms: now_ms,
-                    location: None,
-                    value: None,
-                    limit: None,
-                    action: match h.kind {
-                        HoldKind::Open => "hold contactors open",
-                        HoldKind::ZeroCurrent => "hold current at zero",
-                    },
-                    message: format!("{:?}: {}", h.source, h.reason),
-                },
-            );
+                action,
+                format!("{:?}: {}", h.source, h.reason),
+            )
+        });
+        let changes: Vec<_> = released.chain(raised).collect();
+        for (kind, action, message) in changes {
+            let detail = Detail {
+                time_ms: now_ms,
+                location: None,
+                value: None,
+                limit: None,
+                action,
+                message,
+            };
+            self.record(kind, None, None, detail);
         }
         self.holds = next;
     }

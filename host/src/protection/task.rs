@@ -68,6 +68,8 @@ impl Shared {
                 kind,
                 reason,
             });
+            // Kept in protection's order, so an unchanged set compares equal.
+            holds.sort_by_key(|h| h.source);
         }
     }
     pub fn holds(&self) -> Vec<Hold> {

@@ -184,7 +184,8 @@ impl BankSite {
                     })
                 })
                 .collect();
-            let state = self.field.publish(&self.cfg, &reports);
+            let state = self.field.state(&reports);
+            self.field.publish(&self.cfg, &reports, &state);
             if let Some(soc) = state.soc_pct {
                 let (lo, hi) = soc_range.unwrap_or((soc, soc));
                 soc_range = Some((lo.min(soc), hi.max(soc)));

@@ -74,13 +74,20 @@ impl FieldIo {
         self.publisher.as_ref().map(|p| p.board.clone())
     }
 
-    /// Refresh the image after a control cycle of every rack.
-    pub fn publish(&mut self, cfg: &SiteConfig, racks: &[RackReport<'_>]) -> BankState {
+    /// The bank now, with each rack's SOH from its latest cycle.
+    pub fn state(&self, racks: &[RackReport<'_>]) -> BankState {
         let soh: Vec<Option<f32>> = racks.iter().map(|r| r.report.pack_soh_pct).collect();
-        let state = self.bank.state(&soh);
+        self.bank.state(&soh)
+    }
+
+    /// Refresh the image (if `[modbus]` is served) from `state`.
+    pub fn publish(&mut self, cfg: &SiteConfig, racks: &[RackReport<'_>], state: &BankState) {
         if let Some(p) = &mut self.publisher {
-            p.publish(cfg, racks, &state);
+            p.publish(cfg, racks, state);
         }
-        state
+    }
+
+    pub fn serves_modbus(&self) -> bool {
+        self.publisher.is_some()
     }
 }

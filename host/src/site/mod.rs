@@ -403,14 +403,16 @@ impl SimSite {
             .last
             .as_ref()
             .context("cycle produced no report")?;
-        let status = self.shared.status();
-        self.field.publish(
-            &self.cfg,
-            &[crate::io::modbus::RackReport {
+        // A one-rack site aggregates only for its Modbus image.
+        if self.field.serves_modbus() {
+            let status = self.shared.status();
+            let racks = [crate::io::modbus::RackReport {
                 report,
                 status: &status,
-            }],
-        );
+            }];
+            let state = self.field.state(&racks);
+            self.field.publish(&self.cfg, &racks, &state);
+        }
         let t_s = t_ms as f64 / 1000.0;
         if run.k >= run.avg_from {
             run.final_sum_v
