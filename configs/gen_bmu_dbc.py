@@ -29,6 +29,9 @@ Layout (all standard 11-bit ids, Intel = little-endian unless noted):
   0x523    IVT_LinkVoltage     6 B  IVT -> BMS  (Motorola / big-endian)
            IVT_LinkVoltage_mV  23|32 SIGNED (bytes 2..5), [0|2000000]
 
+Send periods (GenMsgCycleTime, ms): BMU frames 100, IVT frames 20, host
+frames 100. The host supervises each inbound message against its period.
+
 Motorola start bits are the MSB in DBC sawtooth numbering: bit 23 is the
 most significant bit of byte 2, so a 32-bit value there fills bytes 2..5.
 """
@@ -47,6 +50,10 @@ STATUS_ID = 0x410
 IVT_CURRENT_ID = 0x521
 IVT_VOLTAGE_ID = 0x522
 IVT_LINK_VOLTAGE_ID = 0x523
+
+BMU_PERIOD_MS = 100
+IVT_PERIOD_MS = 20
+HOST_PERIOD_MS = 100
 
 CELL_START_BITS = (8, 22, 36, 50)
 CELL_BITS = 14
@@ -179,6 +186,19 @@ def build():
     ]
 
     lines += comments
+    periods = (
+        [(CELL_VOLTAGE_BASE + m, BMU_PERIOD_MS) for m in range(MODULES)]
+        + [(TEMPERATURE_BASE + m, BMU_PERIOD_MS) for m in range(MODULES)]
+        + [(BALANCE_BASE + m, HOST_PERIOD_MS) for m in range(MODULES)]
+        + [(STATUS_ID, HOST_PERIOD_MS)]
+        + [(i, IVT_PERIOD_MS) for i in (IVT_CURRENT_ID, IVT_VOLTAGE_ID,
+                                          IVT_LINK_VOLTAGE_ID)]
+    )
+    lines += [
+        'BA_DEF_ BO_ "GenMsgCycleTime" INT 0 65535;',
+        'BA_DEF_DEF_ "GenMsgCycleTime" 0;',
+        *(f'BA_ "GenMsgCycleTime" BO_ {i} {p};' for i, p in periods),
+    ]
     return "\n".join(lines) + "\n"
 
 

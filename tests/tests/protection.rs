@@ -232,7 +232,17 @@ fn overcharged_cell_opens_contactors() {
 #[test]
 fn silent_module_is_a_communication_fault() {
     let cfg = demo_site(|_| {});
-    let timeout = cfg.can.module_timeout_ms;
+    // The BMU's messages are due every 100 ms (GenMsgCycleTime); silent
+    // for `stale_after_periods` of them, the module is stale, sooner than
+    // the per-value timeout.
+    let timeout = cfg
+        .can
+        .module_timeout_ms
+        .min(BMU_PERIOD_MS * u64::from(cfg.can.stale_after_periods));
+    assert!(
+        timeout < cfg.can.module_timeout_ms,
+        "the message deadline decides"
+    );
     let at_ms = 300_000;
     let trip = run_watch(
         |t| {
@@ -258,6 +268,63 @@ fn silent_module_is_a_communication_fault() {
     assert!(
         took + BMU_PERIOD_MS >= timeout && took <= timeout + PERIOD_MS,
         "comm loss latched {took} ms after the BMU went silent (timeout {timeout} ms)"
+    );
+}
+
+/// One message of a BMU falls silent while the rest of it keeps talking;
+/// the per-value timeout is set far away so only the message deadline can
+/// catch it. Returns how long after the silence the module latched.
+fn silent_message_latch_ms(period_override_ms: Option<u64>) -> (u64, u64) {
+    let at_ms = 300_000;
+    let edit = |t: &mut toml::Table| {
+        let can = section(t, &["can"]);
+        can.insert("module_timeout_ms".into(), 5_000.into());
+        if let Some(p) = period_override_ms {
+            let mut periods = toml::Table::new();
+            periods.insert("BMU3_Temperature".into(), (p as i64).into());
+            can.insert("message_period_ms".into(), periods.into());
+        }
+        set_faults(
+            t,
+            vec![fault(
+                "message_silent",
+                at_ms as f64 / 1000.0,
+                &[("message", "BMU3_Temperature".into())],
+            )],
+        )
+    };
+    let cfg = demo_site(edit);
+    let n = u64::from(cfg.can.stale_after_periods);
+    let deadline = period_override_ms.unwrap_or(BMU_PERIOD_MS) * n;
+    let trip = run_watch(
+        edit,
+        310.0,
+        Quantity::CommunicationLoss,
+        |_| false,
+        |_| false,
+    );
+    let l = &trip.summary.latched[0];
+    assert_eq!(l.location.unwrap().module, 3);
+    assert!(trip.summary.acquisition.message_timeouts >= 1);
+    (trip.latched_ms - at_ms, deadline)
+}
+
+#[test]
+fn a_silent_message_stales_its_module_at_its_dbc_period_deadline() {
+    let (took, deadline) = silent_message_latch_ms(None);
+    assert!(
+        took + BMU_PERIOD_MS >= deadline && took <= deadline + PERIOD_MS,
+        "latched {took} ms after BMU3_Temperature stopped (deadline {deadline} ms)"
+    );
+}
+
+#[test]
+fn a_configured_message_period_overrides_the_dbc() {
+    let (took, deadline) = silent_message_latch_ms(Some(400));
+    assert_eq!(deadline, 1200);
+    assert!(
+        took + BMU_PERIOD_MS >= deadline && took <= deadline + PERIOD_MS,
+        "latched {took} ms after BMU3_Temperature stopped (deadline {deadline} ms)"
     );
 }
 

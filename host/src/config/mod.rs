@@ -150,6 +150,20 @@ pub struct CanConfig {
     /// An alive counter the host sends, encoded from the DBC; absent: none.
     #[serde(default)]
     pub heartbeat: Option<CanHeartbeat>,
+    /// A mapped inbound message is silent, and every module or sensor it
+    /// carries stale, once this many of its periods pass without it.
+    /// Default 3.
+    #[serde(default = "default_stale_after_periods")]
+    pub stale_after_periods: u32,
+    /// Expected period in ms per DBC message name, over the DBC's
+    /// `GenMsgCycleTime`. A mapped message with neither is supervised by
+    /// `module_timeout_ms` / `current_timeout_ms` alone.
+    #[serde(default)]
+    pub message_period_ms: std::collections::BTreeMap<String, u64>,
+}
+
+fn default_stale_after_periods() -> u32 {
+    3
 }
 
 /// `[can.heartbeat]`: the host's alive counter, for BMUs that open their
@@ -514,6 +528,15 @@ impl SiteConfig {
                     format!("`{i}` is not a network interface name (1..=15 characters, no `/` or spaces)"),
                 ));
             }
+        }
+        if !(1..=100).contains(&self.can.stale_after_periods) {
+            return Err(self.invalid(
+                "can.stale_after_periods",
+                format!("must be 1..=100, got {}", self.can.stale_after_periods),
+            ));
+        }
+        if let Some((name, _)) = self.can.message_period_ms.iter().find(|(_, &v)| v == 0) {
+            return Err(self.invalid(&format!("can.message_period_ms.{name}"), "must be > 0"));
         }
         for (field, v) in [
             ("can.module_timeout_ms", self.can.module_timeout_ms),

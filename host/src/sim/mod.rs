@@ -152,6 +152,9 @@ pub enum FaultKind {
     ModuleHeat { module: usize, power_w: f64 },
     /// The module's BMU stops transmitting.
     ModuleSilent { module: usize },
+    /// One DBC message (by name) stops being sent; the rest of its BMU
+    /// keeps talking.
+    MessageSilent { message: String },
     /// An internal short: a leak resistance across one cell, in Ω.
     CellLeak { cell: usize, resistance_ohm: f64 },
     /// The current sensor reads this value whatever flows.
@@ -262,6 +265,8 @@ pub struct Simulator {
     current_frames: Vec<FrameLayout>,
     voltage_offset_v: Vec<f64>,
     silent_modules: Vec<bool>,
+    /// DBC message indices no longer sent.
+    silent_messages: Vec<usize>,
     current_stuck_a: Option<f64>,
     next_fault: usize,
     current_a: f64,
@@ -302,6 +307,17 @@ impl Simulator {
             r.capacity_ah as f64,
             &mut rng,
         );
+        for f in &cfg.faults {
+            if let FaultKind::MessageSilent { message } = &f.kind {
+                if map.dbc.message_index(message).is_none() {
+                    anyhow::bail!(
+                        "{}: `sim.faults` message_silent: the DBC {} has no message `{message}`",
+                        site.source.display(),
+                        map.dbc.origin()
+                    );
+                }
+            }
+        }
         let cells = r.cell_count();
         let bmu_frames =
             map.frames(|q| matches!(q, Quantity::CellVoltage(_) | Quantity::Temperature(_)));
@@ -331,6 +347,7 @@ impl Simulator {
             current_frames,
             voltage_offset_v: vec![0.0; cells],
             silent_modules: vec![false; r.modules as usize],
+            silent_messages: Vec::new(),
             current_stuck_a: None,
             next_fault: 0,
             current_a: 0.0,
@@ -456,6 +473,12 @@ impl Simulator {
                         *s = true;
                     }
                 }
+                FaultKind::MessageSilent { ref message } => {
+                    // Checked in `new`.
+                    if let Some(i) = self.map.dbc.message_index(message) {
+                        self.silent_messages.push(i);
+                    }
+                }
                 FaultKind::CellLeak {
                     cell,
                     resistance_ohm,
@@ -512,11 +535,12 @@ impl Simulator {
             std::mem::take(&mut self.current_frames)
         };
         for layout in &layouts {
-            let silent = layout.entries.iter().any(|&(_, q, _)| match q {
-                Quantity::CellVoltage(i) => self.silent_modules[i / self.cells_per_module],
-                Quantity::Temperature(s) => self.silent_modules[s / self.sensors_per_module],
-                _ => false,
-            });
+            let silent = self.silent_messages.contains(&layout.message)
+                || layout.entries.iter().any(|&(_, q, _)| match q {
+                    Quantity::CellVoltage(i) => self.silent_modules[i / self.cells_per_module],
+                    Quantity::Temperature(s) => self.silent_modules[s / self.sensors_per_module],
+                    _ => false,
+                });
             if silent {
                 continue;
             }

@@ -155,6 +155,7 @@ impl SimSite {
             load_dbc(&cfg).with_context(|| format!("{}: `can.dbc`", cfg.source.display()))?,
         );
         let map = Arc::new(RackMap::resolve(&cfg, dbc)?);
+        warn_unsupervised(&cfg, &map);
         let bus = parts.bus.unwrap_or_default();
         let (host_port, sim_port) = ports(&cfg, &bus)?;
         let (contactor, wiring) = SimulatedContactor::new();
@@ -618,6 +619,21 @@ fn ports(cfg: &SiteConfig, bus: &VirtualBus) -> Result<(Box<dyn CanPort>, Box<dy
             .with_context(|| format!("{}: `can.interface`", cfg.source.display()))
     };
     Ok((Box::new(open("host")?), Box::new(open("sim")?)))
+}
+
+/// Inbound messages without a period are caught only by the per-value
+/// timeouts; say so once at start-up so an integrator can add one.
+fn warn_unsupervised(cfg: &SiteConfig, map: &RackMap) {
+    let names: Vec<&str> = map.unsupervised().collect();
+    if !names.is_empty() {
+        tracing::warn!(
+            site = %cfg.source.display(),
+            messages = ?names,
+            "inbound CAN messages without an expected period (no GenMsgCycleTime in the DBC, \
+             no can.message_period_ms): only can.module_timeout_ms / can.current_timeout_ms \
+             supervise them"
+        );
+    }
 }
 
 /// The site's DBC with its `can.id_offset` applied.

@@ -1,11 +1,19 @@
 //! Acquisition: decoded frames → the cycle's [`PackSnapshot`], and bleed
 //! commands → frames.
 //!
-//! Every value carries the time it arrived. A module whose values are
-//! older than `can.module_timeout_ms` is `Stale`; so is the current sensor
-//! after `can.current_timeout_ms`. Malformed frames (wrong length) and
-//! values outside the DBC range are counted and dropped: they never turn
-//! into plausible-looking numbers.
+//! Staleness is supervised at two grains:
+//! - per message: each inbound mapped message with an expected period
+//!   (`can.message_period_ms`, else the DBC's `GenMsgCycleTime`) is silent
+//!   once `can.stale_after_periods` periods pass without it, and every
+//!   module (or the current sensor) it carries is `Stale` at once;
+//! - per value: a cell voltage or temperature older than
+//!   `can.module_timeout_ms`, or a current-sensor value older than
+//!   `can.current_timeout_ms`, makes its source `Stale`. This catches a
+//!   multiplexed page that stops while its message keeps coming.
+//!
+//! Protection acts on `Stale` (communication loss). Malformed frames
+//! (wrong length) and values outside the DBC range are counted and
+//! dropped: they never turn into plausible-looking numbers.
 
 use std::sync::Arc;
 
@@ -22,6 +30,8 @@ pub struct AcquireStats {
     pub unknown_id: u64,
     pub wrong_length: u64,
     pub out_of_range: u64,
+    /// Times a supervised message went silent past its deadline.
+    pub message_timeouts: u64,
     /// Frames lost to the receive queue overflowing.
     pub rx_overflows: u64,
     /// Error frames, bus-off and send failures reported by the bus.
@@ -55,6 +65,12 @@ pub struct Acquisition {
     link_v: Sample,
     current_changed_ms: u64,
     bleed_frames: Vec<FrameLayout>,
+    /// Per DBC message index: its entry in `map.watched`.
+    watch_of_message: Vec<Option<usize>>,
+    /// Per watched message: when it last arrived, and whether it is
+    /// currently reported silent.
+    last_rx_ms: Vec<Option<u64>>,
+    reported_silent: Vec<bool>,
     pub stats: AcquireStats,
 }
 
@@ -68,7 +84,14 @@ impl Acquisition {
             })
             .collect();
         let bleed_frames = map.frames(|q| matches!(q, Quantity::BleedMask(_)));
+        let mut watch_of_message = vec![None; map.dbc.messages().len()];
+        for (i, w) in map.watched.iter().enumerate() {
+            watch_of_message[w.message] = Some(i);
+        }
         Self {
+            watch_of_message,
+            last_rx_ms: vec![None; map.watched.len()],
+            reported_silent: vec![false; map.watched.len()],
             cells_per_module: r.cells_per_module as usize,
             sensors_per_module: r.temp_sensors_per_module as usize,
             sensor_of_cell,
@@ -102,6 +125,9 @@ impl Acquisition {
                     continue;
                 }
             };
+            if let Some(w) = self.watch_of_message[index] {
+                self.last_rx_ms[w] = Some(now_ms);
+            }
             for v in decoded {
                 let sref = SignalRef {
                     message: index,
@@ -133,6 +159,59 @@ impl Acquisition {
                 }
             }
         }
+        self.report_silence(now_ms);
+    }
+
+    /// Whether watched message `w` is past its deadline at `now_ms`.
+    fn silent(&self, w: usize, now_ms: u64) -> bool {
+        self.map.watched[w].deadline_ms.is_some_and(|deadline| {
+            self.last_rx_ms[w].is_none_or(|t| now_ms.saturating_sub(t) > deadline)
+        })
+    }
+
+    /// Count and log each message going silent or coming back.
+    fn report_silence(&mut self, now_ms: u64) {
+        for w in 0..self.last_rx_ms.len() {
+            // Before its first frame a message is missing, not lost.
+            if self.last_rx_ms[w].is_none() {
+                continue;
+            }
+            let silent = self.silent(w, now_ms);
+            if silent == self.reported_silent[w] {
+                continue;
+            }
+            self.reported_silent[w] = silent;
+            let watched = &self.map.watched[w];
+            let message = &self.map.dbc.message_at(watched.message).name;
+            if silent {
+                self.stats.message_timeouts += 1;
+                tracing::warn!(
+                    %message,
+                    period_ms = watched.period_ms,
+                    last_rx_ms = self.last_rx_ms[w],
+                    now_ms,
+                    modules = ?watched.modules,
+                    current_sensor = watched.current_sensor,
+                    "CAN message silent past its deadline: its sources are stale"
+                );
+            } else {
+                tracing::info!(%message, now_ms, "CAN message back");
+            }
+        }
+    }
+
+    /// Names of the supervised messages silent at `now_ms`.
+    pub fn silent_messages(&self, now_ms: u64) -> Vec<&str> {
+        (0..self.last_rx_ms.len())
+            .filter(|&w| self.silent(w, now_ms))
+            .map(|w| {
+                self.map
+                    .dbc
+                    .message_at(self.map.watched[w].message)
+                    .name
+                    .as_str()
+            })
+            .collect()
     }
 
     fn fresh(s: &Sample, now_ms: u64, timeout_ms: u64) -> bool {
@@ -143,16 +222,27 @@ impl Acquisition {
     /// Freeze the latest values into a snapshot at `now_ms`.
     pub fn snapshot(&self, now_ms: u64, contactors_closed: bool) -> PackSnapshot {
         let modules = self.map.modules;
+        let mut module_silent = vec![false; modules];
+        let mut current_silent = false;
+        for (w, watched) in self.map.watched.iter().enumerate() {
+            if self.silent(w, now_ms) {
+                current_silent |= watched.current_sensor;
+                for &m in &watched.modules {
+                    module_silent[m] = true;
+                }
+            }
+        }
         let module_comm = (0..modules)
             .map(|m| {
                 let cells =
                     &self.cell_v[m * self.cells_per_module..(m + 1) * self.cells_per_module];
                 let temps =
                     &self.temp_c[m * self.sensors_per_module..(m + 1) * self.sensors_per_module];
-                let ok = cells
-                    .iter()
-                    .chain(temps)
-                    .all(|s| Self::fresh(s, now_ms, self.module_timeout_ms));
+                let ok = !module_silent[m]
+                    && cells
+                        .iter()
+                        .chain(temps)
+                        .all(|s| Self::fresh(s, now_ms, self.module_timeout_ms));
                 if ok {
                     CommStatus::Ok
                 } else {
@@ -160,9 +250,10 @@ impl Acquisition {
                 }
             })
             .collect();
-        let current_ok = [&self.current_a, &self.pack_v, &self.link_v]
-            .iter()
-            .all(|s| Self::fresh(s, now_ms, self.current_timeout_ms));
+        let current_ok = !current_silent
+            && [&self.current_a, &self.pack_v, &self.link_v]
+                .iter()
+                .all(|s| Self::fresh(s, now_ms, self.current_timeout_ms));
         let complete = self
             .cell_v
             .iter()
@@ -292,16 +383,143 @@ mod tests {
     use crate::io::can::dbc::Dbc;
 
     fn demo(heartbeat: &str) -> Result<(SiteConfig, Arc<RackMap>), String> {
+        demo_with(|t| {
+            t.replace(
+                "signal = \"BMS_Alive\"",
+                &format!("signal = \"{heartbeat}\""),
+            )
+        })
+    }
+
+    fn demo_with(edit: impl Fn(String) -> String) -> Result<(SiteConfig, Arc<RackMap>), String> {
         let path =
             std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../configs/demo-site.toml");
-        let text = std::fs::read_to_string(&path).unwrap().replace(
-            "signal = \"BMS_Alive\"",
-            &format!("signal = \"{heartbeat}\""),
-        );
+        let text = edit(std::fs::read_to_string(&path).unwrap());
         let cfg = SiteConfig::parse(&text, &path).map_err(|e| e.to_string())?;
         let dbc = Arc::new(Dbc::from_file(cfg.resolve(&cfg.can.dbc)).unwrap());
         let map = RackMap::resolve(&cfg, dbc).map_err(|e| e.to_string())?;
         Ok((cfg, Arc::new(map)))
+    }
+
+    /// The demo with `[can.message_period_ms]` entries.
+    fn with_periods(entries: &str) -> Result<(SiteConfig, Arc<RackMap>), String> {
+        let entries = entries.to_string();
+        demo_with(move |t| {
+            t.replace(
+                "[can.heartbeat]",
+                &format!("[can.message_period_ms]\n{entries}\n\n[can.heartbeat]"),
+            )
+        })
+    }
+
+    /// Every inbound mapped frame with mid-range values.
+    fn all_inbound(map: &RackMap) -> Vec<CanFrame> {
+        map.frames(|q| !matches!(q, Quantity::BleedMask(_) | Quantity::Heartbeat))
+            .iter()
+            .map(|l| {
+                let msg = map.dbc.message_at(l.message);
+                let mut values: Vec<(usize, f64)> = l
+                    .entries
+                    .iter()
+                    .map(|&(s, _, _)| {
+                        let sig = &msg.signals[s];
+                        (s, (sig.min + sig.max) / 2.0)
+                    })
+                    .collect();
+                values.extend(l.mux.map(|(s, v)| (s, v as f64)));
+                msg.encode_frame(&values).unwrap()
+            })
+            .collect()
+    }
+
+    #[test]
+    fn inbound_messages_are_watched_with_their_dbc_periods() {
+        let (cfg, map) = demo("BMS_Alive").unwrap();
+        assert_eq!(cfg.can.stale_after_periods, 3);
+        let watched = |name: &str| {
+            let i = map.dbc.message_index(name).unwrap();
+            map.watched.iter().find(|w| w.message == i).cloned()
+        };
+        let cells = watched("BMU2_CellVoltage").unwrap();
+        assert_eq!((cells.period_ms, cells.deadline_ms), (Some(100), Some(300)));
+        assert_eq!(
+            (cells.modules.as_slice(), cells.current_sensor),
+            (&[2][..], false)
+        );
+        let ivt = watched("IVT_Current").unwrap();
+        assert_eq!((ivt.deadline_ms, ivt.current_sensor), (Some(60), true));
+        // Outbound messages are the host's to send, not to supervise.
+        assert!(watched("BMS_Balance0").is_none() && watched("BMS_Status").is_none());
+        assert_eq!(map.watched.len(), 8 + 8 + 3);
+        assert_eq!(map.unsupervised().count(), 0);
+        let (_, map) = with_periods("BMU2_CellVoltage = 250").unwrap();
+        let i = map.dbc.message_index("BMU2_CellVoltage").unwrap();
+        let w = map.watched.iter().find(|w| w.message == i).unwrap();
+        assert_eq!((w.period_ms, w.deadline_ms), (Some(250), Some(750)));
+    }
+
+    #[test]
+    fn bad_message_periods_name_the_field_the_message_and_the_dbc() {
+        for (entries, expect) in [
+            ("BMU9_Nope = 100", "the DBC has no message of that name"),
+            ("BMS_Balance0 = 100", "only inbound messages are supervised"),
+            ("IVT_Current = 5", "shorter than two protection periods"),
+        ] {
+            let e = with_periods(entries).unwrap_err();
+            let message = entries.split(' ').next().unwrap();
+            assert!(
+                e.contains(&format!("can.message_period_ms.{message}"))
+                    && e.contains(expect)
+                    && e.contains("bmu-demo.dbc"),
+                "{entries}: {e}"
+            );
+        }
+        let e = with_periods("BMU0_CellVoltage = 0").unwrap_err();
+        assert!(
+            e.contains("can.message_period_ms.BMU0_CellVoltage") && e.contains("> 0"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn a_silent_message_stales_only_what_it_carries() {
+        let (cfg, map) = demo("BMS_Alive").unwrap();
+        assert_eq!(cfg.can.module_timeout_ms, 500);
+        let mut acq = Acquisition::new(&cfg, map.clone());
+        let frames = all_inbound(&map);
+        let temp2 = map.dbc.message("BMU2_Temperature").unwrap().id;
+        let all_but: Vec<CanFrame> = frames.iter().filter(|f| f.id() != temp2).cloned().collect();
+        // Everything for 200 ms, then BMU2_Temperature stops.
+        for t in (0..=200).step_by(20) {
+            acq.ingest(&frames, t);
+        }
+        let mut stale_at = None;
+        for t in (220..=700).step_by(20) {
+            acq.ingest(&all_but, t);
+            let snap = acq.snapshot(t, false);
+            let stale: Vec<usize> = (0..map.modules)
+                .filter(|&m| snap.module_comm[m] == CommStatus::Stale)
+                .collect();
+            if stale.is_empty() {
+                continue;
+            }
+            assert_eq!(stale, [2], "at {t} ms");
+            assert_eq!(snap.current_comm, CommStatus::Ok);
+            stale_at.get_or_insert(t);
+        }
+        // Last frame at 200 ms. The 500 ms value timeout would make the
+        // module stale at 720 ms; the 300 ms message deadline does at 520.
+        assert_eq!(stale_at, Some(520));
+        assert_eq!(acq.silent_messages(700), ["BMU2_Temperature"]);
+        assert_eq!(acq.stats.message_timeouts, 1);
+        acq.ingest(&frames, 720);
+        assert!(acq
+            .snapshot(720, false)
+            .module_comm
+            .iter()
+            .all(|c| *c == CommStatus::Ok));
+        assert!(acq.silent_messages(720).is_empty());
+        assert_eq!(acq.stats.message_timeouts, 1, "counted once per silence");
     }
 
     #[test]

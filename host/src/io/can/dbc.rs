@@ -28,6 +28,8 @@ use super::frame::{CanFrame, CanId, FrameError, CLASSIC_MAX_DATA_BYTES, STANDARD
 const INDEPENDENT_SIGNALS_MESSAGE: &str = "VECTOR__INDEPENDENT_SIG_MSG";
 /// Attribute holding a signal's full name when it exceeds 32 characters.
 const LONG_SIGNAL_NAME_ATTRIBUTE: &str = "SystemSignalLongSymbol";
+/// Message attribute holding the send period in ms.
+pub const CYCLE_TIME_ATTRIBUTE: &str = "GenMsgCycleTime";
 /// Bit 31 of a DBC message id marks an extended (29-bit) identifier.
 const DBC_EXTENDED_FLAG: u64 = 0x8000_0000;
 
@@ -83,6 +85,10 @@ pub struct MessageDef {
     pub signals: Vec<SignalDef>,
     /// Index in `signals` of the multiplexor switch, if any.
     pub multiplexor: Option<usize>,
+    /// Send period in ms from the `GenMsgCycleTime` attribute (its
+    /// `BA_DEF_DEF_` default when the message has none); `None` when it is
+    /// absent or 0, which DBC tools use for event-driven messages.
+    pub cycle_time_ms: Option<u32>,
 }
 
 /// Position of a signal in a [`Dbc`]: message index and signal index
@@ -1045,6 +1051,7 @@ fn convert(parsed: &can_dbc::DBC, text: &str, origin: &str) -> Result<Dbc, DbcEr
             },
             signals,
             multiplexor,
+            cycle_time_ms: None,
         };
         let index = dbc.messages.len();
         if let Some(&other) = dbc.by_id.get(&id) {
@@ -1071,7 +1078,44 @@ fn convert(parsed: &can_dbc::DBC, text: &str, origin: &str) -> Result<Dbc, DbcEr
         dbc.messages.push(def);
     }
     add_long_names(parsed, &raw_ids, &mut dbc);
+    add_cycle_times(parsed, &raw_ids, &mut dbc);
     Ok(dbc)
+}
+
+/// `GenMsgCycleTime` (Vector's attribute for a cyclic message's period)
+/// onto each message, the default first and per-message values over it.
+/// Values that are not a whole number of ms in `1..=u32::MAX` mean "not
+/// cyclic", as 0 does.
+fn add_cycle_times(parsed: &can_dbc::DBC, raw_ids: &HashMap<u32, usize>, dbc: &mut Dbc) {
+    fn ms(v: &can_dbc::AttributeValue) -> Option<u32> {
+        let x = match v {
+            can_dbc::AttributeValue::AttributeValueU64(x) => *x as f64,
+            can_dbc::AttributeValue::AttributeValueI64(x) => *x as f64,
+            can_dbc::AttributeValue::AttributeValueF64(x) => *x,
+            can_dbc::AttributeValue::AttributeValueCharString(s) => s.trim().parse().ok()?,
+        };
+        (x.fract() == 0.0 && x >= 1.0 && x <= u32::MAX as f64).then_some(x as u32)
+    }
+    let default = parsed
+        .attribute_defaults()
+        .iter()
+        .find(|d| d.attribute_name() == CYCLE_TIME_ATTRIBUTE)
+        .and_then(|d| ms(d.attribute_value()));
+    for m in &mut dbc.messages {
+        m.cycle_time_ms = default;
+    }
+    for attr in parsed.attribute_values() {
+        if attr.attribute_name() != CYCLE_TIME_ATTRIBUTE {
+            continue;
+        }
+        if let can_dbc::AttributeValuedForObjectType::MessageDefinitionAttributeValue(id, value) =
+            attr.attribute_value()
+        {
+            if let Some(&message) = raw_ids.get(&id.raw()) {
+                dbc.messages[message].cycle_time_ms = value.as_ref().and_then(ms);
+            }
+        }
+    }
 }
 
 /// DBC names are limited to 32 characters; tools keep the real, longer name
@@ -1193,6 +1237,31 @@ mod tests {
             .is_some());
         let e = d.with_id_offset(0x700).unwrap_err().to_string();
         assert!(e.contains("ExampleMessage") && e.contains("11-bit"), "{e}");
+    }
+
+    #[test]
+    fn cycle_times_come_from_gen_msg_cycle_time_with_its_default() {
+        let body = "BO_ 1 Fast: 1 PCM1
+ SG_ A : 0|8@1+ (1,0) [0|0] \"\" FOO
+
+BO_ 2 Default: 1 PCM1
+ SG_ B : 0|8@1+ (1,0) [0|0] \"\" FOO
+
+BO_ 3 OnEvent: 1 PCM1
+ SG_ C : 0|8@1+ (1,0) [0|0] \"\" FOO
+
+BA_DEF_ BO_ \"GenMsgCycleTime\" INT 0 65535;
+BA_DEF_DEF_ \"GenMsgCycleTime\" 100;
+BA_ \"GenMsgCycleTime\" BO_ 1 20;
+BA_ \"GenMsgCycleTime\" BO_ 3 0;
+";
+        let d = dbc(body);
+        let period = |n: &str| d.message(n).unwrap().cycle_time_ms;
+        assert_eq!(period("Fast"), Some(20));
+        assert_eq!(period("Default"), Some(100));
+        assert_eq!(period("OnEvent"), None, "0 means not cyclic");
+        // Without the attribute no message has a period.
+        assert_eq!(dbc(MOTOHAWK).messages()[0].cycle_time_ms, None);
     }
 
     #[test]
@@ -1784,6 +1853,7 @@ mod tests {
                 transmitter: None,
                 signals: vec![s],
                 multiplexor: Some(0),
+                cycle_time_ms: None,
             };
             let _ = m.decode(&data);
             let _ = m.encode(&[(0, physical)]);

@@ -69,6 +69,14 @@ pub enum MappingError {
         bits: u8,
         cells: u32,
     },
+    #[error("{site}: `{field}`: message `{message}`: {reason} (DBC {dbc})")]
+    Period {
+        site: PathBuf,
+        field: String,
+        message: String,
+        dbc: String,
+        reason: String,
+    },
     #[error("{site}: signal `{signal}` is mapped twice ({first:?} and {second:?})")]
     Duplicate {
         site: PathBuf,
@@ -87,6 +95,22 @@ pub struct RackMap {
     pub cells: usize,
     pub sensors: usize,
     pub modules: usize,
+    /// Every inbound mapped message, with what it carries and its deadline.
+    pub watched: Vec<WatchedMessage>,
+}
+
+/// An inbound message the host expects, and who goes stale without it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct WatchedMessage {
+    pub message: usize,
+    /// Expected period (config over DBC), `None` when neither gives one.
+    pub period_ms: Option<u64>,
+    /// `period_ms × can.stale_after_periods`.
+    pub deadline_ms: Option<u64>,
+    /// Modules with a cell voltage or temperature in this message.
+    pub modules: Vec<usize>,
+    /// Carries the current sensor's current or voltages.
+    pub current_sensor: bool,
 }
 
 impl RackMap {
@@ -101,6 +125,7 @@ impl RackMap {
             cells: r.cell_count(),
             sensors: (r.modules * r.temp_sensors_per_module) as usize,
             modules: r.modules as usize,
+            watched: Vec::new(),
         };
         const VOLT: &[(&str, f64)] = &[("mV", 1e-3), ("V", 1.0)];
         const AMP: &[(&str, f64)] = &[("mA", 1e-3), ("A", 1.0)];
@@ -193,7 +218,93 @@ impl RackMap {
                 });
             }
         }
+        map.watched = map.watch(cfg)?;
         Ok(map)
+    }
+
+    /// Group inbound slots by message and give each its period: the config
+    /// override, else the DBC's `GenMsgCycleTime`.
+    fn watch(&self, cfg: &SiteConfig) -> Result<Vec<WatchedMessage>, MappingError> {
+        let site = &cfg.source;
+        let mut by_message: std::collections::BTreeMap<usize, WatchedMessage> = Default::default();
+        for (q, slot) in &self.slots {
+            let module = match *q {
+                Quantity::CellVoltage(i) => Some(i / cfg.rack.cells_per_module as usize),
+                Quantity::Temperature(i) => Some(i / cfg.rack.temp_sensors_per_module as usize),
+                Quantity::PackCurrent | Quantity::PackVoltage | Quantity::LinkVoltage => None,
+                Quantity::BleedMask(_) | Quantity::Heartbeat => continue,
+            };
+            let w = by_message
+                .entry(slot.signal.message)
+                .or_insert_with(|| WatchedMessage {
+                    message: slot.signal.message,
+                    period_ms: None,
+                    deadline_ms: None,
+                    modules: Vec::new(),
+                    current_sensor: false,
+                });
+            match module {
+                Some(m) if !w.modules.contains(&m) => w.modules.push(m),
+                Some(_) => {}
+                None => w.current_sensor = true,
+            }
+        }
+        let err = |message: &str, reason: String| MappingError::Period {
+            site: site.clone(),
+            field: if cfg.can.message_period_ms.contains_key(message) {
+                format!("can.message_period_ms.{message}")
+            } else {
+                "can.stale_after_periods".to_string()
+            },
+            message: message.to_string(),
+            dbc: self.dbc.origin().to_string(),
+            reason,
+        };
+        for name in cfg.can.message_period_ms.keys() {
+            let index = self
+                .dbc
+                .message_index(name)
+                .ok_or_else(|| err(name, "the DBC has no message of that name".to_string()))?;
+            if !by_message.contains_key(&index) {
+                return Err(err(
+                    name,
+                    "no mapped signal is received in that message; only inbound messages are supervised"
+                        .to_string(),
+                ));
+            }
+        }
+        let n = u64::from(cfg.can.stale_after_periods);
+        let floor_ms = 2 * cfg.protection.period_ms;
+        for w in by_message.values_mut() {
+            w.modules.sort_unstable();
+            let msg = self.dbc.message_at(w.message);
+            w.period_ms = cfg
+                .can
+                .message_period_ms
+                .get(&msg.name)
+                .copied()
+                .or(msg.cycle_time_ms.map(u64::from));
+            w.deadline_ms = w.period_ms.map(|p| p.saturating_mul(n));
+            if let Some(d) = w.deadline_ms.filter(|&d| d < floor_ms) {
+                return Err(err(
+                    &msg.name,
+                    format!(
+                        "a deadline of {d} ms (period × can.stale_after_periods) is shorter than two \
+                         protection periods ({floor_ms} ms): it would be stale between reads"
+                    ),
+                ));
+            }
+        }
+        Ok(by_message.into_values().collect())
+    }
+
+    /// Inbound messages with neither a configured nor a DBC period: only
+    /// the per-value source timeouts supervise them.
+    pub fn unsupervised(&self) -> impl Iterator<Item = &str> {
+        self.watched
+            .iter()
+            .filter(|w| w.period_ms.is_none())
+            .map(|w| self.dbc.message_at(w.message).name.as_str())
     }
 
     #[allow(clippy::too_many_arguments)]
