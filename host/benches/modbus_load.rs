@@ -13,7 +13,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use bmshost::config::SiteConfig;
-use bmshost::site::{RunOptions, SimSite, Speed};
+use bmshost::site::{RackSite, RunOptions, Speed};
 use tokio_modbus::prelude::*;
 
 fn env(name: &str, default: u64) -> u64 {
@@ -34,7 +34,7 @@ fn main() {
     text.push_str("\n[modbus]\nbind = \"127.0.0.1:0\"\n");
     let cfg = SiteConfig::parse(&text, &configs.join("demo-site.toml")).unwrap();
     let dir = tempfile::tempdir().unwrap();
-    let mut site = SimSite::assemble_in(cfg, dir.path().to_path_buf()).unwrap();
+    let mut site = RackSite::assemble_in(cfg, dir.path().to_path_buf()).unwrap();
     let server = site.start_modbus().unwrap().unwrap();
     let addr = server.local_addr;
     let stop = Arc::new(AtomicBool::new(false));

@@ -23,7 +23,7 @@ use bmshost::config::SiteConfig;
 use bmshost::plugins::bindings::types as w;
 use bmshost::plugins::canary::{History, HistoryEntry, Outputs};
 use bmshost::plugins::{canary, Artifact, PluginEngine, PluginInstance, Role};
-use bmshost::site::{RunOptions, SimSite, Speed};
+use bmshost::site::{RackSite, RunOptions, Speed};
 
 fn root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
@@ -399,7 +399,7 @@ fn swaps_on_a_running_rack(rows: &mut Vec<Row>) {
         &format!("{soc_file:?}"),
     );
     let cfg = SiteConfig::parse(&text, &configs.join("demo-site.toml")).unwrap();
-    let mut site = SimSite::assemble_in(cfg, dir.path().join("state")).unwrap();
+    let mut site = RackSite::assemble_in(cfg, dir.path().join("state")).unwrap();
     let board = site.plugin_control().board;
     let stop = Arc::new(AtomicBool::new(false));
     let swapping = Arc::new(AtomicBool::new(false));

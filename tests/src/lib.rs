@@ -63,10 +63,10 @@ pub fn section<'a>(t: &'a mut toml::Table, path: &[&str]) -> &'a mut toml::Table
 
 /// Assemble `cfg` with its durable state in a fresh temporary directory,
 /// so parallel tests never share an event record.
-pub fn assemble(cfg: SiteConfig) -> (bmshost::site::SimSite, tempfile::TempDir) {
+pub fn assemble(cfg: SiteConfig) -> (bmshost::site::RackSite, tempfile::TempDir) {
     let dir = tempfile::tempdir().expect("temp dir");
-    let site =
-        bmshost::site::SimSite::assemble_in(cfg, dir.path().to_path_buf()).expect("site assembles");
+    let site = bmshost::site::RackSite::assemble_in(cfg, dir.path().to_path_buf())
+        .expect("site assembles");
     (site, dir)
 }
 

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use bms_e2e::{component, section, standalone_site, write_atomic};
 use bmshost::plugins::events::PluginEventKind as K;
 use bmshost::plugins::Role;
-use bmshost::site::{RunOptions, SimSite, Speed};
+use bmshost::site::{RackSite, RunOptions, Speed};
 
 const SWAPS: usize = 100;
 
@@ -30,7 +30,7 @@ fn hundred_hot_swaps_miss_no_deadline_and_keep_soc_continuous() {
     });
     let cfg = bmshost::config::SiteConfig::load(&site_path).unwrap();
     let cycle_ms = cfg.control.cycle_ms;
-    let mut site = SimSite::assemble_in(cfg, dir.path().join("state")).unwrap();
+    let mut site = RackSite::assemble_in(cfg, dir.path().join("state")).unwrap();
     let control = site.plugin_control();
 
     // The operator's side: replace the file, wait until the new version

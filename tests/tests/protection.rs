@@ -60,7 +60,7 @@ fn run_watch(
             } else {
                 m_since = None;
             }
-            if truth(&o.sim.truth()) {
+            if truth(&o.sim.expect("simulated site").truth()) {
                 t_since.get_or_insert(o.t_ms);
             } else {
                 t_since = None;

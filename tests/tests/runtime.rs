@@ -12,7 +12,7 @@ use bmshost::plugins::runtime::CodeSource;
 use bmshost::plugins::slot::SlotState;
 use bmshost::plugins::{Artifact, PluginEngine, Role};
 use bmshost::protection::contactor::ContactorState;
-use bmshost::site::{RunOptions, SimSite, Speed};
+use bmshost::site::{RackSite, RunOptions, Speed};
 use bmshost::telemetry::Summary;
 
 fn policy(t: &mut toml::Table) {
@@ -34,7 +34,7 @@ fn hostile_soc(mode: &str) -> toml::Table {
     c
 }
 
-fn run(site: &mut SimSite, seconds: f64) -> Summary {
+fn run(site: &mut RackSite, seconds: f64) -> Summary {
     site.run(
         &RunOptions {
             speed: Speed::Max,
@@ -297,7 +297,7 @@ fn plugin_state_survives_a_restart_and_a_corrupt_state_file_falls_back_to_init()
     let state = dir.path().to_path_buf();
     // 240 s rest, then charging at 0.6C: SOC rises ~1 pp per 100 s.
     let cfg = || demo_site(policy);
-    let mut a = SimSite::assemble_in(cfg(), state.clone()).unwrap();
+    let mut a = RackSite::assemble_in(cfg(), state.clone()).unwrap();
     let first = run(&mut a, 600.0);
     drop(a);
     let saved = first.final_pack_soc_pct.unwrap();
@@ -305,7 +305,7 @@ fn plugin_state_survives_a_restart_and_a_corrupt_state_file_falls_back_to_init()
 
     // Restart: the sim starts over at its initial SOC, the plugin carries on
     // from its saved state.
-    let first_soc = |site: &mut SimSite| {
+    let first_soc = |site: &mut RackSite| {
         let mut soc = None;
         site.run(
             &RunOptions {
@@ -323,7 +323,7 @@ fn plugin_state_survives_a_restart_and_a_corrupt_state_file_falls_back_to_init()
         .unwrap();
         soc.expect("a SOC")
     };
-    let mut b = SimSite::assemble_in(cfg(), state.clone()).unwrap();
+    let mut b = RackSite::assemble_in(cfg(), state.clone()).unwrap();
     let restored = first_soc(&mut b);
     drop(b);
     assert!(
@@ -336,7 +336,7 @@ fn plugin_state_survives_a_restart_and_a_corrupt_state_file_falls_back_to_init()
         .any(|e| e.kind == K::StateRestored && e.role == Some(Role::Soc)));
 
     // A fresh start (no state) begins from OCV, well below the saved SOC.
-    let mut fresh = SimSite::assemble_in(cfg(), dir.path().join("other")).unwrap();
+    let mut fresh = RackSite::assemble_in(cfg(), dir.path().join("other")).unwrap();
     let from_ocv = first_soc(&mut fresh);
     drop(fresh);
     assert!(
@@ -351,7 +351,7 @@ fn plugin_state_survives_a_restart_and_a_corrupt_state_file_falls_back_to_init()
     let last = bytes.len() - 3;
     bytes[last] ^= 0x20;
     std::fs::write(&file, &bytes).unwrap();
-    let mut c = SimSite::assemble_in(cfg(), state.clone()).unwrap();
+    let mut c = RackSite::assemble_in(cfg(), state.clone()).unwrap();
     let after = first_soc(&mut c);
     drop(c);
     assert!(
@@ -388,7 +388,7 @@ fn bad_candidates_never_replace_a_working_plugin_and_rollback_restores_the_previ
     let site_path = standalone_site(dir.path(), policy);
     let cfg = bmshost::config::SiteConfig::load(&site_path).unwrap();
     let soc_config = cfg.plugins.soc.config.as_table().unwrap().clone();
-    let mut site = SimSite::assemble_in(cfg, dir.path().join("state")).unwrap();
+    let mut site = RackSite::assemble_in(cfg, dir.path().join("state")).unwrap();
     let control = site.plugin_control();
     let path_of = |n: &str| component(n).to_string_lossy().into_owned();
 
@@ -509,7 +509,7 @@ fn a_new_version_crashing_during_its_probation_is_rolled_back_automatically() {
     let site_path = standalone_site(dir.path(), policy);
     let cfg = bmshost::config::SiteConfig::load(&site_path).unwrap();
     let probation = cfg.plugins.policy.probation_cycles;
-    let mut site = SimSite::assemble_in(cfg, dir.path().join("state")).unwrap();
+    let mut site = RackSite::assemble_in(cfg, dir.path().join("state")).unwrap();
     let control = site.plugin_control();
     // Passes the canary (at most canary + checkpoint cycles of replay),
     // then panics well inside its probation.

@@ -12,7 +12,7 @@ use bmshost::io::can::port::BusPort;
 use bmshost::io::can::socketcan::SocketCanBus;
 use bmshost::io::can::{CanFrame, CanId};
 use bmshost::protection::contactor::ContactorState;
-use bmshost::site::{RunOptions, SimSite, Speed};
+use bmshost::site::{RackSite, RunOptions, Speed};
 
 /// `Err(reason)` when `vcan0` cannot be used here.
 fn vcan0() -> Result<(), String> {
@@ -53,7 +53,7 @@ fn opening_a_missing_interface_names_it() {
     let dir = tempfile::tempdir().unwrap();
     let e = format!(
         "{:#}",
-        SimSite::assemble_in(cfg, dir.path().to_path_buf())
+        RackSite::assemble_in(cfg, dir.path().to_path_buf())
             .err()
             .expect("cannot assemble on a missing interface")
     );
@@ -100,7 +100,7 @@ fn the_demo_rack_runs_over_vcan0() {
         section(t, &["control"]).insert("status_interval_ms".into(), 1_000_000.into());
     });
     let dir = tempfile::tempdir().unwrap();
-    let mut site = SimSite::assemble_in(cfg, dir.path().to_path_buf()).unwrap();
+    let mut site = RackSite::assemble_in(cfg, dir.path().to_path_buf()).unwrap();
     let summary = site
         .run(
             &RunOptions {

@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use bms_e2e::{demo_site, section, workspace_root};
 use bmshost::control::CycleReport;
-use bmshost::site::{RunOptions, SimSite, Speed};
+use bmshost::site::{RackSite, RunOptions, Speed};
 
 fn py(script: &str, args: &[String]) -> serde_json::Value {
     let out = Command::new(bms_e2e::python(&["sunspec2", "pymodbus"]))
@@ -49,7 +49,7 @@ fn running_site(
         section(t, &["control"]).insert("status_interval_ms".into(), 1_000_000.into());
     });
     let dir = tempfile::tempdir().unwrap();
-    let mut site = SimSite::assemble_in(cfg, dir.path().to_path_buf()).unwrap();
+    let mut site = RackSite::assemble_in(cfg, dir.path().to_path_buf()).unwrap();
     let server = site.start_modbus().unwrap().expect("[modbus] configured");
     let port = server.local_addr.port();
     let last = Arc::new(Mutex::new(None));

@@ -26,7 +26,7 @@ fn run_with(fault: InjectedFault) -> (u64, u64) {
     let (mut injected, mut opened) = (None, None);
     let mut closed_before = 0;
     site.run(&opts, |o: Observation<'_>| {
-        let closed = o.sim.main_closed();
+        let closed = o.sim.expect("simulated site").main_closed();
         match injected {
             None if o.t_ms >= 7000 => {
                 assert!(

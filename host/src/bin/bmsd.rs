@@ -6,7 +6,7 @@ use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
 
 use bmshost::config::SiteConfig;
-use bmshost::site::{BankSite, RunOptions, SimSite, Speed};
+use bmshost::site::{BankSite, RackSite, RunOptions, Speed};
 
 #[derive(Parser)]
 #[command(name = "bmsd", version, about = "Battery energy-storage control host")]
@@ -147,7 +147,7 @@ fn main() -> Result<()> {
     }
 }
 
-fn refuse_fallbacks(site: &SimSite, allow_fallback: bool, what: &str) -> Result<()> {
+fn refuse_fallbacks(site: &RackSite, allow_fallback: bool, what: &str) -> Result<()> {
     let failed = site.plugin_load_errors();
     if !failed.is_empty() && !allow_fallback {
         anyhow::bail!(
@@ -159,7 +159,7 @@ fn refuse_fallbacks(site: &SimSite, allow_fallback: bool, what: &str) -> Result<
     Ok(())
 }
 
-fn start_api(site: &SimSite, socket: &std::path::Path) -> Result<bmshost::api::ApiServer> {
+fn start_api(site: &RackSite, socket: &std::path::Path) -> Result<bmshost::api::ApiServer> {
     let api = bmshost::api::ApiServer::start(
         socket,
         bmshost::api::ApiContext {
@@ -181,7 +181,7 @@ fn run_rack(
     opts: &RunOptions,
 ) -> Result<String> {
     let socket = state_dir.join("bmsd.sock");
-    let mut site = SimSite::assemble_in(cfg, state_dir)?;
+    let mut site = RackSite::assemble_in(cfg, state_dir)?;
     refuse_fallbacks(&site, allow_fallback, "rack")?;
     let _api = start_api(&site, &socket)?;
     println!("control API: {}", socket.display());
@@ -241,7 +241,7 @@ fn run_bank(
 fn print_summary(s: &bmshost::telemetry::Summary) {
     println!("== summary: {} ==", s.site);
     println!(
-        "simulated {:.0} s in {:.1} s wall, {} cycles, cycle p50 {} us p99 {} us max {} us, {} missed deadlines",
+        "ran {:.0} s (site time) in {:.1} s wall, {} cycles, cycle p50 {} us p99 {} us max {} us, {} missed deadlines",
         s.simulated_s,
         s.wall_s,
         s.cycles,
@@ -275,6 +275,18 @@ fn print_summary(s: &bmshost::telemetry::Summary) {
         );
     }
     println!("contactors {:?}", s.final_contactor_state);
+    if let Some(o) = &s.outputs {
+        println!(
+            "contactor outputs: {} ({} writes, {} failures, {} connects){}",
+            if o.connected { "connected" } else { "DOWN" },
+            o.writes,
+            o.failures,
+            o.reconnects,
+            o.alarm
+                .as_deref()
+                .map_or(String::new(), |a| format!("  ALARM {a}"))
+        );
+    }
     for l in &s.latched {
         println!(
             "  LATCHED {:?} at {:?}: {}",

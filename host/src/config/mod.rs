@@ -72,6 +72,10 @@ pub struct SiteConfig {
     /// Several racks in parallel (group level); absent: one rack.
     #[serde(default)]
     pub bank: Option<crate::bank::BankConfig>,
+    /// The contactor driver of a hardware site (no `[sim]`); a simulated
+    /// site drives the simulator's contactors.
+    #[serde(default)]
+    pub outputs: Option<OutputsConfig>,
     /// Directory of the config file; relative paths resolve against it.
     #[serde(skip)]
     pub base_dir: PathBuf,
@@ -254,6 +258,15 @@ pub struct ModbusConfig {
     pub on_heartbeat_loss: HeartbeatLoss,
     #[serde(default = "default_manufacturer")]
     pub manufacturer: String,
+}
+
+/// `[outputs]`: how a hardware site drives its contactors and watchdog
+/// line.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(tag = "driver", rename_all = "kebab-case", deny_unknown_fields)]
+pub enum OutputsConfig {
+    /// Coils of a Modbus TCP remote I/O module.
+    ModbusCoils(crate::io::coils::CoilConfig),
 }
 
 /// `modbus.on_heartbeat_loss`.
@@ -655,6 +668,30 @@ impl SiteConfig {
         if let Some(sim) = &self.sim {
             sim.validate()
                 .map_err(|(field, msg)| self.invalid(&format!("sim.{field}"), msg))?;
+        }
+        match (&self.sim, &self.outputs) {
+            (Some(_), Some(_)) => return Err(self.invalid(
+                "outputs",
+                "a site with [sim] drives the simulator's contactors; remove [outputs] or [sim]",
+            )),
+            (None, None) if self.bank.is_none() => {
+                return Err(self.invalid(
+                    "outputs",
+                    "a hardware site (no [sim]) needs [outputs] to drive its contactors, e.g. \
+                     driver = \"modbus-coils\"",
+                ))
+            }
+            (None, _) if self.bank.is_some() => {
+                return Err(self.invalid(
+                    "bank",
+                    "a bank runs on the simulator only in this version: add [sim], or run each \
+                     rack as its own hardware site",
+                ))
+            }
+            (_, Some(OutputsConfig::ModbusCoils(c))) => c
+                .validate()
+                .map_err(|(field, msg)| self.invalid(&format!("outputs.{field}"), msg))?,
+            _ => {}
         }
         Ok(())
     }

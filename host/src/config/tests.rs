@@ -309,3 +309,52 @@ fn extends_errors_name_the_files() {
         .to_string();
     assert!(e.contains("extends") && e.contains("x.toml"), "{e}");
 }
+
+/// The demo as a hardware site: `[sim]` replaced by `outputs`.
+fn hardware(outputs: &str) -> Result<SiteConfig, ConfigError> {
+    let text = demo_text();
+    let at = text.find("\n[sim]").expect("demo has [sim]");
+    let end = text[at + 1..]
+        .find("\n[")
+        .map_or(text.len(), |i| at + 1 + i);
+    // [sim] may have sub-tables ([sim.x]) or arrays of tables; cut them too.
+    let mut rest = &text[end..];
+    while let Some(stripped) = rest.strip_prefix("\n[sim") {
+        rest = stripped.find("\n[").map_or("", |i| &stripped[i..]);
+    }
+    let text = format!("{}{}\n{outputs}", &text[..at], rest);
+    SiteConfig::parse(&text, &demo_path())
+}
+
+#[test]
+fn a_hardware_site_needs_outputs_and_a_sim_site_refuses_them() {
+    let coils = "[outputs]\ndriver = \"modbus-coils\"\naddress = \"10.0.0.5:502\"\n\
+                 precharge_coil = 0\nmain_coil = 1\nheartbeat_coil = 2\n";
+    let cfg = hardware(coils).unwrap();
+    assert!(cfg.sim.is_none());
+    let Some(OutputsConfig::ModbusCoils(c)) = &cfg.outputs else {
+        panic!("{:?}", cfg.outputs)
+    };
+    assert_eq!((c.main_coil, c.timeout_ms, c.unit_id), (1, 100, 1));
+
+    let e = hardware("").unwrap_err().to_string();
+    assert!(
+        e.contains("`outputs`") && e.contains("hardware site"),
+        "{e}"
+    );
+    let e = hardware(&coils.replace("heartbeat_coil = 2", "heartbeat_coil = 0"))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("outputs.heartbeat_coil") && e.contains("precharge_coil"),
+        "{e}"
+    );
+    let e = hardware(&coils.replace("modbus-coils", "gpio"))
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("gpio") && e.contains("modbus-coils"), "{e}");
+    let e = with("[sim]", &format!("{coils}\n[sim]"))
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("`outputs`") && e.contains("[sim]"), "{e}");
+}

@@ -6,5 +6,6 @@
 //! [`crate::snapshot::PackSnapshot`] and commands into frames, nothing more.
 
 pub mod can;
+pub mod coils;
 pub mod contactor;
 pub mod modbus;

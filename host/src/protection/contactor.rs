@@ -22,7 +22,7 @@ use serde::Serialize;
 use super::limits::ContactorConfig;
 
 /// Relay outputs. `false` is the de-energised, open state.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, serde::Deserialize)]
 pub struct RelayOutputs {
     pub precharge: bool,
     pub main: bool,

@@ -179,6 +179,10 @@ pub enum HoldSource {
     ControllerHeartbeat,
     /// The bank controller: another rack faulted and isolation is off.
     Bank,
+    /// The contactor output link (remote I/O module) is down: the host
+    /// cannot command the coils, so it holds open and never resumes
+    /// closed when the link returns.
+    OutputLink,
 }
 
 /// What a hold does.

@@ -14,7 +14,7 @@ use std::sync::Arc;
 use anyhow::{Context, Result};
 use serde::Serialize;
 
-use super::{FieldIo, Observation, RackParts, RunOptions, SimSite, Speed, Step};
+use super::{FieldIo, Observation, RackParts, RackSite, RunOptions, Speed, Step};
 use crate::bank::{Bank, BankState, RackHandle};
 use crate::config::SiteConfig;
 use crate::io::can::bus::VirtualBus;
@@ -47,7 +47,7 @@ pub struct RackSummary {
 pub struct BankSite {
     pub cfg: SiteConfig,
     pub names: Vec<String>,
-    pub racks: Vec<SimSite>,
+    pub racks: Vec<RackSite>,
     field: FieldIo,
 }
 
@@ -70,12 +70,13 @@ impl BankSite {
                 .bus
                 .as_ref()
                 .map(|b| buses.entry(b.clone()).or_default().clone());
-            let site = SimSite::assemble_with(
+            let site = RackSite::assemble_with(
                 bank_cfg.rack_config(&cfg, i),
                 state_dir.join("racks").join(&r.name),
                 RackParts {
                     bus,
                     engine: Some(engine.clone()),
+                    port: None,
                 },
             )
             .with_context(|| format!("rack `{}` (bank.racks[{i}])", r.name))?;

@@ -2,6 +2,10 @@
 //! the bus, the plugins, the controller, the protection task and (in
 //! simulation) the simulated rack, on one clock.
 //!
+//! A site with `[sim]` drives the simulated rack and its contactors. A
+//! hardware site (no `[sim]`) reads its rack on `can.interface` and drives
+//! real coils through `[outputs]`; it runs paced at real time only.
+//!
 //! Two ways to run:
 //! - **Lock-step** ([`Speed::Max`]): one thread steps the simulator,
 //!   acquisition and protection every protection period on a virtual clock,
@@ -21,6 +25,7 @@ use std::time::Instant;
 use anyhow::{bail, Context, Result};
 
 use crate::bank::{Bank, RackHandle};
+use crate::config::OutputsConfig;
 use crate::config::SiteConfig;
 use crate::control::{Controller, CycleReport};
 use crate::io::can::acquire::Acquisition;
@@ -29,12 +34,13 @@ use crate::io::can::dbc::Dbc;
 use crate::io::can::mapping::RackMap;
 use crate::io::can::port::BusPort;
 use crate::io::can::socketcan::SocketCanBus;
-use crate::io::contactor::SimulatedContactor;
+use crate::io::coils::{CoilLink, CoilLinkStatus, ModbusCoilOutput};
+use crate::io::contactor::{ContactorOutput, SimulatedContactor};
 use crate::plugins::reload::{ReloadHandle, Reloader, ReloaderParts};
 use crate::plugins::{PluginEngine, PluginManager, Role};
 use crate::protection::events::EventLog;
 use crate::protection::task::{self, ProtectionTask, ProtectionThread, ScaledClock, Shared};
-use crate::protection::{Latch, Protection, ResetError};
+use crate::protection::{HoldKind, HoldSource, Latch, Protection, ResetError};
 use crate::sim::{SimTruth, Simulator};
 use crate::snapshot::PackSnapshot;
 use crate::telemetry::{self, SimAccuracy, Summary};
@@ -47,6 +53,10 @@ pub use field::FieldIo;
 
 /// Window over which the final cell voltages are averaged, in ms.
 const FINAL_AVERAGE_MS: u64 = 30_000;
+
+/// Cycle times kept for the summary's percentiles (8 MiB; about 29 h at
+/// 100 ms): a hardware site runs for months.
+const MAX_CYCLE_SAMPLES: u64 = 1 << 20;
 
 /// How fast simulated time runs.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -102,16 +112,20 @@ pub struct Observation<'a> {
     /// paced run the status is the latest the protection thread published.
     pub snapshot: &'a PackSnapshot,
     pub status: &'a crate::protection::Status,
-    pub sim: &'a mut Simulator,
+    /// The simulated rack (none on a hardware site).
+    pub sim: Option<&'a mut Simulator>,
     /// The protection thread of a paced run (fault injection in tests).
     pub thread: Option<&'a ProtectionThread>,
 }
 
-/// A site running against the simulated rack.
-pub struct SimSite {
+/// One rack: simulated, or on hardware.
+pub struct RackSite {
     pub cfg: SiteConfig,
     pub controller: Controller,
-    pub sim: Simulator,
+    /// The simulated rack; `None` on a hardware site.
+    pub sim: Option<Simulator>,
+    /// The contactor output link of a hardware site.
+    outputs: Option<CoilLink>,
     pub shared: Arc<Shared>,
     /// Protection, shared with the protection thread and the control API.
     pub protection: Arc<Mutex<Protection>>,
@@ -129,7 +143,7 @@ pub struct SimSite {
     field: FieldIo,
 }
 
-impl SimSite {
+impl RackSite {
     /// Build everything from a validated config. `state_dir` overrides the
     /// config's (tests use a temporary directory).
     pub fn assemble(cfg: SiteConfig) -> Result<Self> {
@@ -144,22 +158,29 @@ impl SimSite {
     /// As [`Self::assemble_in`], with the parts a rack of a bank shares
     /// with the others.
     pub fn assemble_with(cfg: SiteConfig, state_dir: PathBuf, parts: RackParts) -> Result<Self> {
-        if cfg.sim.is_none() {
-            bail!(
-                "{}: no [sim] section. This build drives the simulated rack only; \
-                 hardware CAN backends come with the field-I/O work",
-                cfg.source.display()
-            );
-        }
         let dbc = Arc::new(
             load_dbc(&cfg).with_context(|| format!("{}: `can.dbc`", cfg.source.display()))?,
         );
         let map = Arc::new(RackMap::resolve(&cfg, dbc)?);
         warn_unsupervised(&cfg, &map);
-        let bus = parts.bus.unwrap_or_default();
-        let (host_port, sim_port) = ports(&cfg, &bus)?;
-        let (contactor, wiring) = SimulatedContactor::new();
-        let sim = Simulator::new(&cfg, map.clone(), sim_port, wiring)?;
+        let (host_port, contactor, sim, outputs) = if cfg.sim.is_some() {
+            if parts.port.is_some() {
+                bail!("a site with [sim] makes its own CAN ports");
+            }
+            let bus = parts.bus.unwrap_or_default();
+            let (host_port, sim_port) = ports(&cfg, &bus)?;
+            let (contactor, wiring) = SimulatedContactor::new();
+            let sim = Simulator::new(&cfg, map.clone(), sim_port, wiring)?;
+            let contactor: Box<dyn ContactorOutput> = Box::new(contactor);
+            (host_port, contactor, Some(sim), None)
+        } else {
+            let host_port = match parts.port {
+                Some(port) => port,
+                None => hardware_port(&cfg)?,
+            };
+            let (contactor, link) = outputs(&cfg)?;
+            (host_port, contactor, None, Some(link))
+        };
         let engine = match parts.engine {
             Some(e) => e,
             None => PluginEngine::new()
@@ -186,7 +207,7 @@ impl SimSite {
             cfg.rack.cell_count(),
             cfg.rack.cells_per_module,
         ));
-        let task = ProtectionTask::new(protection, Box::new(contactor), shared.clone());
+        let task = ProtectionTask::new(protection, contactor, shared.clone());
         let acquisition = Acquisition::new(&cfg, map);
         let controller = Controller::new(&cfg, acquisition, host_port, shared.clone(), plugins);
         let bank = Arc::new(Bank::new(
@@ -208,9 +229,15 @@ impl SimSite {
             cfg,
             controller,
             sim,
+            outputs,
             shared,
             reloader,
         })
+    }
+
+    /// The contactor output link's status (hardware sites).
+    pub fn outputs_status(&self) -> Option<CoilLinkStatus> {
+        self.outputs.as_ref().map(CoilLink::status)
     }
 
     /// Start the SunSpec Modbus TCP server of `[modbus]` (None without
@@ -278,6 +305,12 @@ impl SimSite {
         opts: &RunOptions,
         mut observe: impl FnMut(Observation<'_>),
     ) -> Result<Summary> {
+        if self.sim.is_none() && opts.speed != Speed::Factor(1.0) {
+            bail!(
+                "{}: a hardware site (no [sim]) runs in real time; --speed must be 1",
+                self.cfg.source.display()
+            );
+        }
         let clock = match opts.speed {
             Speed::Factor(f) => Some(Arc::new(ScaledClock::new(f))),
             Speed::Max => None,
@@ -299,10 +332,13 @@ impl SimSite {
         let period_ms = self.cfg.protection.period_ms;
         let cycle_ms = self.cfg.control.cycle_ms;
         let per_cycle = (cycle_ms / period_ms).max(1);
+        // A hardware site without a duration runs until stopped.
         let duration_s = opts
             .duration_s
-            .unwrap_or_else(|| self.sim.profile_duration_s());
-        let cycles = (duration_s * 1000.0 / cycle_ms as f64).round() as u64;
+            .or_else(|| self.sim.as_ref().map(Simulator::profile_duration_s));
+        let cycles = duration_s.map_or(u64::MAX / per_cycle, |d| {
+            (d * 1000.0 / cycle_ms as f64).round() as u64
+        });
         let start_min = self
             .cfg
             .control
@@ -334,7 +370,7 @@ impl SimSite {
             over_period: 0,
             max_cycle_us: 0,
             missed: 0,
-            cycle_us: Vec::with_capacity(cycles as usize),
+            cycle_us: Vec::with_capacity(cycles.min(MAX_CYCLE_SAMPLES) as usize),
             // The final spread is averaged over the last cycles so one
             // noisy reading does not decide it.
             avg_from: cycles.saturating_sub(FINAL_AVERAGE_MS / cycle_ms).max(1),
@@ -354,7 +390,9 @@ impl SimSite {
         observe: &mut impl FnMut(Observation<'_>),
     ) -> Result<Step> {
         let t_ms = tick * run.period_ms;
-        self.sim.advance_to(t_ms);
+        if let Some(sim) = self.sim.as_mut() {
+            sim.advance_to(t_ms);
+        }
         self.controller.acquire(t_ms);
         if let Some(task) = self.task.as_mut() {
             task.tick(t_ms);
@@ -366,7 +404,7 @@ impl SimSite {
                 cycle: None,
                 snapshot: &snapshot,
                 status: &status,
-                sim: &mut self.sim,
+                sim: self.sim.as_mut(),
                 thread: self.thread.as_ref(),
             });
             return Ok(Step::Tick);
@@ -386,7 +424,23 @@ impl SimSite {
         self.controller.cycle(minute);
         let took_us = began.elapsed().as_micros() as u64;
         run.max_cycle_us = run.max_cycle_us.max(took_us);
-        run.cycle_us.push(took_us);
+        if (run.cycle_us.len() as u64) < MAX_CYCLE_SAMPLES {
+            run.cycle_us.push(took_us);
+        }
+        if let Some(link) = &self.outputs {
+            // Cannot command the coils: hold open, so nothing resumes
+            // closed when the link returns.
+            let down = !link.status().connected;
+            self.shared.set_hold(
+                HoldSource::OutputLink,
+                down.then(|| {
+                    (
+                        HoldKind::Open,
+                        "contactor output link down: the coils cannot be commanded".to_string(),
+                    )
+                }),
+            );
+        }
         if took_us > cycle_ms * 1000 {
             run.over_period += 1;
         }
@@ -429,17 +483,19 @@ impl SimSite {
         }
         run.bleed_cell_s +=
             report.bleed.iter().filter(|b| **b).count() as f64 * cycle_ms as f64 / 1000.0;
-        let truth = self.sim.truth();
-        run.initial_spread
-            .get_or_insert_with(|| spread(&truth.soc_pct));
-        track_soc_error(&mut run.acc, t_s, report, &truth);
+        if let Some(sim) = &self.sim {
+            let truth = sim.truth();
+            run.initial_spread
+                .get_or_insert_with(|| spread(&truth.soc_pct));
+            track_soc_error(&mut run.acc, t_s, report, &truth);
+        }
         let (snapshot, status) = (self.shared.snapshot(), self.shared.status());
         observe(Observation {
             t_ms,
             cycle: Some(report),
             snapshot: &snapshot,
             status: &status,
-            sim: &mut self.sim,
+            sim: self.sim.as_mut(),
             thread: self.thread.as_ref(),
         });
         if run.print_status && (run.k.is_multiple_of(run.status_every) || run.k == 1) {
@@ -464,12 +520,15 @@ impl SimSite {
                 .copied()
                 .unwrap_or(0)
         };
-        let truth = self.sim.truth();
-        let mut acc = run.acc;
-        acc.initial_true_soc_spread_pct = run.initial_spread.unwrap_or(0.0);
-        acc.final_true_soc_spread_pct = spread(&truth.soc_pct);
-        acc.true_mean_capacity_ah =
-            truth.capacity_ah.iter().sum::<f64>() / truth.capacity_ah.len().max(1) as f64;
+        let sim = self.sim.as_ref().map(|sim| {
+            let truth = sim.truth();
+            let mut acc = run.acc;
+            acc.initial_true_soc_spread_pct = run.initial_spread.unwrap_or(0.0);
+            acc.final_true_soc_spread_pct = spread(&truth.soc_pct);
+            acc.true_mean_capacity_ah =
+                truth.capacity_ah.iter().sum::<f64>() / truth.capacity_ah.len().max(1) as f64;
+            acc
+        });
         let last = self
             .controller
             .last
@@ -521,12 +580,13 @@ impl SimSite {
                 .filter(|e| e.seq >= self.first_plugin_seq)
                 .cloned()
                 .collect(),
-            sim: Some(acc),
+            sim,
+            outputs: self.outputs_status(),
         })
     }
 }
 
-/// What [`SimSite::step`] did.
+/// What [`RackSite::step`] did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Step {
     /// A protection period without a control cycle.
@@ -636,17 +696,53 @@ fn warn_unsupervised(cfg: &SiteConfig, map: &RackMap) {
     }
 }
 
+/// The CAN port of a hardware site: its SocketCAN interface.
+fn hardware_port(cfg: &SiteConfig) -> Result<Box<dyn CanPort>> {
+    let Some(ifname) = &cfg.can.interface else {
+        bail!(
+            "{}: `can.interface`: a hardware site (no [sim]) reads its rack on a SocketCAN \
+             interface, e.g. interface = \"can0\"",
+            cfg.source.display()
+        );
+    };
+    let port = BusPort::open(ifname, || SocketCanBus::open(ifname))
+        .with_context(|| format!("{}: `can.interface`", cfg.source.display()))?;
+    Ok(Box::new(port))
+}
+
+/// The contactor driver of a hardware site, from `[outputs]`.
+fn outputs(cfg: &SiteConfig) -> Result<(Box<dyn ContactorOutput>, CoilLink)> {
+    match &cfg.outputs {
+        Some(OutputsConfig::ModbusCoils(c)) => {
+            let (out, link) = ModbusCoilOutput::start(c.clone()).with_context(|| {
+                format!(
+                    "{}: `outputs`: starting the coil link",
+                    cfg.source.display()
+                )
+            })?;
+            Ok((Box::new(out), link))
+        }
+        None => bail!(
+            "{}: `outputs`: a hardware site (no [sim]) needs a contactor driver",
+            cfg.source.display()
+        ),
+    }
+}
+
 /// The site's DBC with its `can.id_offset` applied.
 pub fn load_dbc(cfg: &SiteConfig) -> Result<Dbc, crate::io::can::dbc::DbcError> {
     Dbc::from_file(cfg.resolve(&cfg.can.dbc))?.with_id_offset(cfg.can.id_offset)
 }
 
 /// What the racks of one bank share: the engine (one compile cache) and,
-/// for racks on one bus, the bus.
+/// for racks on one bus, the bus. `port` gives a hardware site its CAN
+/// port instead of opening `can.interface` (tests put a simulated rack on
+/// the other end).
 #[derive(Default)]
 pub struct RackParts {
     pub bus: Option<VirtualBus>,
     pub engine: Option<PluginEngine>,
+    pub port: Option<Box<dyn CanPort>>,
 }
 
 fn spread(v: &[f64]) -> f64 {

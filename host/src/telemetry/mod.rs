@@ -165,6 +165,9 @@ pub struct Summary {
     pub plugin_events: Vec<PluginEvent>,
     /// Present only in simulation.
     pub sim: Option<SimAccuracy>,
+    /// The contactor output link of a hardware site.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub outputs: Option<crate::io::coils::CoilLinkStatus>,
 }
 
 /// One plugin-runtime record as a line for operators.
