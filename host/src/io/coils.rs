@@ -23,6 +23,7 @@ use tokio::sync::watch;
 use tokio_modbus::prelude::*;
 
 use super::contactor::ContactorOutput;
+use crate::io::modbus::client::{connect, Backoff};
 use crate::protection::contactor::RelayOutputs;
 
 /// `[outputs]` with `driver = "modbus-coils"`.
@@ -72,21 +73,14 @@ fn default_backoff_max_ms() -> u64 {
 impl CoilConfig {
     /// Field-naming validation (called by the site config).
     pub fn validate(&self) -> Result<(), (String, String)> {
-        for (f, v) in [
-            ("timeout_ms", self.timeout_ms),
-            ("refresh_ms", self.refresh_ms),
-            ("reconnect_backoff_ms", self.reconnect_backoff_ms),
-        ] {
-            if v == 0 {
-                return Err((f.into(), "must be > 0".into()));
-            }
-        }
-        if self.reconnect_backoff_max_ms < self.reconnect_backoff_ms {
-            return Err((
-                "reconnect_backoff_max_ms".into(),
-                "must be at least reconnect_backoff_ms".into(),
-            ));
-        }
+        crate::io::modbus::client::validate_timing(
+            &[
+                ("timeout_ms", self.timeout_ms),
+                ("refresh_ms", self.refresh_ms),
+            ],
+            self.reconnect_backoff_ms,
+            self.reconnect_backoff_max_ms,
+        )?;
         let coils = [
             ("precharge_coil", self.precharge_coil),
             ("main_coil", self.main_coil),
@@ -136,6 +130,11 @@ pub struct ModbusCoilOutput {
 pub struct CoilLink(Arc<Mutex<CoilLinkStatus>>);
 
 impl CoilLink {
+    /// Whether the module answered the last write (no clone).
+    pub fn connected(&self) -> bool {
+        self.0.lock().unwrap_or_else(|e| e.into_inner()).connected
+    }
+
     pub fn status(&self) -> CoilLinkStatus {
         self.0.lock().unwrap_or_else(|e| e.into_inner()).clone()
     }
@@ -223,40 +222,23 @@ async fn run(
 ) {
     let timeout = Duration::from_millis(cfg.timeout_ms);
     let refresh = Duration::from_millis(cfg.refresh_ms);
-    let min_backoff = Duration::from_millis(cfg.reconnect_backoff_ms);
-    let mut backoff = min_backoff;
+    let mut backoff = Backoff::new(cfg.reconnect_backoff_ms, cfg.reconnect_backoff_max_ms);
     let set =
         |f: &dyn Fn(&mut CoilLinkStatus)| f(&mut status.lock().unwrap_or_else(|e| e.into_inner()));
     loop {
         if rx.borrow().shutdown {
             return;
         }
-        let mut ctx = match tokio::time::timeout(
-            timeout,
-            tcp::connect_slave(cfg.address, Slave(cfg.unit_id)),
-        )
-        .await
-        {
-            Ok(Ok(ctx)) => {
+        let mut ctx = match connect(cfg.address, cfg.unit_id, timeout).await {
+            Ok(ctx) => {
                 set(&|s| s.reconnects += 1);
                 tracing::info!(module = %cfg.address, "contactor output link connected");
-                backoff = min_backoff;
+                backoff.reset();
                 ctx
             }
-            Ok(Err(e)) => {
-                fail(&status, &cfg, format!("cannot connect: {e}"));
-                wait(&mut rx, backoff).await;
-                backoff = (backoff * 2).min(Duration::from_millis(cfg.reconnect_backoff_max_ms));
-                continue;
-            }
-            Err(_) => {
-                fail(
-                    &status,
-                    &cfg,
-                    format!("no connection within {} ms", cfg.timeout_ms),
-                );
-                wait(&mut rx, backoff).await;
-                backoff = (backoff * 2).min(Duration::from_millis(cfg.reconnect_backoff_max_ms));
+            Err(why) => {
+                fail(&status, &cfg, why);
+                wait(&mut rx, backoff.failed()).await;
                 continue;
             }
         };
@@ -280,7 +262,7 @@ async fn run(
             let _ = tokio::time::timeout(refresh, rx.changed()).await;
         }
         let _ = ctx.disconnect().await;
-        wait(&mut rx, backoff).await;
+        wait(&mut rx, backoff.failed()).await;
     }
 }
 

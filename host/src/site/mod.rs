@@ -378,6 +378,7 @@ impl RackSite {
             final_n: 0,
             k: 0,
             end_ms: 0,
+            output_link_down: None,
         })
     }
 
@@ -429,17 +430,16 @@ impl RackSite {
         }
         if let Some(link) = &self.outputs {
             // Cannot command the coils: hold open, so nothing resumes
-            // closed when the link returns.
-            let down = !link.status().connected;
-            self.shared.set_hold(
-                HoldSource::OutputLink,
-                down.then(|| {
-                    (
-                        HoldKind::Open,
-                        "contactor output link down: the coils cannot be commanded".to_string(),
-                    )
-                }),
-            );
+            // closed when the link returns. Handed over only on a change.
+            let down = !link.connected();
+            if run.output_link_down != Some(down) {
+                run.output_link_down = Some(down);
+                let hold = down.then(|| {
+                    let why = "contactor output link down: the coils cannot be commanded";
+                    (HoldKind::Open, why.to_string())
+                });
+                self.shared.set_hold(HoldSource::OutputLink, hold);
+            }
         }
         if took_us > cycle_ms * 1000 {
             run.over_period += 1;
@@ -622,6 +622,8 @@ pub struct Run {
     final_n: u32,
     k: u64,
     end_ms: u64,
+    /// Last output-link state handed to protection (hardware sites).
+    output_link_down: Option<bool>,
 }
 
 /// Everything a start would check, short of running: the DBC, the signal

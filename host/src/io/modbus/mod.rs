@@ -4,6 +4,7 @@
 //! protection decisions; the image is built from what protection and the
 //! control cycle published.
 
+pub mod client;
 pub mod pcs;
 pub mod server;
 pub mod sunspec;

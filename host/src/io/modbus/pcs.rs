@@ -19,6 +19,8 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 use tokio_modbus::prelude::*;
 
+use super::client::{connect, Backoff};
+
 use crate::protection::task::Shared;
 use crate::protection::AllowedCurrent;
 
@@ -79,21 +81,14 @@ fn default_backoff_max_ms() -> u64 {
 impl PcsConfig {
     /// Field-naming validation (called by the site config).
     pub fn validate(&self) -> Result<(), (String, String)> {
-        for (f, v) in [
-            ("period_ms", self.period_ms),
-            ("timeout_ms", self.timeout_ms),
-            ("reconnect_backoff_ms", self.reconnect_backoff_ms),
-        ] {
-            if v == 0 {
-                return Err((f.into(), "must be > 0".into()));
-            }
-        }
-        if self.reconnect_backoff_max_ms < self.reconnect_backoff_ms {
-            return Err((
-                "reconnect_backoff_max_ms".into(),
-                "must be at least reconnect_backoff_ms".into(),
-            ));
-        }
+        super::client::validate_timing(
+            &[
+                ("period_ms", self.period_ms),
+                ("timeout_ms", self.timeout_ms),
+            ],
+            self.reconnect_backoff_ms,
+            self.reconnect_backoff_max_ms,
+        )?;
         for (f, r) in [
             ("max_charge_current", Some(self.max_charge_current)),
             ("max_discharge_current", Some(self.max_discharge_current)),
@@ -197,39 +192,25 @@ async fn run(
 ) {
     let timeout = Duration::from_millis(cfg.timeout_ms);
     let period = Duration::from_millis(cfg.period_ms);
-    let mut backoff = Duration::from_millis(cfg.reconnect_backoff_ms);
+    let mut backoff = Backoff::new(cfg.reconnect_backoff_ms, cfg.reconnect_backoff_max_ms);
     let mut heartbeat: u16 = 0;
     let set =
         |f: &dyn Fn(&mut PcsLinkStatus)| f(&mut status.lock().unwrap_or_else(|e| e.into_inner()));
     while !stop.load(Ordering::Relaxed) {
-        let connected =
-            tokio::time::timeout(timeout, tcp::connect_slave(cfg.address, Slave(cfg.unit_id)))
-                .await;
-        let mut ctx = match connected {
-            Ok(Ok(ctx)) => {
+        let mut ctx = match connect(cfg.address, cfg.unit_id, timeout).await {
+            Ok(ctx) => {
                 set(&|s| {
                     s.connected = true;
                     s.alarm = None;
                     s.reconnects += 1;
                 });
                 tracing::info!(pcs = %cfg.address, "PCS link connected");
-                backoff = Duration::from_millis(cfg.reconnect_backoff_ms);
+                backoff.reset();
                 ctx
             }
-            Ok(Err(e)) => {
-                fail(&status, &cfg, format!("cannot connect: {e}"));
-                sleep_unless_stopped(backoff, &stop).await;
-                backoff = (backoff * 2).min(Duration::from_millis(cfg.reconnect_backoff_max_ms));
-                continue;
-            }
-            Err(_) => {
-                fail(
-                    &status,
-                    &cfg,
-                    format!("no connection within {} ms", cfg.timeout_ms),
-                );
-                sleep_unless_stopped(backoff, &stop).await;
-                backoff = (backoff * 2).min(Duration::from_millis(cfg.reconnect_backoff_max_ms));
+            Err(why) => {
+                fail(&status, &cfg, why);
+                sleep_unless_stopped(backoff.failed(), &stop).await;
                 continue;
             }
         };
@@ -298,7 +279,7 @@ async fn run(
             sleep_unless_stopped(period, &stop).await;
         }
         let _ = ctx.disconnect().await;
-        sleep_unless_stopped(backoff, &stop).await;
+        sleep_unless_stopped(backoff.failed(), &stop).await;
     }
 }
 
