@@ -1,13 +1,20 @@
-//! Costs on the control path, for a 128-cell rack (the demo site):
-//! - one protection tick (all quantities, contactor machine, derating);
+//! Costs on the control path:
+//! - one protection tick (all quantities, contactor machine, derating) for
+//!   the 128-cell demo rack, a 416-cell rack, and a 4,160-cell bank
+//!   (10 racks × 416, one protection instance per rack, as `bmsd` runs it);
 //! - acquisition: decoding one full set of BMU + current-sensor frames;
-//! - one call of each reference plugin's `step` through wasmtime.
+//! - one call of each reference plugin's `step` through wasmtime;
+//! - a table of the latency from the arrival of the sample that completes
+//!   an over-voltage MSL debounce to the open command on the contactor
+//!   output, through the real simulator frames, DBC decoding, snapshot
+//!   publication and protection task.
 //!
 //! `cargo bench -p bmshost --bench cycle` (needs `cargo xtask build-plugins`
 //! for the plugin benches; they are skipped with a message otherwise).
 
 use std::path::Path;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use criterion::{criterion_group, criterion_main, Criterion};
 
@@ -19,8 +26,10 @@ use bmshost::io::can::mapping::RackMap;
 use bmshost::io::contactor::SimulatedContactor;
 use bmshost::plugins::{convert, PluginEngine, PluginInstance, Role};
 use bmshost::protection::events::EventLog;
+use bmshost::protection::task::{ProtectionTask, Shared};
 use bmshost::protection::Protection;
-use bmshost::sim::Simulator;
+use bmshost::sim::{Fault, FaultKind, Simulator};
+use bmshost::snapshot::{CommStatus, PackSnapshot};
 
 fn site() -> SiteConfig {
     let p = Path::new(env!("CARGO_MANIFEST_DIR")).join("../configs/demo-site.toml");
@@ -62,6 +71,38 @@ fn bench(c: &mut Criterion) {
         })
     });
 
+    // A 416-cell rack (26 modules × 16 cells), alone and ten of them.
+    let rack = synthetic_rack(416, 16);
+    let mut racks: Vec<Protection> = (0..10)
+        .map(|_| Protection::new(cfg.protection.clone(), 500, EventLog::memory()))
+        .collect();
+    let mut t = 1000;
+    c.bench_function("protection tick, 416 cells (one rack)", |b| {
+        b.iter(|| {
+            t += 10;
+            let mut s = rack.clone();
+            s.timestamp_ms = t;
+            s.current_changed_ms = t;
+            racks[0].tick(&s, Some(50.0), t).allowed
+        })
+    });
+    let mut t = 1000;
+    c.bench_function(
+        "protection tick, 4,160 cells (10 racks × 416, one period)",
+        |b| {
+            b.iter(|| {
+                t += 10;
+                let mut s = rack.clone();
+                s.timestamp_ms = t;
+                s.current_changed_ms = t;
+                racks
+                    .iter_mut()
+                    .map(|p| p.tick(&s, Some(50.0), t).allowed.charge_a)
+                    .sum::<f32>()
+            })
+        },
+    );
+
     let engine = PluginEngine::new().unwrap();
     let wsnap = convert::snapshot(&snap);
     for (role, name) in [(Role::Soc, "soc-counting"), (Role::Soh, "soh-capacity")] {
@@ -92,5 +133,134 @@ fn bench(c: &mut Criterion) {
     }
 }
 
+/// A healthy rack snapshot of `cells` cells, contactors closed.
+fn synthetic_rack(cells: usize, per_module: u32) -> PackSnapshot {
+    let cell_voltage_v: Vec<f32> = (0..cells).map(|i| 3.30 + (i % 7) as f32 * 0.002).collect();
+    let pack_voltage_v = cell_voltage_v.iter().sum();
+    PackSnapshot {
+        timestamp_ms: 0,
+        current_a: 50.0,
+        pack_voltage_v,
+        link_voltage_v: pack_voltage_v,
+        current_changed_ms: 0,
+        cell_temp_c: (0..cells).map(|i| 25.0 + (i % 5) as f32 * 0.5).collect(),
+        cell_voltage_v,
+        cells_per_module: per_module,
+        module_comm: vec![CommStatus::Ok; cells / per_module as usize],
+        cell_bleed_a: vec![0.0; cells],
+        current_comm: CommStatus::Ok,
+        complete: true,
+        contactors_closed: true,
+    }
+}
+
+/// One trip on the demo rack, lock-step as `bmsd` runs a simulated site:
+/// the simulator's frames are decoded, the snapshot published, and the
+/// protection task drives the simulated contactor output. A cell reads
+/// +500 mV (beyond the 3.65 V MSL) from `FAULT_S`.
+///
+/// Returns the simulated time from the first frame carrying the
+/// over-voltage to the open command, and the wall time the host spent
+/// on the period that opened (ingest + snapshot + protection tick +
+/// output).
+fn trip_trial(cfg: &SiteConfig, map: &Arc<RackMap>) -> (u64, Duration) {
+    const FAULT_S: f64 = 10.0;
+    let mut cfg = cfg.clone();
+    let sim_cfg = cfg.sim.as_mut().expect("demo site has [sim]");
+    sim_cfg.faults = vec![Fault {
+        at_s: FAULT_S,
+        kind: FaultKind::CellVoltageOffset {
+            cell: 5,
+            offset_mv: 500.0,
+        },
+    }];
+    let bus = VirtualBus::new();
+    let (contactor, wiring) = SimulatedContactor::new();
+    let mut sim =
+        Simulator::new(&cfg, map.clone(), Box::new(bus.endpoint()), wiring.clone()).unwrap();
+    let rx = bus.endpoint();
+    let mut acq = Acquisition::new(&cfg, map.clone());
+    let period = cfg.protection.period_ms;
+    let limit_v = cfg.protection.cell_over_voltage_v.msl.unwrap().limit;
+    let shared = Shared::new(acq.snapshot(0, false));
+    let protection = Protection::new(cfg.protection.clone(), 500, EventLog::memory());
+    let mut task = ProtectionTask::new(protection, Box::new(contactor), shared.clone());
+    let mut frames = Vec::new();
+    let mut arrived = None;
+    let mut t = 0;
+    loop {
+        t += period;
+        assert!(t < 60_000, "no trip within 60 s");
+        sim.advance_to(t);
+        frames.clear();
+        rx.drain(&mut frames);
+        let start = Instant::now();
+        acq.ingest(&frames, t);
+        let snap = acq.snapshot(t, shared.status().closed());
+        let beyond = snap.cell_voltage_v.iter().any(|v| *v > limit_v);
+        shared.publish_snapshot(snap);
+        task.tick(t);
+        let opened = !wiring.commanded().main;
+        let spent = start.elapsed();
+        if beyond && arrived.is_none() {
+            assert!(!opened, "contactors must be closed when the fault starts");
+            arrived = Some(t);
+        }
+        if let (Some(at), true) = (arrived, opened) {
+            return (t - at, spent);
+        }
+    }
+}
+
+fn latency_table() {
+    let cfg = site();
+    let dbc = Arc::new(Dbc::from_file(cfg.resolve(&cfg.can.dbc)).unwrap());
+    let map = Arc::new(RackMap::resolve(&cfg, dbc).unwrap());
+    let delay_ms = cfg.protection.cell_over_voltage_v.msl.unwrap().delay_ms;
+    let trials = 50;
+    let mut sim_ms = Vec::new();
+    let mut host = Vec::new();
+    for _ in 0..trials {
+        let (ms, spent) = trip_trial(&cfg, &map);
+        sim_ms.push(ms);
+        host.push(spent);
+    }
+    sim_ms.sort_unstable();
+    host.sort_unstable();
+    let pct = |v: &[Duration], p: f64| v[((v.len() - 1) as f64 * p).round() as usize];
+    println!();
+    println!("sample arrival -> contactor open command (demo rack, {trials} trips, over-voltage MSL delay {delay_ms} ms, period {} ms)", cfg.protection.period_ms);
+    println!("| measure                                     | min      | p50      | p99      | max      |");
+    println!("|---------------------------------------------|----------|----------|----------|----------|");
+    println!(
+        "| simulated time, first beyond-limit frame (ms) | {:>8} | {:>8} | {:>8} | {:>8} |",
+        sim_ms[0],
+        sim_ms[sim_ms.len() / 2],
+        sim_ms[((sim_ms.len() - 1) as f64 * 0.99).round() as usize],
+        sim_ms[sim_ms.len() - 1]
+    );
+    println!(
+        "| host time in the opening period (µs)        | {:>8.1} | {:>8.1} | {:>8.1} | {:>8.1} |",
+        host[0].as_secs_f64() * 1e6,
+        pct(&host, 0.5).as_secs_f64() * 1e6,
+        pct(&host, 0.99).as_secs_f64() * 1e6,
+        host[host.len() - 1].as_secs_f64() * 1e6
+    );
+    println!("On a live site the protection thread adds up to one period of scheduling between the frame's arrival and the tick that reads it.");
+    assert!(
+        sim_ms
+            .iter()
+            .all(|ms| *ms >= delay_ms && *ms <= delay_ms + cfg.protection.period_ms),
+        "a trip outside delay .. delay + one period: {sim_ms:?}"
+    );
+}
+
 criterion_group!(benches, bench);
-criterion_main!(benches);
+
+fn main() {
+    benches();
+    latency_table();
+    criterion::Criterion::default()
+        .configure_from_args()
+        .final_summary();
+}
