@@ -6,7 +6,9 @@
 //!   exceeded without interruption;
 //! - against the simulator's truth: within delay + one protection period +
 //!   the acquisition latency (frame period, DBC quantisation), which the
-//!   test computes from the config rather than guessing.
+//!   test computes from the config rather than guessing;
+//! - the action: the main contactor is commanded open in the latching
+//!   tick and the simulated contact opens within the open timeout.
 
 use bms_e2e::{assemble, demo_site, fault, section, set_faults, use_plugin};
 use bmshost::protection::contactor::ContactorState;
@@ -27,6 +29,8 @@ struct Trip {
     truth_since_ms: Option<u64>,
     /// Time the quantity's MSL latched.
     latched_ms: u64,
+    /// The simulator's true pack current at the latch, A.
+    truth_current_at_latch_a: f64,
     summary: Summary,
 }
 
@@ -41,26 +45,45 @@ fn run_watch(
 ) -> Trip {
     let cfg = demo_site(edit);
     let (mut site, _dir) = assemble(cfg);
+    // Also checked for every scenario: the contactors were closed when the
+    // exceedance began (or at the latch, when protection saw none), the
+    // main contactor is commanded open in the latching tick, and the
+    // simulated contact opens within the open timeout.
     let (mut m_since, mut t_since, mut latched) = (None, None, None);
+    let (mut state_before, mut last_state) = (None, ContactorState::Open);
+    let (mut commanded_open, mut sim_open, mut current_a) = (None, None, 0.0);
     let opts = RunOptions {
         duration_s: Some(duration_s),
         ..Default::default()
     };
     let summary = site
         .run(&opts, |o: Observation<'_>| {
-            if latched.is_some() {
-                return;
-            }
-            if o.status.latched.iter().any(|l| l.quantity == quantity) {
+            let sim = o.sim.expect("simulated site");
+            if latched.is_none() && o.status.latched.iter().any(|l| l.quantity == quantity) {
                 latched = Some(o.t_ms);
+                current_a = sim.truth().current_a;
+                state_before.get_or_insert(last_state);
+            }
+            if latched.is_some() {
+                if !o.status.outputs.main {
+                    commanded_open.get_or_insert(o.t_ms);
+                }
+                if !sim.main_closed() {
+                    sim_open.get_or_insert(o.t_ms);
+                }
                 return;
             }
+            last_state = o.status.contactor_state;
             if measured(o.snapshot) {
-                m_since.get_or_insert(o.snapshot.timestamp_ms);
+                if m_since.is_none() {
+                    m_since = Some(o.snapshot.timestamp_ms);
+                    state_before = Some(last_state);
+                }
             } else {
                 m_since = None;
+                state_before = None;
             }
-            if truth(&o.sim.expect("simulated site").truth()) {
+            if truth(&sim.truth()) {
                 t_since.get_or_insert(o.t_ms);
             } else {
                 t_since = None;
@@ -79,10 +102,32 @@ fn run_watch(
         .find(|e| e.kind == EventKind::Latched && e.quantity == Some(quantity))
         .expect("latch recorded");
     assert_eq!(ev.time_ms, latched_ms, "event record time");
+    let cfg = demo_site(|_| {});
+    let state_before = state_before.expect("state seen");
+    assert_eq!(
+        state_before,
+        ContactorState::Closed,
+        "{quantity:?}: the scenario must start with the contactors closed"
+    );
+    // Protection commands open in the tick that latches; the contact
+    // opens within the contactor's open timeout.
+    assert_eq!(
+        commanded_open,
+        Some(latched_ms),
+        "{quantity:?}: main contactor not commanded open in the latching tick"
+    );
+    let sim_open_ms = sim_open.expect("the main contact never opened");
+    assert!(
+        sim_open_ms <= latched_ms + cfg.protection.contactors.open_timeout_ms,
+        "{quantity:?}: contact opened {} ms after the latch",
+        sim_open_ms - latched_ms
+    );
+    assert_ne!(summary.final_contactor_state, ContactorState::Closed);
     Trip {
         measured_since_ms: m_since,
         truth_since_ms: t_since,
         latched_ms,
+        truth_current_at_latch_a: current_a,
         summary,
     }
 }
@@ -349,6 +394,12 @@ fn current_sensor_stuck_at_zero_while_current_flows() {
         |_| false,
         |_| false,
     );
+    // Current was really flowing when the sensor froze at zero.
+    assert!(
+        trip.truth_current_at_latch_a.abs() > 10.0,
+        "true current {} A",
+        trip.truth_current_at_latch_a
+    );
     // The first frozen frame arrives within one IVT period (20 ms).
     let took = trip.latched_ms - at_ms;
     assert!(
@@ -461,7 +512,10 @@ fn plugin_that_traps_on_every_call_falls_back_and_protection_is_unaffected() {
         .find(|p| p.role == bmshost::plugins::Role::Soc)
         .unwrap();
     let msg = soc.last_error.as_deref().unwrap();
-    assert!(msg.contains("trapped") && msg.contains("panicked"), "{msg}");
+    assert!(
+        msg.contains("trapped") && msg.contains("hostile-soc: deliberate panic at t="),
+        "{msg}"
+    );
     assert!(
         matches!(
             soc.state,
@@ -483,4 +537,90 @@ fn plugin_that_hangs_is_cut_off_at_its_deadline() {
         .unwrap();
     let msg = soc.last_error.as_deref().unwrap();
     assert!(msg.contains("CPU deadline"), "{msg}");
+}
+
+/// In real time, with protection on its own thread: the SOC plugin hangs
+/// on every call (cut off at its CPU deadline, then quarantined), the EMS
+/// plugin returns NaN and the balancer asks for every bleeder, while a
+/// cell is overcharged. Protection still latches within the delay plus
+/// the acquisition latency and the time the control thread can lose to
+/// hung calls, and the contacts open.
+#[test]
+fn over_voltage_trips_on_time_in_real_time_while_plugins_hang() {
+    let (limit, delay) = msl("cell_over_voltage_v");
+    let fault_ms = 7_000;
+    let mode = |m: &str| {
+        let mut c = toml::Table::new();
+        c.insert("mode".into(), m.into());
+        c
+    };
+    let cfg = demo_site(|t| {
+        use_plugin(t, "soc", "hostile-soc", mode("hang"));
+        use_plugin(t, "ems", "hostile-ems", mode("nan"));
+        use_plugin(t, "balancer", "hostile-balancer", mode("all"));
+        set_faults(
+            t,
+            vec![fault(
+                "cell_soc",
+                fault_ms as f64 / 1000.0,
+                &[("cell", 37.into()), ("soc_pct", 102.5.into())],
+            )],
+        );
+    });
+    let deadline_ms = cfg
+        .plugins
+        .sandbox_for(bmshost::plugins::Role::Soc)
+        .deadline_ms;
+    let open_timeout_ms = cfg.protection.contactors.open_timeout_ms;
+    let (mut site, _dir) = assemble(cfg);
+    let opts = bmshost::site::RunOptions {
+        speed: bmshost::site::Speed::Factor(1.0),
+        duration_s: Some(8.5),
+        print_status: false,
+        stop: None,
+    };
+    let (mut closed_at_fault, mut opened) = (None, None);
+    let mut ticks = 0u64;
+    let summary = site
+        .run(&opts, |o: Observation<'_>| {
+            ticks += 1;
+            let closed = o.sim.expect("simulated site").main_closed();
+            if o.t_ms >= fault_ms && closed_at_fault.is_none() {
+                closed_at_fault = Some(closed);
+            }
+            if o.t_ms > fault_ms && !closed && opened.is_none() {
+                opened = Some(o.t_ms);
+            }
+        })
+        .unwrap();
+    assert_eq!(closed_at_fault, Some(true), "closed when the fault starts");
+    let soc = summary
+        .plugins
+        .iter()
+        .find(|p| p.role == bmshost::plugins::Role::Soc)
+        .unwrap();
+    let msg = soc.last_error.as_deref().unwrap_or_default();
+    assert!(msg.contains("CPU deadline"), "the SOC plugin hung: {msg}");
+    let latched = summary
+        .protection_events
+        .iter()
+        .find(|e| e.kind == EventKind::Latched && e.quantity == Some(Quantity::CellOverVoltage))
+        .unwrap_or_else(|| panic!("no over-voltage latch: {:#?}", summary.protection_events));
+    assert!(latched.value.is_some_and(|v| v > limit));
+    // The jump is immediate in the truth; the frame carrying it is at most
+    // one BMU period away, and the control thread (which acquires) may be
+    // inside up to three hung calls of one deadline each.
+    let took = latched.time_ms - fault_ms;
+    let bound = delay + BMU_PERIOD_MS + 3 * deadline_ms + 2 * PERIOD_MS;
+    assert!(
+        took >= delay && took <= bound,
+        "latched {took} ms after the fault; bound {delay}..={bound} ms"
+    );
+    let opened = opened.expect("the main contact never opened");
+    assert!(
+        opened <= latched.time_ms + open_timeout_ms + 2 * PERIOD_MS,
+        "contact opened at {opened} ms, latched at {} ms",
+        latched.time_ms
+    );
+    assert!(ticks > 800, "only {ticks} protection periods observed");
 }

@@ -215,21 +215,24 @@ fn demo(root: &Path, extra: &[String]) -> Result<()> {
     // The dev profile optimises dependencies (see Cargo.toml), so the demo
     // reuses the test build instead of compiling wasmtime a second time.
     cmd.current_dir(root).args([
-        "run",
-        "--quiet",
-        "-p",
-        "bmshost",
-        "--bin",
-        "bmsd",
-        "--",
-        "run",
-        "--config",
-        "configs/demo-site.toml",
-        "--speed",
-        "max",
-        "--summary",
-        "target/demo-summary.json",
+        "run", "--quiet", "-p", "bmshost", "--bin", "bmsd", "--", "run",
     ]);
+    // Defaults for what the caller did not set (`cargo xtask demo --speed
+    // 60` must not pass --speed twice).
+    let given = |flag: &str| {
+        extra
+            .iter()
+            .any(|a| a == flag || a.starts_with(&format!("{flag}=")))
+    };
+    for (flag, value) in [
+        ("--config", "configs/demo-site.toml"),
+        ("--speed", "max"),
+        ("--summary", "target/demo-summary.json"),
+    ] {
+        if !given(flag) {
+            cmd.args([flag, value]);
+        }
+    }
     cmd.args(extra);
     run(cmd)
 }

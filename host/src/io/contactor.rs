@@ -104,4 +104,22 @@ mod tests {
         drop(out);
         assert_eq!(wiring.commanded(), RelayOutputs::OPEN);
     }
+
+    /// The owner of a closed output panics: unwinding drops the output,
+    /// which opens every coil.
+    #[test]
+    fn a_panicking_owner_leaves_the_contactors_open() {
+        let (mut out, wiring) = SimulatedContactor::new();
+        out.set(RelayOutputs {
+            precharge: false,
+            main: true,
+        });
+        assert!(wiring.commanded().main);
+        let owner = std::thread::spawn(move || {
+            let _out = out;
+            panic!("a stage failed while the contactors were closed");
+        });
+        assert!(owner.join().is_err());
+        assert_eq!(wiring.commanded(), RelayOutputs::OPEN);
+    }
 }

@@ -63,9 +63,18 @@ pub struct Board {
     time_ms: AtomicU64,
     slots: Mutex<Vec<SlotStatus>>,
     canaries: Mutex<[Option<CanaryReport>; 4]>,
+    /// Install orders the control thread has decided per role (swapped or
+    /// refused), counted after the board shows the outcome.
+    installs_decided: [AtomicU64; 4],
 }
 
 impl Board {
+    /// Install orders for `role` decided so far; the reloader compares it
+    /// with the number it sent to know whether one is still queued.
+    pub fn installs_decided(&self, role: Role) -> u64 {
+        self.installs_decided[role_index(role)].load(Ordering::Acquire)
+    }
+
     pub fn time_ms(&self) -> u64 {
         self.time_ms.load(Ordering::Relaxed)
     }
@@ -255,6 +264,7 @@ impl PluginManager {
     /// Apply queued swaps, rollbacks and disables: call at a cycle boundary.
     pub fn apply_orders(&mut self, now_ms: u64) {
         let mut changed = false;
+        let mut decided = None;
         // One order per cycle bounds the plugin work a boundary can add.
         if let Ok(order) = self.orders_rx.try_recv() {
             changed = true;
@@ -262,6 +272,7 @@ impl PluginManager {
             let (result, reply) = match order {
                 Order::Install(c, reply) => {
                     let role = c.artifact.role;
+                    decided = Some(role);
                     (self.slots.get_mut(role).install(*c, now_ms), reply)
                 }
                 Order::Rollback(role, reply) => (self.slots.get_mut(role).rollback(now_ms), reply),
@@ -276,6 +287,9 @@ impl PluginManager {
         }
         if changed {
             self.board.publish(now_ms, &self.slots);
+        }
+        if let Some(role) = decided {
+            self.board.installs_decided[role_index(role)].fetch_add(1, Ordering::AcqRel);
         }
     }
 

@@ -86,6 +86,7 @@ impl Reloader {
         let mut worker = Worker {
             parts,
             sent: Default::default(),
+            installs_sent: [0; 4],
         };
         let handle = std::thread::Builder::new()
             .name("plugin-reloader".into())
@@ -192,6 +193,8 @@ struct Worker {
     parts: ReloaderParts,
     /// sha256 of the last candidate sent per role.
     sent: [Option<String>; 4],
+    /// Install orders sent per role.
+    installs_sent: [u64; 4],
 }
 
 impl Worker {
@@ -338,11 +341,15 @@ impl Worker {
             Ok(a) => a,
             Err(e) => return refuse(e.to_string(), reply),
         };
-        // Compare with what was last sent, not the board: an order still in
-        // the queue is not on the board yet.
-        let last = self.sent[super::canary::role_index(role)]
-            .clone()
-            .or_else(|| self.parts.board.running_sha256(role));
+        // While an install is queued, compare with what was sent (it is not
+        // on the board yet); once decided, with what runs, so the file can
+        // be re-applied after a refusal or a rollback.
+        let i = super::canary::role_index(role);
+        let queued = self.installs_sent[i] > self.parts.board.installs_decided(role);
+        let last = match (&self.sent[i], queued) {
+            (Some(sha), true) => Some(sha.clone()),
+            _ => self.parts.board.running_sha256(role),
+        };
         if !force && last.as_deref() == Some(artifact.sha256.as_str()) {
             tracing::debug!(%role, "plugin file event with unchanged bytes; nothing to do");
             return;
@@ -362,7 +369,8 @@ impl Worker {
             let why = format!("canary {}", candidate.canary.summary());
             return refuse(why, reply);
         }
-        self.sent[super::canary::role_index(role)] = Some(candidate.artifact.sha256.clone());
+        self.sent[i] = Some(candidate.artifact.sha256.clone());
+        self.installs_sent[i] += 1;
         if self
             .parts
             .orders

@@ -98,6 +98,9 @@ pub struct PluginCtx {
     plugin: String,
     /// Messages logged during the current call.
     logs_this_call: u32,
+    /// The last error-level message of the current call: a panic's text
+    /// (the SDK's panic hook logs it just before the trap).
+    last_error_log: Option<String>,
     /// Messages dropped over the instance's life for exceeding the budget.
     pub logs_dropped: u64,
 }
@@ -120,6 +123,9 @@ impl log::Host for PluginCtx {
             }
             message.truncate(cut);
             message.push_str(" [truncated]");
+        }
+        if level == log::Level::Error {
+            self.last_error_log = Some(message.clone());
         }
         let (role, plugin) = (self.role, self.plugin.as_str());
         match level {
@@ -451,6 +457,7 @@ impl PluginInstance {
                 .build(),
             role,
             logs_this_call: 0,
+            last_error_log: None,
             logs_dropped: 0,
             plugin: path
                 .file_stem()
@@ -526,12 +533,21 @@ impl PluginInstance {
     ) -> Result<R, PluginError> {
         self.store.set_epoch_deadline(deadline_ticks(self.sandbox));
         self.store.data_mut().logs_this_call = 0;
+        self.store.data_mut().last_error_log = None;
         let result = f(&self.bindings, &mut self.store);
-        result.map_err(|e| PluginError::Trap {
-            role: self.role,
-            plugin: self.info.name.clone(),
-            call: name,
-            message: trap_message(&e, self.sandbox),
+        result.map_err(|e| {
+            let mut message = trap_message(&e, self.sandbox);
+            // Name the cause the plugin gave, so an operator reading
+            // `bmsctl plugins` needs no log.
+            if let Some(log) = self.store.data_mut().last_error_log.take() {
+                message.push_str(&format!("; its last error log: {log}"));
+            }
+            PluginError::Trap {
+                role: self.role,
+                plugin: self.info.name.clone(),
+                call: name,
+                message,
+            }
         })
     }
 
@@ -613,7 +629,7 @@ fn trap_message(e: &wasmtime::Error, sandbox: SandboxConfig) -> String {
             format!("exceeded its CPU deadline of {} ms", sandbox.deadline_ms)
         }
         Some(wasmtime::Trap::UnreachableCodeReached) => {
-            "panicked or aborted (wasm `unreachable`); see the plugin's error log above".to_string()
+            "panicked or aborted (wasm `unreachable`)".to_string()
         }
         Some(t) => format!("{t}"),
         // StoreLimits refuses the growth and, with trap-on-grow-failure,

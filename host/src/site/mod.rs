@@ -527,6 +527,7 @@ impl RackSite {
             acc.final_true_soc_spread_pct = spread(&truth.soc_pct);
             acc.true_mean_capacity_ah =
                 truth.capacity_ah.iter().sum::<f64>() / truth.capacity_ah.len().max(1) as f64;
+            acc.true_min_capacity_ah = truth.capacity_ah.iter().copied().fold(f64::NAN, f64::min);
             acc
         });
         let last = self
@@ -762,12 +763,24 @@ fn spread(v: &[f64]) -> f64 {
 
 fn track_soc_error(acc: &mut SimAccuracy, t_s: f64, report: &CycleReport, truth: &SimTruth) {
     if report.pack_soc_pct.is_none() {
+        acc.cycles_without_estimate += 1;
         return;
     }
+    acc.cycles_compared += 1;
+    let cells = truth.soc_pct.len();
+    acc.max_abs_soc_error_pct_per_cell.resize(cells, 0.0);
+    acc.final_abs_soc_error_pct_per_cell.resize(cells, 0.0);
     let mut worst = (0.0f64, 0usize);
-    for (i, (est, tru)) in report.cell_soc_pct.iter().zip(&truth.soc_pct).enumerate() {
-        let e = (*est as f64 - tru).abs();
+    for (i, tru) in truth.soc_pct.iter().enumerate() {
+        // A missing estimate counts as wrong, not as skipped.
+        let e = report
+            .cell_soc_pct
+            .get(i)
+            .map_or(100.0, |est| (*est as f64 - tru).abs());
         let e = if e.is_finite() { e } else { 100.0 };
+        acc.final_abs_soc_error_pct_per_cell[i] = e;
+        let m = &mut acc.max_abs_soc_error_pct_per_cell[i];
+        *m = m.max(e);
         if e > worst.0 {
             worst = (e, i);
         }

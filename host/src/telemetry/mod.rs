@@ -117,11 +117,21 @@ pub struct SimAccuracy {
     pub max_abs_soc_error_time_s: f64,
     /// Largest |estimated − true| cell SOC at the end.
     pub final_abs_soc_error_pct: f64,
+    /// Per cell: largest |estimated − true| SOC over the run, and at the
+    /// end, in percentage points.
+    pub max_abs_soc_error_pct_per_cell: Vec<f64>,
+    pub final_abs_soc_error_pct_per_cell: Vec<f64>,
+    /// Control cycles whose SOC estimate was compared with the truth, and
+    /// cycles that had no estimate to compare (incomplete data).
+    pub cycles_compared: u64,
+    pub cycles_without_estimate: u64,
     /// True cell SOC spread (max − min) at start and end, in percentage points.
     pub initial_true_soc_spread_pct: f64,
     pub final_true_soc_spread_pct: f64,
-    /// Mean true cell capacity, in Ah (what SOH estimates).
+    /// Mean and smallest true cell capacity, in Ah (SOH is the weakest
+    /// cell's capacity over the rating).
     pub true_mean_capacity_ah: f64,
+    pub true_min_capacity_ah: f64,
 }
 
 /// The end-of-run summary (`bmsd run --summary FILE`).

@@ -317,6 +317,8 @@ impl Acquisition {
                         .fold(0u64, |acc, c| acc | (1 << c));
                     (sig, mask as f64)
                 })
+                // A multiplexed bleed message carries its selector too.
+                .chain(layout.mux.map(|(sig, v)| (sig, v as f64)))
                 .collect();
             match msg.encode_frame(&values) {
                 Ok(frame) => out.push(frame),
@@ -544,5 +546,53 @@ mod tests {
                 && e.contains("bmu-demo.dbc"),
             "{e}"
         );
+    }
+
+    /// A BMU that takes every module's bleed mask in one multiplexed
+    /// message (selector = module): each frame carries its selector, and
+    /// the receiving side decodes what was commanded.
+    #[test]
+    fn multiplexed_bleed_commands_carry_their_selector() {
+        let dir = tempfile::tempdir().unwrap();
+        let demo = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../configs");
+        let text = std::fs::read_to_string(demo.join("bmu-demo.dbc")).unwrap();
+        let balance_ids = |l: &str| (1024..=1031).any(|id| l.contains(&format!(" {id} ")));
+        let mut dbc: String = text
+            .lines()
+            .filter(|l| {
+                let balance_message = l.contains("BO_") && balance_ids(l);
+                !(l.contains("BleedMask") || balance_message)
+            })
+            .map(|l| format!("{l}\n"))
+            .collect();
+        let mut muxed = String::from(
+            "BO_ 1024 BMS_Balance: 3 BMS\n SG_ Balance_Module M : 0|8@1+ (1,0) [0|7] \"\" BMU0\n",
+        );
+        for m in 0..8 {
+            muxed += &format!(" SG_ BMU{m}_BleedMask m{m} : 8|16@1+ (1,0) [0|65535] \"\" BMU{m}\n");
+        }
+        let at = dbc.find("BO_ ").unwrap();
+        dbc.insert_str(at, &format!("{muxed}\n"));
+        let path = dir.path().join("muxed-bleed.dbc");
+        std::fs::write(&path, dbc).unwrap();
+        let (cfg, map) = demo_with(|t| {
+            t.replace(
+                "dbc = \"bmu-demo.dbc\"",
+                &format!("dbc = {:?}", path.display().to_string()),
+            )
+        })
+        .unwrap();
+        let acq = Acquisition::new(&cfg, map.clone());
+        let cells = cfg.rack.cell_count();
+        let per = cfg.rack.cells_per_module as usize;
+        let wanted: Vec<bool> = (0..cells).map(|i| i % 5 == 0 || i == cells - 1).collect();
+        let frames = acq.encode_bleed(&wanted);
+        assert_eq!(frames.len(), 8, "one frame per module");
+        let mut seen = vec![false; cells];
+        for (m, f) in frames.iter().enumerate() {
+            assert_eq!(f.data()[0] as usize, m, "selector of frame {m}");
+            Acquisition::decode_bleed(&map, f, per, &mut seen);
+        }
+        assert_eq!(seen, wanted);
     }
 }
