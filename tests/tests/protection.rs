@@ -112,7 +112,10 @@ fn run_watch(
             .protection_events
             .iter()
             .filter(|e| e.kind != EventKind::Cleared)
-            .map(|e| format!("{} {:?} {:?} {:?} {}", e.time_ms, e.kind, e.quantity, e.tier, e.action))
+            .map(|e| format!(
+                "{} {:?} {:?} {:?} {}",
+                e.time_ms, e.kind, e.quantity, e.tier, e.action
+            ))
             .collect::<Vec<_>>()
     );
     // Protection commands open in the tick that latches; the contact
