@@ -115,4 +115,13 @@ fn main() {
         "  control cycles           {} , missed deadlines {}, processing p50 {} us, p99 {} us, max {} us",
         summary.cycles, summary.missed_deadlines, summary.cycle_p50_us, summary.cycle_p99_us, summary.max_cycle_us
     );
+    // The figures are the result; these are the pass conditions.
+    let failed = errors.load(Ordering::Relaxed);
+    if summary.missed_deadlines > 0 || failed > 0 {
+        eprintln!(
+            "modbus load FAILED: {} missed control deadlines, {failed} failed polls",
+            summary.missed_deadlines
+        );
+        std::process::exit(1);
+    }
 }

@@ -92,6 +92,12 @@ fn zero_delay_and_negative_hysteresis_are_rejected() {
             .contains("protection.charge_over_current_a.rsl.hysteresis"),
         "{e}"
     );
+    let e = with("reclose_delay_ms = 5000", "reclose_delay_ms = 0").unwrap_err();
+    assert!(
+        e.to_string()
+            .contains("`protection.contactors.reclose_delay_ms`: must be > 0"),
+        "{e}"
+    );
 }
 
 #[test]

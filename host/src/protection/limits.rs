@@ -481,6 +481,9 @@ impl ProtectionConfig {
         for (f, v) in [
             ("contactors.precharge_timeout_ms", c.precharge_timeout_ms),
             ("contactors.open_timeout_ms", c.open_timeout_ms),
+            // Zero would let a fault that clears at once chatter the
+            // contactors open and closed every period.
+            ("contactors.reclose_delay_ms", c.reclose_delay_ms),
         ] {
             if v == 0 {
                 return Err((f.into(), "must be > 0".into()));

@@ -206,23 +206,40 @@ impl Connection {
         let start = addr
             .checked_sub(img.base)
             .ok_or(ExceptionCode::IllegalDataAddress)?;
-        // Check every register first: a write is all or nothing.
-        for i in 0..values.len() as u16 {
-            let off = start + i;
-            if off != w.ctrl_hb && off != w.alm_rst && off != w.set_op {
-                tracing::warn!(peer = %self.peer, register = img.base + off, "modbus write to a read-only or unknown register");
-                return Err(ExceptionCode::IllegalDataAddress);
-            }
-        }
+        // Check every register and value first, then apply the one write
+        // that can still be refused (AlmRst: protection decides) before
+        // the others: a write is all or nothing.
+        let mut ops = Vec::with_capacity(values.len());
         for (i, v) in values.iter().enumerate() {
-            let off = start + i as u16;
-            if off == w.ctrl_hb {
-                *self.board.ctrl_hb.lock().unwrap_or_else(|e| e.into_inner()) =
-                    Some((*v, Instant::now()));
+            let off = u16::try_from(i)
+                .ok()
+                .and_then(|i| start.checked_add(i))
+                .ok_or(ExceptionCode::IllegalDataAddress)?;
+            let valid = if off == w.ctrl_hb {
+                true
             } else if off == w.alm_rst {
-                self.alarm_reset(*v)?;
+                *v == 1
             } else if off == w.set_op {
-                self.set_op(*v)?;
+                matches!(*v, SET_OP_CONNECT | SET_OP_DISCONNECT)
+            } else {
+                tracing::warn!(peer = %self.peer, register = u32::from(img.base) + u32::from(off), "modbus write to a read-only or unknown register");
+                return Err(ExceptionCode::IllegalDataAddress);
+            };
+            if !valid {
+                tracing::warn!(peer = %self.peer, register = u32::from(img.base) + u32::from(off), value = v, "modbus write of an invalid value");
+                return Err(ExceptionCode::IllegalDataValue);
+            }
+            ops.push((off, *v));
+        }
+        ops.sort_by_key(|(off, _)| *off != w.alm_rst);
+        for (off, v) in ops {
+            if off == w.alm_rst {
+                self.alarm_reset(v)?;
+            } else if off == w.ctrl_hb {
+                *self.board.ctrl_hb.lock().unwrap_or_else(|e| e.into_inner()) =
+                    Some((v, Instant::now()));
+            } else {
+                self.set_op(v)?;
             }
         }
         self.board.stats.writes.fetch_add(1, Ordering::Relaxed);
@@ -381,6 +398,18 @@ mod tests {
             c.write(40011, &[1]),
             Err(ExceptionCode::ServerDeviceFailure)
         );
+        // Several registers: an invalid value anywhere, or a reset that
+        // protection refuses (nothing is latched), writes none of them.
+        assert_eq!(
+            c.write(40010, &[9, 3]),
+            Err(ExceptionCode::IllegalDataValue)
+        );
+        assert_eq!(
+            c.write(40010, &[7, 1, 2]),
+            Err(ExceptionCode::ServerDeviceFailure)
+        );
+        assert_eq!(c.board.ctrl_hb().unwrap().0, 5, "nothing written");
+        assert!(c.racks[0].shared.holds().is_empty(), "no SetOp applied");
         // SetOp: disconnect holds every rack open, connect withdraws it.
         assert_eq!(c.write(40012, &[2]), Ok(()));
         let holds = c.racks[0].shared.holds();
