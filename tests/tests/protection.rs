@@ -44,6 +44,7 @@ fn run_watch(
     truth: impl Fn(&bmshost::sim::SimTruth) -> bool,
 ) -> Trip {
     let cfg = demo_site(edit);
+    let open_timeout_ms = cfg.protection.contactors.open_timeout_ms;
     let (mut site, _dir) = assemble(cfg);
     // Also checked for every scenario: the contactors were closed when the
     // exceedance began (or at the latch, when protection saw none), the
@@ -102,7 +103,6 @@ fn run_watch(
         .find(|e| e.kind == EventKind::Latched && e.quantity == Some(quantity))
         .expect("latch recorded");
     assert_eq!(ev.time_ms, latched_ms, "event record time");
-    let cfg = demo_site(|_| {});
     let state_before = state_before.expect("state seen");
     assert_eq!(
         state_before,
@@ -127,7 +127,7 @@ fn run_watch(
     );
     let sim_open_ms = sim_open.expect("the main contact never opened");
     assert!(
-        sim_open_ms <= latched_ms + cfg.protection.contactors.open_timeout_ms,
+        sim_open_ms <= latched_ms + open_timeout_ms,
         "{quantity:?}: contact opened {} ms after the latch",
         sim_open_ms - latched_ms
     );
