@@ -1,23 +1,41 @@
 #!/usr/bin/env python3
-"""Generate configs/bmu-demo.dbc, the CAN database of the demo rack.
+"""Generate the CAN databases of the simulated racks: configs/bmu-demo.dbc
+(the demo rack) and configs/bmu-416.dbc (a 416-cell rack).
 
-This script is the documentation of the layout; edit it and re-run
-(`python3 configs/gen_bmu_dbc.py`) instead of editing the DBC by hand.
+This script is the documentation of the layout; edit it and re-run instead
+of editing a DBC by hand:
+
+  python3 configs/gen_bmu_dbc.py                 # configs/bmu-demo.dbc
+  python3 configs/gen_bmu_dbc.py --modules 26 --out configs/bmu-416.dbc
+
 Python 3 standard library only. Output is deterministic, LF line endings.
 
-Rack: 8 battery-management units (BMU0..BMU7), 16 cells and 4 temperature
-sensors each, one host (BMS) and one Isabellenhuette IVT-S style shunt (IVT).
+Rack: N battery-management units (BMU0..BMU{N-1}; the demo has N = 8, the
+416-cell rack N = 26), 16 cells and 4 temperature sensors each, one host
+(BMS) and one Isabellenhuette IVT-S style shunt (IVT). Signal names are the
+same for every N, so the `[can.signals]` templates of configs/demo-site.toml
+fit every file.
 
-Layout (all standard 11-bit ids, Intel = little-endian unless noted):
+Layout (all standard 11-bit ids, Intel = little-endian unless noted). The
+temperature and balance id bases depend on the layout (`--layout`, chosen
+from the module count unless given):
+
+  layout   modules  temperature  balance   used by
+  compact  1..16    0x310+m      0x400+m   bmu-demo.dbc (8 modules)
+  wide     1..64    0x340+m      0x420+m   bmu-416.dbc (26 modules)
+
+(compact: 0x300+m would reach 0x310 and 0x400+m would reach the status id
+0x410 at m = 16; wide keeps every range apart up to the 64 modules the
+host accepts: 0x300..0x33F, 0x340..0x37F, 0x410, 0x420..0x45F, 0x521..0x523.)
 
   0x300+m  BMU{m}_CellVoltage  8 B  BMU{m} -> BMS  multiplexed
            BMU{m}_VoltMux      M    0|8  unsigned    group g = 0..3
            BMU{m}_Cell{c:02}_mV m{g} 8/22/36/50|14 unsigned, 1 mV/bit,
                                      cells c = 4g..4g+3, [0|8000] mV
-  0x310+m  BMU{m}_Temperature  8 B  BMU{m} -> BMS
+  T+m      BMU{m}_Temperature  8 B  BMU{m} -> BMS    (T: 0x310 / 0x340)
            BMU{m}_Temp{s}      0/16/32/48|16 SIGNED, 0.1 degC/bit,
                                s = 0..3, [-40|125] degC
-  0x400+m  BMS_Balance{m}      2 B  BMS -> BMU{m}
+  B+m      BMS_Balance{m}      2 B  BMS -> BMU{m}    (B: 0x400 / 0x420)
            BMU{m}_BleedMask    0|16 unsigned, bit c = cell c bleeds
   0x410    BMS_Status          1 B  BMS -> all BMUs
            BMS_Alive           0|8  unsigned alive counter, wraps at 255
@@ -34,8 +52,14 @@ frames 100. The host supervises each inbound message against its period.
 
 Motorola start bits are the MSB in DBC sawtooth numbering: bit 23 is the
 most significant bit of byte 2, so a 32-bit value there fills bytes 2..5.
+
+Bus load at 500 kbit/s (standard frames, worst-case bit stuffing, every
+frame above at its period): the demo rack puts 64 frames on the bus per
+100 ms (~16 %), the 416-cell rack 172 (~44 %). Give every 416-cell rack a
+bus of its own; two on one bus (with an id offset) would need ~87 %.
 """
 
+import argparse
 from pathlib import Path
 
 MODULES = 8
@@ -44,12 +68,16 @@ CELLS_PER_GROUP = 4
 TEMPS_PER_MODULE = 4
 
 CELL_VOLTAGE_BASE = 0x300
-TEMPERATURE_BASE = 0x310
-BALANCE_BASE = 0x400
 STATUS_ID = 0x410
 IVT_CURRENT_ID = 0x521
 IVT_VOLTAGE_ID = 0x522
 IVT_LINK_VOLTAGE_ID = 0x523
+
+# layout -> (most modules, temperature base, balance base)
+LAYOUTS = {
+    "compact": (16, 0x310, 0x400),
+    "wide": (64, 0x340, 0x420),
+}
 
 BMU_PERIOD_MS = 100
 IVT_PERIOD_MS = 20
@@ -92,10 +120,23 @@ def message(msg_id, name, size, transmitter, signals):
     return [f"BO_ {msg_id} {name}: {size} {transmitter}", *signals, ""]
 
 
-def build():
-    bmus = [f"BMU{m}" for m in range(MODULES)]
+def default_layout(modules):
+    return "compact" if modules <= LAYOUTS["compact"][0] else "wide"
+
+
+def build(modules=MODULES, layout=None, version="bmu-demo"):
+    layout = layout or default_layout(modules)
+    max_modules, temperature_base, balance_base = LAYOUTS[layout]
+    if not 1 <= modules <= max_modules:
+        raise ValueError(
+            f"layout {layout} holds 1..{max_modules} modules, got {modules}")
+    if version == "bmu-demo":
+        description = "Demo rack"
+    else:
+        description = f"{modules * CELLS_PER_MODULE}-cell rack"
+    bmus = [f"BMU{m}" for m in range(modules)]
     lines = [
-        'VERSION "bmu-demo 1"',
+        f'VERSION "{version} 1"',
         "",
         "NS_ :",
         *(f"\t{s}" for s in NEW_SYMBOLS),
@@ -106,7 +147,8 @@ def build():
         "",
     ]
     comments = [
-        'CM_ "Demo rack: 8 BMUs x 16 cells x 4 temperature sensors, one '
+        f'CM_ "{description}: {modules} BMUs x {CELLS_PER_MODULE} cells x '
+        f'{TEMPS_PER_MODULE} temperature sensors, one '
         'IVT-S style current sensor. Generated by configs/gen_bmu_dbc.py; '
         'do not edit by hand.";',
         'CM_ BU_ BMS "Battery-management host (bmshost).";',
@@ -114,7 +156,7 @@ def build():
         'big-endian values.";',
     ]
 
-    for m in range(MODULES):
+    for m in range(modules):
         bmu = f"BMU{m}"
         groups = CELLS_PER_MODULE // CELLS_PER_GROUP
         sigs = [signal(f"{bmu}_VoltMux", 0, 8, True, False, 1, 0, 0,
@@ -131,22 +173,22 @@ def build():
             f'CM_ BO_ {msg_id} "Cell voltages of {bmu}; {bmu}_VoltMux = g '
             f'carries cells 4g..4g+3.";')
 
-    for m in range(MODULES):
+    for m in range(modules):
         bmu = f"BMU{m}"
         sigs = [
             signal(f"{bmu}_Temp{s}", start, 16, True, True, 0.1, 0, -40, 125,
                    "degC", ["BMS"])
             for s, start in enumerate(TEMP_START_BITS)
         ]
-        msg_id = TEMPERATURE_BASE + m
+        msg_id = temperature_base + m
         lines += message(msg_id, f"{bmu}_Temperature", 8, bmu, sigs)
         comments.append(
             f'CM_ BO_ {msg_id} "Module temperatures of {bmu}, 0.1 degC '
             f'per bit.";')
 
-    for m in range(MODULES):
+    for m in range(modules):
         bmu = f"BMU{m}"
-        msg_id = BALANCE_BASE + m
+        msg_id = balance_base + m
         lines += message(msg_id, f"BMS_Balance{m}", 2, "BMS", [
             signal(f"{bmu}_BleedMask", 0, 16, True, False, 1, 0, 0, 65535,
                    "", [bmu]),
@@ -157,7 +199,7 @@ def build():
 
     lines += message(STATUS_ID, "BMS_Status", 1, "BMS", [
         signal("BMS_Alive", 0, 8, True, False, 1, 0, 0, 255, "",
-               [f"BMU{m}" for m in range(MODULES)]),
+               bmus),
     ])
     comments.append(
         f'CM_ SG_ {STATUS_ID} BMS_Alive "Host alive counter: BMUs stop '
@@ -187,13 +229,16 @@ def build():
 
     lines += comments
     periods = (
-        [(CELL_VOLTAGE_BASE + m, BMU_PERIOD_MS) for m in range(MODULES)]
-        + [(TEMPERATURE_BASE + m, BMU_PERIOD_MS) for m in range(MODULES)]
-        + [(BALANCE_BASE + m, HOST_PERIOD_MS) for m in range(MODULES)]
+        [(CELL_VOLTAGE_BASE + m, BMU_PERIOD_MS) for m in range(modules)]
+        + [(temperature_base + m, BMU_PERIOD_MS) for m in range(modules)]
+        + [(balance_base + m, HOST_PERIOD_MS) for m in range(modules)]
         + [(STATUS_ID, HOST_PERIOD_MS)]
         + [(i, IVT_PERIOD_MS) for i in (IVT_CURRENT_ID, IVT_VOLTAGE_ID,
                                           IVT_LINK_VOLTAGE_ID)]
     )
+    ids = [i for i, _ in periods]
+    if len(set(ids)) != len(ids) or max(ids) > 0x7FF:
+        raise AssertionError(f"message ids collide or exceed 11 bits: {ids}")
     lines += [
         'BA_DEF_ BO_ "GenMsgCycleTime" INT 0 65535;',
         'BA_DEF_DEF_ "GenMsgCycleTime" 0;',
@@ -202,10 +247,29 @@ def build():
     return "\n".join(lines) + "\n"
 
 
-def main():
-    out = Path(__file__).resolve().parent / "bmu-demo.dbc"
-    out.write_text(build(), encoding="ascii", newline="\n")
-    print(f"wrote {out}")
+def main(argv=None):
+    here = Path(__file__).resolve().parent
+    ap = argparse.ArgumentParser(
+        description="Generate a BMU rack DBC (see the module docstring for "
+        "the layout).")
+    ap.add_argument("--modules", type=int, default=MODULES,
+                    help=f"number of BMUs of {CELLS_PER_MODULE} cells "
+                    f"(default {MODULES}, the demo rack)")
+    ap.add_argument("--layout", choices=sorted(LAYOUTS),
+                    help="id layout (default: compact up to 16 modules, "
+                    "wide above)")
+    ap.add_argument("--out", type=Path, default=here / "bmu-demo.dbc",
+                    help="output file (default configs/bmu-demo.dbc)")
+    ap.add_argument("--version-name",
+                    help="DBC VERSION name (default: the output file's stem)")
+    args = ap.parse_args(argv)
+    out = args.out
+    try:
+        text = build(args.modules, args.layout, args.version_name or out.stem)
+    except ValueError as e:
+        ap.error(str(e))
+    out.write_text(text, encoding="ascii", newline="\n")
+    print(f"wrote {out.resolve()}")
 
 
 if __name__ == "__main__":

@@ -22,6 +22,7 @@ use bmshost::config::SiteConfig;
 use bmshost::io::can::acquire::Acquisition;
 use bmshost::io::can::bus::{CanPort, VirtualBus};
 use bmshost::io::can::dbc::Dbc;
+use bmshost::io::can::frontend::CanFrontEnd;
 use bmshost::io::can::mapping::RackMap;
 use bmshost::io::contactor::SimulatedContactor;
 use bmshost::plugins::{convert, PluginEngine, PluginInstance, Role};
@@ -48,7 +49,7 @@ fn bench(c: &mut Criterion) {
     // One second of traffic: every frame type several times.
     sim.advance_to(1000);
     let mut frames = Vec::new();
-    rx.drain(&mut frames);
+    rx.drain_stamped(&mut frames);
     let per_100ms = frames.len() / 10;
     let window: Vec<_> = frames[..per_100ms].to_vec();
     acq.ingest(&frames, 1000);
@@ -177,30 +178,34 @@ fn trip_trial(cfg: &SiteConfig, map: &Arc<RackMap>, fault_s: f64) -> (u64, Durat
     let (contactor, wiring) = SimulatedContactor::new();
     let mut sim =
         Simulator::new(&cfg, map.clone(), Box::new(bus.endpoint()), wiring.clone()).unwrap();
-    let rx = bus.endpoint();
-    let mut acq = Acquisition::new(&cfg, map.clone());
+    let acq = Acquisition::new(&cfg, map.clone());
     let period = cfg.protection.period_ms;
     let limit_v = cfg.protection.cell_over_voltage_v.msl.unwrap().limit;
     let shared = Shared::new(acq.snapshot(0, false));
+    let front_end = CanFrontEnd::new(acq, Box::new(bus.endpoint()), None, 1.5);
     let protection = Protection::new(cfg.protection.clone(), 500, EventLog::memory());
-    let mut task = ProtectionTask::new(protection, Box::new(contactor), shared.clone());
-    let mut frames = Vec::new();
+    let mut task = ProtectionTask::new(
+        protection,
+        Box::new(contactor),
+        Box::new(front_end),
+        shared.clone(),
+    );
     let mut arrived = None;
     let mut t = 0;
     loop {
         t += period;
         assert!(t < 60_000, "no trip within 60 s");
         sim.advance_to(t);
-        frames.clear();
-        rx.drain(&mut frames);
+        // Drain, decode, freeze, protect, drive: one protection period.
         let start = Instant::now();
-        acq.ingest(&frames, t);
-        let snap = acq.snapshot(t, shared.status().closed());
-        let beyond = snap.cell_voltage_v.iter().any(|v| *v > limit_v);
-        shared.publish_snapshot(snap);
         task.tick(t);
         let opened = !wiring.commanded().main;
         let spent = start.elapsed();
+        let beyond = shared
+            .snapshot()
+            .cell_voltage_v
+            .iter()
+            .any(|v| *v > limit_v);
         if beyond && arrived.is_none() {
             assert!(!opened, "contactors must be closed when the fault starts");
             arrived = Some(t);

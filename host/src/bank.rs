@@ -17,7 +17,7 @@ use serde::{Deserialize, Serialize};
 use crate::config::SiteConfig;
 use crate::io::modbus::pcs::LimitSource;
 use crate::protection::limits::Curve;
-use crate::protection::task::Shared;
+use crate::protection::task::{Liveness, Shared};
 use crate::protection::{AllowedCurrent, HoldKind, HoldSource, Status};
 
 /// `[bank]`: the racks of a group and how they are combined.
@@ -120,7 +120,8 @@ impl BankConfig {
             }
         }
         self.imbalance_derating
-            .validate("imbalance_derating", Some(false))?;
+            .check("imbalance_derating", Some(false))
+            .map_err(|e| (e.field().to_string(), e.message().to_string()))?;
         if let Some(p) = self
             .imbalance_derating
             .0
@@ -145,6 +146,7 @@ impl BankConfig {
         cfg.can.id_offset = site.can.id_offset + r.id_offset;
         if let Some(c) = r.capacity_ah {
             cfg.rack.capacity_ah = c;
+            cfg.protection.soc.capacity_ah = c;
         }
         if let Some(sim) = &mut cfg.sim {
             sim.seed = sim.seed.wrapping_add(i as u64);
@@ -178,12 +180,19 @@ pub fn rack_capacities(cfg: &SiteConfig) -> Vec<f32> {
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct RackInput {
     pub capacity_ah: f32,
+    /// The SOC plugin's estimate: what the bank reports, %.
     pub soc_pct: Option<f32>,
+    /// Protection's own SOC (mean cell): what the imbalance derating is
+    /// judged on, so a plugin cannot relax it, %.
+    pub protection_soc_pct: Option<f32>,
     pub soh_pct: Option<f32>,
     /// Contactors closed.
     pub connected: bool,
     /// Protection's allowed current (zero unless connected).
     pub allowed: AllowedCurrent,
+    /// The rack's protection ticked recently. A rack whose protection
+    /// stopped counts as faulted and disconnected, whatever it last said.
+    pub protection_alive: bool,
 }
 
 /// The bank as one battery.
@@ -202,6 +211,9 @@ pub struct BankState {
     pub soc_spread_pct: f32,
     /// Applied to the summed limits (1 = no derating).
     pub imbalance_factor: f32,
+    /// Racks whose protection stopped ticking (indices): while any has,
+    /// the bank allows nothing.
+    pub protection_dead: Vec<usize>,
     /// Σ connected racks' allowed current × `imbalance_factor`, A.
     pub allowed: AllowedCurrent,
 }
@@ -209,7 +221,13 @@ pub struct BankState {
 /// Combine the racks. `imbalance` is `None` for a single-rack site (no
 /// derating).
 pub fn aggregate(imbalance: Option<&Curve>, racks: &[RackInput]) -> BankState {
-    let connected: Vec<&RackInput> = racks.iter().filter(|r| r.connected).collect();
+    let dead: Vec<usize> = (0..racks.len())
+        .filter(|&i| !racks[i].protection_alive)
+        .collect();
+    let connected: Vec<&RackInput> = racks
+        .iter()
+        .filter(|r| r.connected && r.protection_alive)
+        .collect();
     let pool: Vec<&RackInput> = if connected.is_empty() {
         racks.iter().collect()
     } else {
@@ -224,7 +242,7 @@ pub fn aggregate(imbalance: Option<&Curve>, racks: &[RackInput]) -> BankState {
     };
     let socs: Vec<f32> = connected
         .iter()
-        .filter_map(|r| r.soc_pct.filter(|s| s.is_finite()))
+        .filter_map(|r| r.protection_soc_pct.filter(|s| s.is_finite()))
         .collect();
     let spread = match (
         socs.iter().copied().reduce(f32::max),
@@ -233,7 +251,13 @@ pub fn aggregate(imbalance: Option<&Curve>, racks: &[RackInput]) -> BankState {
         (Some(hi), Some(lo)) => hi - lo,
         _ => 0.0,
     };
-    let factor = imbalance.map_or(1.0, |c| c.eval(spread).clamp(0.0, 1.0));
+    // A dead protection thread leaves the host in an undefined state:
+    // nothing is allowed until it is back (its rack's watchdog opens it).
+    let factor = if dead.is_empty() {
+        imbalance.map_or(1.0, |c| c.eval(spread).clamp(0.0, 1.0))
+    } else {
+        0.0
+    };
     let sum = |f: fn(&AllowedCurrent) -> f32| {
         connected
             .iter()
@@ -250,6 +274,7 @@ pub fn aggregate(imbalance: Option<&Curve>, racks: &[RackInput]) -> BankState {
         connected_capacity_ah: connected.iter().fold(0.0, |s, r| s + r.capacity_ah),
         soc_spread_pct: spread,
         imbalance_factor: factor,
+        protection_dead: dead,
         allowed: AllowedCurrent {
             charge_a: sum(|a| a.charge_a) * factor,
             discharge_a: sum(|a| a.discharge_a) * factor,
@@ -257,12 +282,14 @@ pub fn aggregate(imbalance: Option<&Curve>, racks: &[RackInput]) -> BankState {
     }
 }
 
-/// One rack as the bank sees it: its name, rating and protection exchange.
+/// One rack as the bank sees it: its name, rating, protection exchange and
+/// protection's liveness.
 #[derive(Clone)]
 pub struct RackHandle {
     pub name: String,
     pub capacity_ah: f32,
     pub shared: Arc<Shared>,
+    pub liveness: Liveness,
 }
 
 /// The live bank: aggregation on demand from the racks' latest published
@@ -286,10 +313,17 @@ impl Bank {
         RackInput {
             capacity_ah: r.capacity_ah,
             soc_pct: r.shared.pack_soc(),
+            protection_soc_pct: status.soc.native_mean_pct,
             soh_pct,
             connected: status.closed(),
             allowed: status.allowed,
+            protection_alive: r.liveness.alive(),
         }
+    }
+
+    /// Whether every rack's protection is ticking.
+    pub fn protection_alive(&self) -> bool {
+        self.racks.iter().all(|r| r.liveness.alive())
     }
 
     /// The bank now. `soh_pct` per rack comes from the control cycle
@@ -343,6 +377,9 @@ impl LimitSource for Bank {
     fn allowed(&self) -> AllowedCurrent {
         self.state(&[]).allowed
     }
+    fn protection_alive(&self) -> bool {
+        Bank::protection_alive(self)
+    }
 }
 
 #[cfg(test)]
@@ -354,8 +391,10 @@ mod tests {
         RackInput {
             capacity_ah: cap,
             soc_pct: Some(soc),
+            protection_soc_pct: Some(soc),
             soh_pct: Some(100.0),
             connected,
+            protection_alive: true,
             allowed: if connected {
                 AllowedCurrent {
                     charge_a,
@@ -417,6 +456,32 @@ mod tests {
         );
         assert!((s.imbalance_factor - 0.75).abs() < 1e-5);
         assert!((s.allowed.charge_a - 150.0).abs() < 1e-3);
+    }
+
+    #[test]
+    fn plugins_that_hide_an_imbalance_do_not_relax_the_derating() {
+        // The plugins say both racks are at 53 %; protection counts 50 and 56.
+        let mut a = rack(280.0, 53.0, true, 100.0);
+        let mut b = rack(280.0, 53.0, true, 100.0);
+        a.protection_soc_pct = Some(50.0);
+        b.protection_soc_pct = Some(56.0);
+        let s = aggregate(Some(&default_imbalance()), &[a, b]);
+        assert_eq!(s.soc_pct, Some(53.0), "the bank still reports the estimate");
+        assert!((s.soc_spread_pct - 6.0).abs() < 1e-5);
+        assert!((s.imbalance_factor - 0.75).abs() < 1e-5);
+    }
+
+    #[test]
+    fn a_rack_whose_protection_stopped_is_faulted_and_the_bank_allows_nothing() {
+        let mut dead = rack(280.0, 50.0, true, 100.0);
+        dead.protection_alive = false;
+        let s = aggregate(
+            Some(&default_imbalance()),
+            &[rack(280.0, 50.0, true, 100.0), dead],
+        );
+        assert_eq!(s.protection_dead, vec![1]);
+        assert_eq!(s.connected, 1, "a dead rack is not counted as connected");
+        assert_eq!(s.allowed, AllowedCurrent::ZERO);
     }
 
     proptest! {

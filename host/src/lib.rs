@@ -7,6 +7,7 @@
 
 pub mod api;
 pub mod bank;
+pub mod clock;
 pub mod config;
 pub mod control;
 pub mod io;

@@ -88,6 +88,12 @@ fn check_rejects_a_bad_config_naming_the_field() {
         .replace("cells_per_module = 16", "cells_per_module = 0");
     let bad = dir.join("bad-site.toml");
     std::fs::write(&bad, text).unwrap();
+    // The site's own includes come along; the error must be the rack's.
+    std::fs::copy(
+        root().join("configs/ocv-lfp.toml"),
+        dir.join("ocv-lfp.toml"),
+    )
+    .unwrap();
     let out = Command::new(env!("CARGO_BIN_EXE_bmsd"))
         .args(["check", "--config"])
         .arg(&bad)

@@ -6,6 +6,14 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+/// Held by each test: two paced daemons (one at 10x speed) on a 2-core
+/// machine starve each other's simulated BMUs and protection threads, and
+/// 10x speed turns the 300 ms message deadline into 30 ms of wall time.
+fn one_daemon() -> std::sync::MutexGuard<'static, ()> {
+    static LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    LOCK.lock().unwrap_or_else(|e| e.into_inner())
+}
+
 fn root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
 }
@@ -128,6 +136,7 @@ fn status(site: &Path) -> serde_json::Value {
 
 #[test]
 fn reset_needs_the_credential_and_a_cleared_condition_and_the_record_survives_kill_9() {
+    let _one = one_daemon();
     let dir = tempfile::tempdir().unwrap();
     let site = site_file(dir.path());
     let daemon = Daemon::start(&site, "1", "60s");
@@ -228,6 +237,7 @@ fn saved_soc(path: &Path) -> Option<f64> {
 
 #[test]
 fn operator_swaps_and_rolls_back_plugins_and_a_killed_daemon_keeps_its_soc() {
+    let _one = one_daemon();
     let dir = tempfile::tempdir().unwrap();
     let plugin = |n: &str| root().join(format!("target/plugins/{n}.wasm"));
     let site = site_file_with(dir.path(), false, |t| {
@@ -247,6 +257,18 @@ fn operator_swaps_and_rolls_back_plugins_and_a_killed_daemon_keeps_its_soc() {
             "profile".into(),
             toml::Value::Array(vec![step(10.0, 0.0), step(3600.0, 280.0)]),
         );
+        // At 10x speed the demo's 50 ms watchdog relay and 200-300 ms
+        // message deadlines are 5 ms and 20-30 ms of wall time: start-up
+        // compiles and a loaded 2-core machine take that from a thread.
+        // This test is about operating plugins; watchdog.rs and
+        // protection.rs test those timeouts at real time.
+        let p = t["protection"].as_table_mut().unwrap();
+        p.insert("watchdog_periods".into(), 50.into());
+        p.insert("supervision_periods".into(), 50.into());
+        let can = t["can"].as_table_mut().unwrap();
+        can.insert("module_timeout_ms".into(), 3000.into());
+        can.insert("current_timeout_ms".into(), 2000.into());
+        can.insert("stale_after_periods".into(), 20.into());
     });
     let edit = |f: &dyn Fn(&mut toml::Table)| {
         let mut t: toml::Table = toml::from_str(&std::fs::read_to_string(&site).unwrap()).unwrap();

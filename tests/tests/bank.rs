@@ -76,6 +76,7 @@ fn run(
                 if let Some(c) = o.cycle {
                     racks.borrow_mut()[i] = Some(RackAt {
                         soc_pct: c.pack_soc_pct,
+                        protection_soc_pct: o.status.soc.native_mean_pct,
                         allowed_charge_a: o.status.allowed.charge_a,
                         state: o.status.contactor_state,
                         latched: !o.status.latched.is_empty(),
@@ -101,7 +102,10 @@ fn run(
 
 #[derive(Debug, Clone)]
 struct RackAt {
+    /// The SOC plugin's estimate (what the bank reports).
     soc_pct: Option<f32>,
+    /// Protection's own SOC (what the imbalance derating is judged on).
+    protection_soc_pct: Option<f32>,
     allowed_charge_a: f32,
     state: ContactorState,
     latched: bool,
@@ -132,7 +136,10 @@ fn check_aggregation(s: &Snapshot) {
         (s.bank.soc_pct.unwrap() - soc).abs() < 0.05,
         "{soc} vs {s:?}"
     );
-    let socs: Vec<f32> = on.iter().map(|&i| s.racks[i].soc_pct.unwrap()).collect();
+    let socs: Vec<f32> = on
+        .iter()
+        .map(|&i| s.racks[i].protection_soc_pct.unwrap())
+        .collect();
     let spread = socs.iter().cloned().fold(f32::MIN, f32::max)
         - socs.iter().cloned().fold(f32::MAX, f32::min);
     // The shipped curve: 1.0 up to 2 pp, 0.5 at 10 pp, 0 at 20 pp.

@@ -16,7 +16,11 @@ use bmshost::io::can::dbc::{Dbc, MuxRole};
 use bmshost::io::can::CanId;
 use rand::{Rng, SeedableRng};
 
-const DBCS: [&str; 2] = ["tests/fixtures/foreign-bmu.dbc", "configs/bmu-demo.dbc"];
+const DBCS: [&str; 3] = [
+    "tests/fixtures/foreign-bmu.dbc",
+    "configs/bmu-demo.dbc",
+    "configs/bmu-416.dbc",
+];
 
 fn script() -> PathBuf {
     workspace_root().join("tests/py/cantools_xcheck.py")

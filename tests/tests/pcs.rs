@@ -63,6 +63,11 @@ fn pcs_section(t: &mut toml::Table, port: u16) {
     p.insert("max_discharge_current".into(), reg(101, 0.1));
     p.insert("heartbeat".into(), reg(102, 1.0));
     t.insert("pcs".into(), toml::Value::Table(p));
+    // At 5x speed the demo's 5-period watchdog is 10 ms of wall time, which
+    // a loaded test machine (the Python poller starts a process every
+    // 100 ms) can take from the protection thread; this test is about the
+    // PCS link, not the watchdog relay (tests/tests/watchdog.rs is).
+    bms_e2e::section(t, &["protection"]).insert("watchdog_periods".into(), 25.into());
 }
 
 #[test]

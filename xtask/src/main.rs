@@ -5,12 +5,15 @@
 //!   `target/plugins/<name>.wasm`.
 //! - `demo`: build-plugins, then run the demo site at high speed.
 //! - `test`: build-plugins, then run every test in the workspace.
+//! - `bench-jitter`: build-plugins, then measure the protection thread's
+//!   period jitter on the 10-rack bank (see [`jitter`]).
 //!
 //! The wasm toolchain is chosen automatically: a rustup toolchain with the
 //! `wasm32-unknown-unknown` target if installed, else Debian's `rustc-web`
 //! toolchain building std from source. `BMS_WASM_TOOLCHAIN=rustup|debian`
 //! forces one.
 
+mod jitter;
 mod toolchain;
 
 use std::path::{Path, PathBuf};
@@ -37,13 +40,18 @@ fn main() -> Result<()> {
             build_plugins(&root)?;
             test(&root, &args[1..])
         }
+        Some("bench-jitter") => {
+            build_plugins(&root)?;
+            jitter::bench(&root, &args[1..])
+        }
         _ => {
             eprintln!(
                 "usage: cargo xtask <command>\n\n\
                  commands:\n  \
                  build-plugins   build plugins/* into components in target/plugins/\n  \
                  demo [ARGS]     build plugins and run configs/demo-site.toml at high speed\n  \
-                 test [ARGS]     build plugins and run every workspace test (ARGS go to cargo test)"
+                 test [ARGS]     build plugins and run every workspace test (ARGS go to cargo test)\n  \
+                 bench-jitter    protection period jitter on the 10-rack bank [--seconds N] [--spin-iterations N]"
             );
             std::process::exit(2);
         }

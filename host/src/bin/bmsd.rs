@@ -250,6 +250,12 @@ fn print_summary(s: &bmshost::telemetry::Summary) {
         s.max_cycle_us,
         s.missed_deadlines
     );
+    if let Some(j) = &s.protection_jitter {
+        println!(
+            "protection period jitter over {} ticks: p50 {} us, p99 {} us, p99.9 {} us, max {} us; largest frame arrival -> tick {} ms",
+            j.ticks, j.p50_us, j.p99_us, j.p999_us, j.max_us, s.acquisition.max_rx_to_decode_ms
+        );
+    }
     let pct = |v: Option<f32>| v.map_or("--".into(), |v| format!("{v:.1}%"));
     println!(
         "pack SOC {}  SOH {}",

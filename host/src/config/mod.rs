@@ -433,19 +433,25 @@ impl SiteConfig {
 
     /// Parse `text` as if read from `path` (which anchors relative paths).
     pub fn parse(text: &str, path: &Path) -> Result<Self, ConfigError> {
-        let merged;
-        let text = if text.contains("extends") {
-            let table = with_extends(text, path, 0)?;
-            merged = toml::to_string(&table).map_err(|e| ConfigError::Parse {
-                path: path.to_owned(),
-                field: "extends".into(),
-                message: e.to_string(),
-            })?;
-            merged.as_str()
-        } else {
-            text
-        };
-        let de = toml::Deserializer::new(text);
+        let base_dir = path
+            .parent()
+            .map(Path::to_path_buf)
+            .unwrap_or_else(|| PathBuf::from("."));
+        let mut table = with_extends(text, path, 0)?;
+        // Protection's OCV table may be an include, like a plugin's.
+        if let Some(soc) = table
+            .get_mut("protection")
+            .and_then(|p| p.as_table_mut())
+            .and_then(|p| p.get_mut("soc"))
+        {
+            resolve_includes(soc, &base_dir, path, "protection.soc")?;
+        }
+        let merged = toml::to_string(&table).map_err(|e| ConfigError::Parse {
+            path: path.to_owned(),
+            field: String::new(),
+            message: e.to_string(),
+        })?;
+        let de = toml::Deserializer::new(&merged);
         let mut cfg: SiteConfig = serde_path_to_error::deserialize(de).map_err(|e| {
             let field = e.path().to_string();
             let inner = e.into_inner();
@@ -455,11 +461,9 @@ impl SiteConfig {
                 message: inner.message().trim().to_string(),
             }
         })?;
-        cfg.base_dir = path
-            .parent()
-            .map(Path::to_path_buf)
-            .unwrap_or_else(|| PathBuf::from("."));
+        cfg.base_dir = base_dir;
         cfg.source = path.to_owned();
+        cfg.protection.soc.capacity_ah = cfg.rack.capacity_ah;
         cfg.validate()?;
         for role in Role::ALL {
             let base = cfg.base_dir.clone();
@@ -567,7 +571,7 @@ impl SiteConfig {
         }
         self.protection
             .validate()
-            .map_err(|(field, msg)| self.invalid(&format!("protection.{field}"), msg))?;
+            .map_err(|e| self.invalid(&format!("protection.{}", e.field()), e.message()))?;
         let h = &self.operator.reset_credential_sha256;
         if h.len() != 64 || !h.bytes().all(|b| b.is_ascii_hexdigit()) {
             return Err(self.invalid(

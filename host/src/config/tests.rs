@@ -256,6 +256,27 @@ fn shipped_site_examples_extend_the_demo_and_are_valid() {
     );
 }
 
+#[test]
+fn the_416_cell_rack_and_the_10_rack_bank_load_and_map_onto_their_dbc() {
+    let one = SiteConfig::load(&configs("site-416.toml")).unwrap();
+    assert_eq!(one.rack.cell_count(), 416);
+    let ten = SiteConfig::load(&configs("site-10rack.toml")).unwrap();
+    let bank = ten.bank.as_ref().unwrap();
+    assert_eq!(bank.racks.len(), 10);
+    assert_eq!(crate::bank::rack_capacities(&ten), [280.0; 10]);
+    let cells: u32 = (0..10)
+        .map(|i| bank.rack_config(&ten, i).rack.cell_count() as u32)
+        .sum();
+    assert_eq!(cells, 4160);
+    // Every signal the templates name exists in the generated DBC.
+    for cfg in [one, bank.rack_config(&ten, 9)] {
+        let dbc = crate::site::load_dbc(&cfg).unwrap();
+        let map = crate::io::can::mapping::RackMap::resolve(&cfg, std::sync::Arc::new(dbc))
+            .unwrap_or_else(|e| panic!("{}: {e}", cfg.site.name));
+        assert_eq!(map.cells, 416);
+    }
+}
+
 /// A bank config with `body` as its `[bank]` section.
 fn bank(body: &str) -> Result<SiteConfig, ConfigError> {
     let text = format!("extends = \"demo-site.toml\"\n[bank]\n{body}");

@@ -1,22 +1,21 @@
-//! The control cycle: acquire → (protect) → estimate → decide → clamp → report.
+//! The control cycle: estimate → decide → clamp → report, on a copy of the
+//! snapshot protection judged last.
 //!
-//! Owns: acquisition scheduling (every protection period, so protection
-//! always sees fresh data), the plugin stages every control cycle, and the
-//! hand-off between them. Protection itself runs in
+//! Owns: the plugin stages every control cycle and the hand-off between
+//! them. Acquisition and protection run in
 //! [`ProtectionTask`](crate::protection::task::ProtectionTask), on its own
-//! thread or lock-stepped before each cycle; this module only reads its
-//! published [`Status`] and never blocks it. Every plugin output passes
-//! through the protection [`Clamp`] before it is encoded into frames.
+//! thread or lock-stepped before each cycle; this module only reads what it
+//! published in [`Shared`] (without a lock) and never blocks it. Every
+//! plugin output passes through the protection [`Clamp`]; the clamped
+//! bleed command goes back through [`Shared`] for the protection thread to
+//! send.
 //!
-//! May not touch: frame encoding details (io), limit logic and contactors
+//! May not touch: frames and buses (io), limit logic and contactors
 //! (protection), wasm (plugins). It only wires them together.
 
 use serde::Serialize;
 
 use crate::config::SiteConfig;
-use crate::io::can::acquire::Acquisition;
-use crate::io::can::bus::CanPort;
-use crate::io::can::CanFrame;
 use crate::plugins::bindings::types as w;
 use crate::plugins::canary::{HistoryEntry, Outputs};
 use crate::plugins::fallback::{SocFallback, SohFallback};
@@ -45,81 +44,29 @@ pub struct CycleReport {
 
 /// The rack's controller.
 pub struct Controller {
-    acquisition: Acquisition,
-    port: Box<dyn CanPort>,
     shared: std::sync::Arc<Shared>,
     pub clamp: Clamp,
     pub plugins: PluginManager,
     soc_fallback: SocFallback,
     soh_fallback: SohFallback,
-    rx: Vec<CanFrame>,
     /// Operating cell-voltage window shown to plugins (the MOL limits).
     cell_window_v: (f32, f32),
-    /// Bleed switches commanded last cycle, and the resistor they close.
-    last_bleed: Vec<bool>,
-    bleed_resistance_ohm: f32,
     pub cycles: u64,
     pub last: Option<CycleReport>,
-    /// `can.heartbeat`: period, next due time and count sent.
-    heartbeat: Option<(u64, u64, u64)>,
 }
 
 impl Controller {
-    pub fn new(
-        cfg: &SiteConfig,
-        acquisition: Acquisition,
-        port: Box<dyn CanPort>,
-        shared: std::sync::Arc<Shared>,
-        plugins: PluginManager,
-    ) -> Self {
+    pub fn new(cfg: &SiteConfig, shared: std::sync::Arc<Shared>, plugins: PluginManager) -> Self {
         Self {
-            acquisition,
-            port,
             shared,
             clamp: Clamp::new(&cfg.protection),
             plugins,
             soc_fallback: SocFallback::new(cfg.rack.capacity_ah),
             soh_fallback: SohFallback::default(),
-            rx: Vec::new(),
             cell_window_v: cfg.protection.operating_window_v(),
-            last_bleed: vec![false; cfg.rack.cell_count()],
-            bleed_resistance_ohm: cfg.rack.bleed_resistance_ohm,
             cycles: 0,
             last: None,
-            heartbeat: cfg.can.heartbeat.as_ref().map(|h| (h.period_ms, 0, 0)),
         }
-    }
-
-    /// Acquire: decode every frame received so far and publish the
-    /// snapshot for protection. Runs every protection period.
-    pub fn acquire(&mut self, now_ms: u64) {
-        if let Some((period_ms, next_ms, count)) = &mut self.heartbeat {
-            if now_ms >= *next_ms {
-                if let Some(frame) = self.acquisition.encode_heartbeat(*count) {
-                    if let Err(e) = self.port.send(&frame) {
-                        tracing::warn!(error = %e, "heartbeat frame not sent");
-                    }
-                }
-                *count += 1;
-                *next_ms = now_ms + *period_ms;
-            }
-        }
-        self.rx.clear();
-        self.port.drain(&mut self.rx);
-        self.acquisition.ingest(&self.rx, now_ms);
-        let closed = self.shared.status().closed();
-        let mut snap = self.acquisition.snapshot(now_ms, closed);
-        for ((bleed_a, on), v) in snap
-            .cell_bleed_a
-            .iter_mut()
-            .zip(&self.last_bleed)
-            .zip(&snap.cell_voltage_v)
-        {
-            if *on && v.is_finite() {
-                *bleed_a = v / self.bleed_resistance_ohm;
-            }
-        }
-        self.shared.publish_snapshot(snap);
     }
 
     /// Run the plugin stages on the latest snapshot and protection status.
@@ -150,15 +97,8 @@ impl Controller {
             )
         };
         self.shared.publish_soc(pack_soc);
-
-        self.last_bleed.clone_from(&bleed);
-        // Bleed commands go out every cycle (also all-off), so a BMU that
-        // stops hearing them can time out to no bleeding.
-        for frame in self.acquisition.encode_bleed(&bleed) {
-            if let Err(e) = self.port.send(&frame) {
-                tracing::warn!(error = %e, "cannot send bleed command");
-            }
-        }
+        // Commanded every cycle (also all-off); the protection thread sends it.
+        self.shared.command_bleed(&bleed);
 
         self.last = Some(CycleReport {
             snapshot: snap,
@@ -292,12 +232,8 @@ impl Controller {
         }
     }
 
-    /// Frames acquisition rejected, for the summary.
     /// What acquisition rejected, with the bus's own counters.
     pub fn acquire_stats(&self) -> crate::io::can::acquire::AcquireStats {
-        let mut s = self.acquisition.stats;
-        s.rx_overflows = self.port.overflows();
-        s.bus = self.port.bus_stats();
-        s
+        self.shared.acquire_stats()
     }
 }

@@ -1,59 +1,10 @@
-//! The durable protection event record.
-//!
-//! Every tier transition (raised, cleared), latch, reset and contactor
-//! transition becomes one JSON line in `events.jsonl`, written and
-//! `fsync`ed before the call returns (see [`crate::journal`]).
+//! The durable protection event record: [`bms_protection::events`] on the
+//! host's [`crate::journal`]. Every record is one JSON line in
+//! `events.jsonl`, written and `fsync`ed before `append` returns.
 
-use serde::{Deserialize, Serialize};
+pub use bms_protection::events::*;
 
 use crate::journal::{Journal, JournalError, ReadJournal, Record};
-
-use super::limits::TierLevel;
-use super::{Location, Quantity};
-
-/// What happened.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum EventKind {
-    /// A tier's condition held for its delay.
-    Raised,
-    /// A tier's value came back inside its hysteresis.
-    Cleared,
-    /// An MSL fault latched: contactors open until an authorised reset.
-    Latched,
-    /// An operator reset the latched faults.
-    Reset,
-    /// The contactor state machine changed state.
-    Contactor,
-    /// An external request (operator `SetOp`, lost controller heartbeat,
-    /// bank trip) started holding the contactors open or the current at 0.
-    Hold,
-    /// Such a request was withdrawn.
-    Released,
-}
-
-/// One record.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct EventRecord {
-    /// Sequence number, unique and increasing within one log file.
-    pub seq: u64,
-    /// Host monotonic time, ms.
-    pub time_ms: u64,
-    /// Wall-clock time, ms since the Unix epoch.
-    pub unix_ms: u64,
-    pub kind: EventKind,
-    pub quantity: Option<Quantity>,
-    pub tier: Option<TierLevel>,
-    pub location: Option<Location>,
-    /// The measured value (quantity's unit), when there is one.
-    pub value: Option<f32>,
-    /// The limit crossed, when there is one.
-    pub limit: Option<f32>,
-    /// What protection did: e.g. `warn`, `zero charge current`,
-    /// `open contactors`, `precharge -> closed`.
-    pub action: String,
-    pub message: String,
-}
 
 impl Record for EventRecord {
     fn seq(&self) -> u64 {
@@ -65,14 +16,25 @@ impl Record for EventRecord {
     }
 }
 
-/// The protection event record (see [`crate::journal`] for durability).
+/// The protection event record on disk (or in memory).
 pub type EventLog = Journal<EventRecord>;
 pub type EventLogError = JournalError;
 pub type ReadEvents = ReadJournal<EventRecord>;
 
+impl EventSink for Journal<EventRecord> {
+    fn append(&mut self, rec: EventRecord) {
+        Journal::append(self, rec);
+    }
+    fn records(&self) -> &[EventRecord] {
+        Journal::records(self)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+    use bms_protection::limits::TierLevel;
+    use bms_protection::{Location, Quantity};
     use std::fs::OpenOptions;
     use std::io::Write;
 

@@ -1,80 +1,206 @@
-//! The protection task: one [`Protection`] tick per period on the latest
-//! snapshot, driving the relay outputs and toggling the watchdog heartbeat.
+//! The protection task: every period, acquire the rack's data, run one
+//! [`Protection`] tick on it, drive the relay outputs and toggle the
+//! watchdog heartbeat.
 //!
-//! It never waits on a plugin or on I/O: it reads the snapshot the
-//! acquisition stage last published (a lock held only for a pointer copy)
-//! and publishes its [`Status`] the same way. On its own thread
-//! ([`spawn`]) it keeps its period whatever the control cycle does; in
-//! lock-step simulation the runner calls [`ProtectionTask::tick`] on the
-//! virtual clock instead.
+//! Acquisition (draining the bus, decoding, freezing the snapshot) happens
+//! here, on the protection thread, through a [`SnapshotSource`]: the data
+//! protection judges never waits on a plugin. The control thread only
+//! reads copies through [`Shared`], whose every field is swapped or read
+//! without a lock (`arc-swap`, atomics), so nothing the control thread
+//! does can hold up a tick. On its own thread ([`spawn`]) the task keeps
+//! its period whatever the control cycle does; in lock-step simulation
+//! the runner calls [`ProtectionTask::tick`] on the virtual clock instead.
+//!
+//! May not touch: plugins. It reads the plugin's SOC only as a number the
+//! control thread left in [`Shared`], which protection treats as advisory.
 
-use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicU8, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::thread::JoinHandle;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use super::{Hold, HoldSource, Protection, Status};
+use arc_swap::ArcSwap;
+
+use super::{Hold, HoldKind, HoldSource, Protection, Status};
+use crate::clock::{Clock, SiteClock};
+use crate::io::can::acquire::AcquireStats;
 use crate::io::contactor::ContactorOutput;
 use crate::snapshot::PackSnapshot;
 
-/// What the acquisition / control side and protection exchange.
+/// Bleed switches the control thread commanded, numbered so the
+/// protection thread sends each command once.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct BleedCommand {
+    pub seq: u64,
+    pub cells: Vec<bool>,
+}
+
+/// What acquires the rack's data on the protection thread.
+pub trait SnapshotSource: Send {
+    /// Drain and decode what arrived, send what is due (bleed commands,
+    /// the CAN heartbeat), and freeze the snapshot at `now_ms`.
+    fn acquire(
+        &mut self,
+        now_ms: u64,
+        contactors_closed: bool,
+        bleed: &BleedCommand,
+    ) -> PackSnapshot;
+    /// What acquisition rejected so far.
+    fn stats(&self) -> AcquireStats;
+}
+
+/// What protection and the rest of the host exchange. Lock-free: a reader
+/// gets the latest published value, a writer never waits on a reader.
 pub struct Shared {
-    snapshot: Mutex<Arc<PackSnapshot>>,
-    pack_soc_pct: Mutex<Option<f32>>,
-    status: Mutex<Arc<Status>>,
+    snapshot: ArcSwap<PackSnapshot>,
+    status: ArcSwap<Status>,
+    /// The SOC plugin's latest validated pack SOC, f32 bits (NaN: none).
+    reported_soc_bits: AtomicU32,
     /// Hold requests from outside protection (Modbus, bank); protection
     /// applies them at its next tick.
-    holds: Mutex<Vec<Hold>>,
+    holds: ArcSwap<Vec<Hold>>,
+    bleed: ArcSwap<BleedCommand>,
+    acquire_stats: ArcSwap<AcquireStats>,
+    /// Protection's liveness ([`Shared::protection_alive`]): ticks so far
+    /// and the clock time of the last one.
+    ticks: AtomicU64,
+    last_tick_ms: AtomicU64,
+}
+
+impl Shared {
+    pub fn new(initial: PackSnapshot) -> Arc<Self> {
+        Arc::new(Self {
+            snapshot: ArcSwap::from_pointee(initial),
+            status: ArcSwap::from_pointee(Status::initial()),
+            reported_soc_bits: AtomicU32::new(f32::NAN.to_bits()),
+            holds: ArcSwap::from_pointee(Vec::new()),
+            bleed: ArcSwap::from_pointee(BleedCommand::default()),
+            acquire_stats: ArcSwap::from_pointee(AcquireStats::default()),
+            ticks: AtomicU64::new(0),
+            last_tick_ms: AtomicU64::new(0),
+        })
+    }
+
+    /// The snapshot protection judged last.
+    pub fn snapshot(&self) -> Arc<PackSnapshot> {
+        self.snapshot.load_full()
+    }
+
+    /// Record the SOC plugin's latest estimate (advisory for protection).
+    pub fn publish_soc(&self, soc: Option<f32>) {
+        let bits = soc.filter(|s| s.is_finite()).unwrap_or(f32::NAN).to_bits();
+        self.reported_soc_bits.store(bits, Ordering::Release);
+    }
+
+    /// The SOC plugin's latest validated pack estimate, %.
+    pub fn pack_soc(&self) -> Option<f32> {
+        Some(f32::from_bits(
+            self.reported_soc_bits.load(Ordering::Acquire),
+        ))
+        .filter(|s| !s.is_nan())
+    }
+
+    pub fn status(&self) -> Arc<Status> {
+        self.status.load_full()
+    }
+
+    /// Command the bleed switches (the protection thread sends them).
+    pub fn command_bleed(&self, cells: &[bool]) {
+        let seq = self.bleed.load().seq + 1;
+        self.bleed.store(Arc::new(BleedCommand {
+            seq,
+            cells: cells.to_vec(),
+        }));
+    }
+
+    /// What acquisition rejected, as of the last tick.
+    pub fn acquire_stats(&self) -> AcquireStats {
+        **self.acquire_stats.load()
+    }
+
+    /// Request (`Some`) or withdraw (`None`) `source`'s hold.
+    pub fn set_hold(&self, source: HoldSource, hold: Option<(HoldKind, String)>) {
+        self.holds.rcu(|holds| {
+            let mut next: Vec<Hold> = holds
+                .iter()
+                .filter(|h| h.source != source)
+                .cloned()
+                .collect();
+            if let Some((kind, reason)) = &hold {
+                next.push(Hold {
+                    source,
+                    kind: *kind,
+                    reason: reason.clone(),
+                });
+                // Kept in protection's order, so an unchanged set compares equal.
+                next.sort_by_key(|h| h.source);
+            }
+            next
+        });
+    }
+
+    pub fn holds(&self) -> Vec<Hold> {
+        self.holds.load().as_ref().clone()
+    }
+
+    fn publish(&self, snapshot: Arc<PackSnapshot>, status: Arc<Status>, now_ms: u64) {
+        self.snapshot.store(snapshot);
+        self.status.store(status);
+        self.last_tick_ms.store(now_ms, Ordering::Release);
+        self.ticks.fetch_add(1, Ordering::AcqRel);
+    }
+
+    /// Ticks protection has run so far.
+    pub fn protection_ticks(&self) -> u64 {
+        self.ticks.load(Ordering::Acquire)
+    }
+
+    /// Clock time of protection's last tick, ms (0 before the first).
+    pub fn last_tick_ms(&self) -> u64 {
+        self.last_tick_ms.load(Ordering::Acquire)
+    }
+}
+
+/// Protection's liveness as seen from outside its thread: the clock time
+/// since its last tick against a bound. The control side, the PCS link and
+/// the bank use it to stop trusting a rack whose protection stopped.
+#[derive(Clone)]
+pub struct Liveness {
+    shared: Arc<Shared>,
+    clock: Arc<dyn Clock>,
+    max_silence_ms: u64,
+}
+
+impl Liveness {
+    /// Dead once `periods` protection periods pass without a tick.
+    pub fn new(shared: Arc<Shared>, clock: Arc<dyn Clock>, period_ms: u64, periods: u32) -> Self {
+        Self {
+            shared,
+            clock,
+            max_silence_ms: period_ms * u64::from(periods),
+        }
+    }
+
+    /// Clock ms since protection's last tick (since start before the first).
+    pub fn silent_ms(&self) -> u64 {
+        self.clock
+            .now_ms()
+            .saturating_sub(self.shared.last_tick_ms())
+    }
+
+    pub fn alive(&self) -> bool {
+        self.silent_ms() <= self.max_silence_ms
+    }
+
+    pub fn max_silence_ms(&self) -> u64 {
+        self.max_silence_ms
+    }
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     // A poisoned lock only means another thread panicked mid-update of a
     // plain value; the value is still the last one written.
     m.lock().unwrap_or_else(|e| e.into_inner())
-}
-
-impl Shared {
-    pub fn new(initial: PackSnapshot) -> Arc<Self> {
-        Arc::new(Self {
-            snapshot: Mutex::new(Arc::new(initial)),
-            pack_soc_pct: Mutex::new(None),
-            status: Mutex::new(Arc::new(Status::initial())),
-            holds: Mutex::new(Vec::new()),
-        })
-    }
-    pub fn publish_snapshot(&self, s: PackSnapshot) {
-        *lock(&self.snapshot) = Arc::new(s);
-    }
-    pub fn snapshot(&self) -> Arc<PackSnapshot> {
-        lock(&self.snapshot).clone()
-    }
-    pub fn publish_soc(&self, soc: Option<f32>) {
-        *lock(&self.pack_soc_pct) = soc;
-    }
-    /// The latest validated pack SOC estimate, %.
-    pub fn pack_soc(&self) -> Option<f32> {
-        *lock(&self.pack_soc_pct)
-    }
-    pub fn status(&self) -> Arc<Status> {
-        lock(&self.status).clone()
-    }
-    /// Request (`Some`) or withdraw (`None`) `source`'s hold.
-    pub fn set_hold(&self, source: HoldSource, hold: Option<(super::HoldKind, String)>) {
-        let mut holds = lock(&self.holds);
-        holds.retain(|h| h.source != source);
-        if let Some((kind, reason)) = hold {
-            holds.push(Hold {
-                source,
-                kind,
-                reason,
-            });
-            // Kept in protection's order, so an unchanged set compares equal.
-            holds.sort_by_key(|h| h.source);
-        }
-    }
-    pub fn holds(&self) -> Vec<Hold> {
-        lock(&self.holds).clone()
-    }
 }
 
 /// Fault injection for the watchdog tests: make the protection thread hang
@@ -92,6 +218,7 @@ pub enum InjectedFault {
 pub struct ProtectionTask {
     pub protection: Arc<Mutex<Protection>>,
     output: Box<dyn ContactorOutput>,
+    source: Box<dyn SnapshotSource>,
     shared: Arc<Shared>,
 }
 
@@ -99,21 +226,26 @@ impl ProtectionTask {
     pub fn new(
         protection: Protection,
         mut output: Box<dyn ContactorOutput>,
+        source: Box<dyn SnapshotSource>,
         shared: Arc<Shared>,
     ) -> Self {
         output.set(super::contactor::RelayOutputs::OPEN);
         Self {
             protection: Arc::new(Mutex::new(protection)),
             output,
+            source,
             shared,
         }
     }
 
-    /// One period: evaluate, drive the relays, toggle the heartbeat.
+    /// One period: acquire, evaluate, drive the relays, toggle the
+    /// heartbeat, publish.
     pub fn tick(&mut self, now_ms: u64) {
-        let snap = self.shared.snapshot();
-        let soc = *lock(&self.shared.pack_soc_pct);
-        let holds = self.shared.holds();
+        let closed = self.shared.status.load().closed();
+        let bleed = self.shared.bleed.load_full();
+        let snap = Arc::new(self.source.acquire(now_ms, closed, &bleed));
+        let soc = self.shared.pack_soc();
+        let holds = self.shared.holds.load_full();
         let status = {
             let mut p = lock(&self.protection);
             p.set_holds(&holds, now_ms);
@@ -121,38 +253,77 @@ impl ProtectionTask {
         };
         self.output.set(status.outputs);
         self.output.toggle_heartbeat(now_ms);
-        *lock(&self.shared.status) = status;
+        self.shared
+            .acquire_stats
+            .store(Arc::new(self.source.stats()));
+        self.shared.publish(snap, status, now_ms);
     }
 }
 
-/// A time source in ms shared by every thread of a run.
-pub trait Clock: Send + Sync {
-    fn now_ms(&self) -> u64;
+/// How late each tick of a paced protection thread started, against its
+/// schedule: a histogram the thread fills without a lock (10 µs buckets up
+/// to 100 ms, then one overflow bucket).
+pub struct TickTiming {
+    buckets: Vec<AtomicU64>,
+    max_us: AtomicU64,
 }
 
-/// Wall-clock time scaled by a speed factor (simulated ms per wall ms).
-pub struct ScaledClock {
-    start: Instant,
-    speed: f64,
+const BUCKET_US: u64 = 10;
+const BUCKETS: usize = 10_000;
+
+/// Period jitter of the protection thread: lateness of a tick's start
+/// against its schedule, µs.
+#[derive(Debug, Clone, Copy, Default, PartialEq, serde::Serialize)]
+pub struct JitterStats {
+    pub ticks: u64,
+    pub p50_us: u64,
+    pub p99_us: u64,
+    pub p999_us: u64,
+    pub max_us: u64,
 }
 
-impl ScaledClock {
-    pub fn new(speed: f64) -> Self {
+impl TickTiming {
+    fn new() -> Self {
         Self {
-            start: Instant::now(),
-            speed,
+            buckets: (0..=BUCKETS).map(|_| AtomicU64::new(0)).collect(),
+            max_us: AtomicU64::new(0),
         }
     }
-    /// Wall time until simulated `t_ms`.
-    pub fn wall_until(&self, t_ms: u64) -> Duration {
-        let due = self.start + Duration::from_secs_f64(t_ms as f64 / 1000.0 / self.speed);
-        due.saturating_duration_since(Instant::now())
-    }
-}
 
-impl Clock for ScaledClock {
-    fn now_ms(&self) -> u64 {
-        (self.start.elapsed().as_secs_f64() * 1000.0 * self.speed) as u64
+    fn record(&self, late: Duration) {
+        let us = late.as_micros() as u64;
+        let i = ((us / BUCKET_US) as usize).min(BUCKETS);
+        self.buckets[i].fetch_add(1, Ordering::Relaxed);
+        self.max_us.fetch_max(us, Ordering::Relaxed);
+    }
+
+    /// Percentiles so far (bucket upper bounds, so at most 10 µs high).
+    pub fn stats(&self) -> JitterStats {
+        let counts: Vec<u64> = self
+            .buckets
+            .iter()
+            .map(|b| b.load(Ordering::Relaxed))
+            .collect();
+        let ticks: u64 = counts.iter().sum();
+        let max_us = self.max_us.load(Ordering::Relaxed);
+        let pct = |p: f64| {
+            let rank = ((ticks as f64) * p).ceil().max(1.0) as u64;
+            let mut seen = 0;
+            for (i, c) in counts.iter().enumerate() {
+                seen += c;
+                if seen >= rank {
+                    return ((i as u64 + 1) * BUCKET_US).min(max_us);
+                }
+            }
+            max_us
+        };
+        JitterStats {
+            ticks,
+            p50_us: pct(0.5),
+            p99_us: pct(0.99),
+            p999_us: pct(0.999),
+            max_us,
+        }
     }
 }
 
@@ -162,16 +333,22 @@ pub struct ProtectionThread {
     inject: Arc<AtomicU8>,
     handle: Option<JoinHandle<()>>,
     pub protection: Arc<Mutex<Protection>>,
+    timing: Arc<TickTiming>,
 }
 
 impl ProtectionThread {
-    /// Make the thread hang or panic (watchdog tests).
+    /// Make the thread hang or die (watchdog and supervision tests).
     pub fn inject(&self, fault: InjectedFault) {
         self.inject.store(fault as u8, Ordering::SeqCst);
     }
 
     pub fn is_running(&self) -> bool {
         self.handle.as_ref().is_some_and(|h| !h.is_finished())
+    }
+
+    /// How late its ticks started so far.
+    pub fn jitter(&self) -> JitterStats {
+        self.timing.stats()
     }
 }
 
@@ -186,16 +363,18 @@ impl Drop for ProtectionThread {
     }
 }
 
-/// Run `task` on its own thread every `period_ms` of `clock` time.
+/// Run `task` on its own thread every `period_ms` of `clock` time (paced:
+/// [`SiteClock::start_scaled`] has been called; otherwise wall ms).
 pub fn spawn(
     mut task: ProtectionTask,
-    clock: Arc<ScaledClock>,
+    clock: Arc<SiteClock>,
     period_ms: u64,
 ) -> std::io::Result<ProtectionThread> {
     let stop = Arc::new(AtomicBool::new(false));
     let inject = Arc::new(AtomicU8::new(0));
     let protection = task.protection.clone();
-    let (stop2, inject2) = (stop.clone(), inject.clone());
+    let timing = Arc::new(TickTiming::new());
+    let (stop2, inject2, timing2) = (stop.clone(), inject.clone(), timing.clone());
     let handle = std::thread::Builder::new()
         .name("protection".into())
         .spawn(move || {
@@ -214,9 +393,15 @@ pub fn spawn(
                     }
                     _ => {}
                 }
+                if let Some(c) = clock.scaled() {
+                    timing2.record(c.late_by(next));
+                }
                 task.tick(clock.now_ms());
                 next += period_ms;
-                std::thread::sleep(clock.wall_until(next));
+                let wait = clock
+                    .scaled()
+                    .map_or(Duration::from_millis(period_ms), |c| c.wall_until(next));
+                std::thread::sleep(wait);
             }
             // Leaving: drop the task, which de-energises the outputs.
         })?;
@@ -225,5 +410,6 @@ pub fn spawn(
         inject,
         handle: Some(handle),
         protection,
+        timing,
     })
 }

@@ -16,11 +16,11 @@ use serde::Serialize;
 
 use super::{FieldIo, Observation, RackParts, RackSite, RunOptions, Speed, Step};
 use crate::bank::{Bank, BankState, RackHandle};
+use crate::clock::SiteClock;
 use crate::config::SiteConfig;
 use crate::io::can::bus::VirtualBus;
 use crate::io::modbus::RackReport;
 use crate::plugins::PluginEngine;
-use crate::protection::task::ScaledClock;
 use crate::telemetry::Summary;
 
 /// The end of a bank run.
@@ -46,6 +46,8 @@ pub struct RackSummary {
 
 pub struct BankSite {
     pub cfg: SiteConfig,
+    /// The one clock every rack runs on.
+    pub clock: Arc<SiteClock>,
     pub names: Vec<String>,
     pub racks: Vec<RackSite>,
     field: FieldIo,
@@ -63,17 +65,21 @@ impl BankSite {
         let engine = PluginEngine::new()
             .context("starting the wasm engine")?
             .with_cache(state_dir.join("cache"));
+        let clock = Arc::new(SiteClock::new());
         let mut buses: HashMap<String, VirtualBus> = HashMap::new();
         let mut racks = Vec::with_capacity(bank_cfg.racks.len());
         for (i, r) in bank_cfg.racks.iter().enumerate() {
-            let bus = r
-                .bus
-                .as_ref()
-                .map(|b| buses.entry(b.clone()).or_default().clone());
+            let bus = r.bus.as_ref().map(|b| {
+                buses
+                    .entry(b.clone())
+                    .or_insert_with(|| VirtualBus::with_clock(clock.clone()))
+                    .clone()
+            });
             let site = RackSite::assemble_with(
                 bank_cfg.rack_config(&cfg, i),
                 state_dir.join("racks").join(&r.name),
                 RackParts {
+                    clock: Some(clock.clone()),
                     bus,
                     engine: Some(engine.clone()),
                     port: None,
@@ -90,6 +96,7 @@ impl BankSite {
                 name: name.clone(),
                 capacity_ah: s.cfg.rack.capacity_ah,
                 shared: s.shared.clone(),
+                liveness: s.liveness.clone(),
             })
             .collect();
         let bank = Arc::new(Bank::new(Some(&bank_cfg), handles));
@@ -103,6 +110,7 @@ impl BankSite {
         );
         Ok(Self {
             cfg,
+            clock,
             names,
             racks,
             field,
@@ -134,10 +142,6 @@ impl BankSite {
         mut observe: impl FnMut(usize, Observation<'_>),
         mut on_bank: impl FnMut(u64, &BankState),
     ) -> Result<BankSummary> {
-        let clock = match opts.speed {
-            Speed::Factor(f) => Some(Arc::new(ScaledClock::new(f))),
-            Speed::Max => None,
-        };
         let mut runs = Vec::with_capacity(self.racks.len());
         for rack in &mut self.racks {
             // Racks print their own lines only if asked; the bank line is ours.
@@ -145,8 +149,9 @@ impl BankSite {
                 print_status: false,
                 ..opts.clone()
             };
-            runs.push(rack.start_run(&rack_opts, clock.clone())?);
+            runs.push(rack.start_run(&rack_opts)?);
         }
+        let paced = matches!(opts.speed, Speed::Factor(_));
         let (ticks, period_ms, cycle_ms) = (runs[0].ticks, runs[0].period_ms, runs[0].cycle_ms);
         let status_every = (self.cfg.control.status_interval_ms / cycle_ms).max(1);
         let mut trip_periods = 0;
@@ -154,7 +159,7 @@ impl BankSite {
         let mut cycles = 0u64;
         let mut last_state = None;
         'run: for tick in 1..=ticks {
-            if let Some(clock) = &clock {
+            if let Some(clock) = self.clock.scaled().filter(|_| paced) {
                 std::thread::sleep(clock.wall_until(tick * period_ms));
             }
             let mut cycled = false;
@@ -182,6 +187,7 @@ impl BankSite {
                     Some(RackReport {
                         report: r.controller.last.as_ref()?,
                         status,
+                        protection_alive: r.liveness.alive(),
                     })
                 })
                 .collect();

@@ -11,9 +11,11 @@
 //!   acquisition and protection every protection period on a virtual clock,
 //!   and the plugin cycle every control period. Deterministic; used by the
 //!   demo and most tests.
-//! - **Paced** ([`Speed::Factor`]): protection runs on its own thread at
-//!   its fixed period on a scaled wall clock, as on a real site; the main
-//!   thread steps the simulator, acquisition and the plugin cycle.
+//! - **Paced** ([`Speed::Factor`]): protection, with acquisition, runs on
+//!   its own thread at its fixed period on a scaled wall clock, as on a real
+//!   site; the simulated rack runs on a thread of its own
+//!   ([`simthread`]); the main thread runs the plugin cycle and watches
+//!   protection's liveness ([`supervise`]).
 //!
 //! Owns: wiring and the run loops (pacing, status lines, summary). May not
 //! touch: anything inside the stages.
@@ -25,12 +27,14 @@ use std::time::Instant;
 use anyhow::{bail, Context, Result};
 
 use crate::bank::{Bank, RackHandle};
+use crate::clock::{Clock, SiteClock};
 use crate::config::OutputsConfig;
 use crate::config::SiteConfig;
 use crate::control::{Controller, CycleReport};
 use crate::io::can::acquire::Acquisition;
 use crate::io::can::bus::{CanPort, VirtualBus};
 use crate::io::can::dbc::Dbc;
+use crate::io::can::frontend::CanFrontEnd;
 use crate::io::can::mapping::RackMap;
 use crate::io::can::port::BusPort;
 use crate::io::can::socketcan::SocketCanBus;
@@ -39,7 +43,7 @@ use crate::io::contactor::{ContactorOutput, SimulatedContactor};
 use crate::plugins::reload::{ReloadHandle, Reloader, ReloaderParts};
 use crate::plugins::{PluginEngine, PluginManager, Role};
 use crate::protection::events::EventLog;
-use crate::protection::task::{self, ProtectionTask, ProtectionThread, ScaledClock, Shared};
+use crate::protection::task::{self, Liveness, ProtectionTask, ProtectionThread, Shared};
 use crate::protection::{HoldKind, HoldSource, Latch, Protection, ResetError};
 use crate::sim::{SimTruth, Simulator};
 use crate::snapshot::PackSnapshot;
@@ -47,6 +51,8 @@ use crate::telemetry::{self, SimAccuracy, Summary};
 
 pub mod bank;
 mod field;
+pub mod simthread;
+pub mod supervise;
 
 pub use bank::BankSite;
 pub use field::FieldIo;
@@ -122,11 +128,19 @@ pub struct Observation<'a> {
 pub struct RackSite {
     pub cfg: SiteConfig,
     pub controller: Controller,
-    /// The simulated rack; `None` on a hardware site.
-    pub sim: Option<Simulator>,
+    /// The simulated rack; `None` on a hardware site. Paced, it runs on
+    /// its own thread (`sim_thread`).
+    pub sim: Option<simthread::SharedSim>,
+    sim_thread: Option<simthread::SimThread>,
     /// The contactor output link of a hardware site.
     outputs: Option<CoilLink>,
     pub shared: Arc<Shared>,
+    /// The site clock (shared by every rack of a bank): set by the run
+    /// loop in lock-step, scaled wall time when paced.
+    pub clock: Arc<SiteClock>,
+    /// Protection's liveness, watched from the control side.
+    pub liveness: Liveness,
+    supervisor: supervise::Supervisor,
     /// Protection, shared with the protection thread and the control API.
     pub protection: Arc<Mutex<Protection>>,
     /// Present until a run starts: lock-step runs tick it directly, paced
@@ -163,20 +177,23 @@ impl RackSite {
         );
         let map = Arc::new(RackMap::resolve(&cfg, dbc)?);
         warn_unsupervised(&cfg, &map);
+        let clock = parts.clock.unwrap_or_default();
         let (host_port, contactor, sim, outputs) = if cfg.sim.is_some() {
             if parts.port.is_some() {
                 bail!("a site with [sim] makes its own CAN ports");
             }
-            let bus = parts.bus.unwrap_or_default();
-            let (host_port, sim_port) = ports(&cfg, &bus)?;
+            let bus = parts
+                .bus
+                .unwrap_or_else(|| VirtualBus::with_clock(clock.clone()));
+            let (host_port, sim_port) = ports(&cfg, &bus, &clock)?;
             let (contactor, wiring) = SimulatedContactor::new();
             let sim = Simulator::new(&cfg, map.clone(), sim_port, wiring)?;
             let contactor: Box<dyn ContactorOutput> = Box::new(contactor);
-            (host_port, contactor, Some(sim), None)
+            (host_port, contactor, Some(Arc::new(Mutex::new(sim))), None)
         } else {
             let host_port = match parts.port {
                 Some(port) => port,
-                None => hardware_port(&cfg)?,
+                None => hardware_port(&cfg, &clock)?,
             };
             let (contactor, link) = outputs(&cfg)?;
             (host_port, contactor, None, Some(link))
@@ -207,15 +224,28 @@ impl RackSite {
             cfg.rack.cell_count(),
             cfg.rack.cells_per_module,
         ));
-        let task = ProtectionTask::new(protection, contactor, shared.clone());
-        let acquisition = Acquisition::new(&cfg, map);
-        let controller = Controller::new(&cfg, acquisition, host_port, shared.clone(), plugins);
+        let front_end = CanFrontEnd::new(
+            Acquisition::new(&cfg, map),
+            host_port,
+            cfg.can.heartbeat.as_ref().map(|h| h.period_ms),
+            cfg.rack.bleed_resistance_ohm,
+        );
+        let task = ProtectionTask::new(protection, contactor, Box::new(front_end), shared.clone());
+        let controller = Controller::new(&cfg, shared.clone(), plugins);
+        let liveness = Liveness::new(
+            shared.clone(),
+            clock.clone(),
+            cfg.protection.period_ms,
+            cfg.protection.supervision_periods,
+        );
+        let supervisor = supervise::Supervisor::open(&cfg.site.name, liveness.clone(), &state_dir)?;
         let bank = Arc::new(Bank::new(
             None,
             vec![RackHandle {
                 name: cfg.site.name.clone(),
                 capacity_ah: cfg.rack.capacity_ah,
                 shared: shared.clone(),
+                liveness: liveness.clone(),
             }],
         ));
         let field = FieldIo::new(&cfg, bank, vec![(task.protection.clone(), shared.clone())]);
@@ -229,8 +259,12 @@ impl RackSite {
             cfg,
             controller,
             sim,
+            sim_thread: None,
             outputs,
             shared,
+            clock,
+            liveness,
+            supervisor,
             reloader,
         })
     }
@@ -311,13 +345,9 @@ impl RackSite {
                 self.cfg.source.display()
             );
         }
-        let clock = match opts.speed {
-            Speed::Factor(f) => Some(Arc::new(ScaledClock::new(f))),
-            Speed::Max => None,
-        };
-        let mut run = self.start_run(opts, clock.clone())?;
+        let mut run = self.start_run(opts)?;
         for tick in 1..=run.ticks {
-            if let Some(clock) = &clock {
+            if let Some(clock) = run.paced.then(|| self.clock.scaled()).flatten() {
                 std::thread::sleep(clock.wall_until(tick * run.period_ms));
             }
             if self.step(&mut run, tick, &mut observe)? == Step::Stopped {
@@ -327,15 +357,18 @@ impl RackSite {
         self.finish(run)
     }
 
-    /// Prepare a run: on a paced `clock`, protection moves onto its thread.
-    pub fn start_run(&mut self, opts: &RunOptions, clock: Option<Arc<ScaledClock>>) -> Result<Run> {
+    /// Prepare a run: paced (`opts.speed` a factor), the site clock starts
+    /// on scaled wall time and protection moves onto its thread.
+    pub fn start_run(&mut self, opts: &RunOptions) -> Result<Run> {
         let period_ms = self.cfg.protection.period_ms;
         let cycle_ms = self.cfg.control.cycle_ms;
         let per_cycle = (cycle_ms / period_ms).max(1);
         // A hardware site without a duration runs until stopped.
-        let duration_s = opts
-            .duration_s
-            .or_else(|| self.sim.as_ref().map(Simulator::profile_duration_s));
+        let duration_s = opts.duration_s.or_else(|| {
+            self.sim
+                .as_ref()
+                .map(|s| simthread::lock(s).profile_duration_s())
+        });
         let cycles = duration_s.map_or(u64::MAX / per_cycle, |d| {
             (d * 1000.0 / cycle_ms as f64).round() as u64
         });
@@ -348,11 +381,23 @@ impl RackSite {
             .transpose()
             .map_err(anyhow::Error::msg)?
             .unwrap_or(0);
-        if let Some(clock) = &clock {
-            if let Some(task) = self.task.take() {
-                self.thread = Some(task::spawn(task, clock.clone(), period_ms)?);
+        let paced = match opts.speed {
+            Speed::Factor(f) => {
+                self.clock.start_scaled(f);
+                if let Some(task) = self.task.take() {
+                    self.thread = Some(task::spawn(task, self.clock.clone(), period_ms)?);
+                }
+                if let (Some(sim), None) = (&self.sim, &self.sim_thread) {
+                    // One physics step per protection period: frames and
+                    // the watchdog relay are judged as often as protection ticks.
+                    let step_ms = period_ms;
+                    let t = simthread::SimThread::spawn(sim.clone(), self.clock.clone(), step_ms)?;
+                    self.sim_thread = Some(t);
+                }
+                true
             }
-        }
+            Speed::Max => false,
+        };
         Ok(Run {
             period_ms,
             cycle_ms,
@@ -362,7 +407,7 @@ impl RackSite {
             status_every: (self.cfg.control.status_interval_ms / cycle_ms).max(1),
             print_status: opts.print_status,
             stop: opts.stop.clone(),
-            clock,
+            paced,
             wall_start: Instant::now(),
             acc: SimAccuracy::default(),
             initial_spread: None,
@@ -391,21 +436,27 @@ impl RackSite {
         observe: &mut impl FnMut(Observation<'_>),
     ) -> Result<Step> {
         let t_ms = tick * run.period_ms;
-        if let Some(sim) = self.sim.as_mut() {
-            sim.advance_to(t_ms);
+        if !run.paced {
+            // Lock-step: frames the simulator sends now arrive at t_ms.
+            self.clock.set_ms(t_ms);
         }
-        self.controller.acquire(t_ms);
+        if let (Some(sim), false) = (&self.sim, run.paced) {
+            simthread::lock(sim).advance_to(t_ms);
+        }
+        // Lock-step: acquire and protect here; paced, the protection
+        // thread does both on its own period.
         if let Some(task) = self.task.as_mut() {
             task.tick(t_ms);
         }
         if !tick.is_multiple_of(run.per_cycle) {
             let (snapshot, status) = (self.shared.snapshot(), self.shared.status());
+            let mut sim = self.sim.as_ref().map(simthread::lock);
             observe(Observation {
                 t_ms,
                 cycle: None,
                 snapshot: &snapshot,
                 status: &status,
-                sim: self.sim.as_mut(),
+                sim: sim.as_deref_mut(),
                 thread: self.thread.as_ref(),
             });
             return Ok(Step::Tick);
@@ -419,6 +470,7 @@ impl RackSite {
         }
         run.k += 1;
         run.end_ms = t_ms;
+        self.supervisor.check(t_ms);
         let cycle_ms = run.cycle_ms;
         let minute = ((run.start_min as u64 + t_ms / 60_000) % 1440) as u32;
         let began = Instant::now();
@@ -444,7 +496,7 @@ impl RackSite {
         if took_us > cycle_ms * 1000 {
             run.over_period += 1;
         }
-        let late = match &run.clock {
+        let late = match self.clock.scaled().filter(|_| run.paced) {
             // Paced: the cycle must be done before the next one is due.
             Some(clock) => clock.wall_until(t_ms + cycle_ms).is_zero(),
             None => took_us > cycle_ms * 1000,
@@ -464,6 +516,7 @@ impl RackSite {
             let racks = [crate::io::modbus::RackReport {
                 report,
                 status: &status,
+                protection_alive: self.liveness.alive(),
             }];
             let state = self.field.state(&racks);
             self.field.publish(&self.cfg, &racks, &state);
@@ -484,20 +537,22 @@ impl RackSite {
         run.bleed_cell_s +=
             report.bleed.iter().filter(|b| **b).count() as f64 * cycle_ms as f64 / 1000.0;
         if let Some(sim) = &self.sim {
-            let truth = sim.truth();
+            let truth = simthread::lock(sim).truth();
             run.initial_spread
                 .get_or_insert_with(|| spread(&truth.soc_pct));
             track_soc_error(&mut run.acc, t_s, report, &truth);
         }
         let (snapshot, status) = (self.shared.snapshot(), self.shared.status());
+        let mut sim = self.sim.as_ref().map(simthread::lock);
         observe(Observation {
             t_ms,
             cycle: Some(report),
             snapshot: &snapshot,
             status: &status,
-            sim: self.sim.as_mut(),
+            sim: sim.as_deref_mut(),
             thread: self.thread.as_ref(),
         });
+        drop(sim);
         if run.print_status && (run.k.is_multiple_of(run.status_every) || run.k == 1) {
             println!(
                 "{}",
@@ -520,8 +575,10 @@ impl RackSite {
                 .copied()
                 .unwrap_or(0)
         };
+        // The physics stop with the run.
+        self.sim_thread = None;
         let sim = self.sim.as_ref().map(|sim| {
-            let truth = sim.truth();
+            let truth = simthread::lock(sim).truth();
             let mut acc = run.acc;
             acc.initial_true_soc_spread_pct = run.initial_spread.unwrap_or(0.0);
             acc.final_true_soc_spread_pct = spread(&truth.soc_pct);
@@ -583,6 +640,8 @@ impl RackSite {
                 .collect(),
             sim,
             outputs: self.outputs_status(),
+            supervision: self.supervisor.records(),
+            protection_jitter: self.thread.as_ref().map(ProtectionThread::jitter),
         })
     }
 }
@@ -609,7 +668,8 @@ pub struct Run {
     status_every: u64,
     print_status: bool,
     stop: Option<Arc<std::sync::atomic::AtomicBool>>,
-    clock: Option<Arc<ScaledClock>>,
+    /// Paced on the site's scaled clock (else lock-step).
+    pub paced: bool,
     wall_start: Instant,
     acc: SimAccuracy,
     initial_spread: Option<f64>,
@@ -673,13 +733,20 @@ pub fn check(cfg: &SiteConfig) -> Vec<String> {
 
 /// The host's and the simulated BMUs' ends of the CAN wire: two nodes of
 /// `bus`, or two sockets on `can.interface`.
-fn ports(cfg: &SiteConfig, bus: &VirtualBus) -> Result<(Box<dyn CanPort>, Box<dyn CanPort>)> {
+fn ports(
+    cfg: &SiteConfig,
+    bus: &VirtualBus,
+    clock: &Arc<SiteClock>,
+) -> Result<(Box<dyn CanPort>, Box<dyn CanPort>)> {
     let Some(ifname) = &cfg.can.interface else {
         return Ok((Box::new(bus.endpoint()), Box::new(bus.endpoint())));
     };
     let open = |who: &str| {
-        BusPort::open(&format!("{ifname}-{who}"), || SocketCanBus::open(ifname))
-            .with_context(|| format!("{}: `can.interface`", cfg.source.display()))
+        let stamp: Arc<dyn Clock> = clock.clone();
+        BusPort::open_with_clock(&format!("{ifname}-{who}"), Some(stamp), || {
+            SocketCanBus::open(ifname)
+        })
+        .with_context(|| format!("{}: `can.interface`", cfg.source.display()))
     };
     Ok((Box::new(open("host")?), Box::new(open("sim")?)))
 }
@@ -700,7 +767,7 @@ fn warn_unsupervised(cfg: &SiteConfig, map: &RackMap) {
 }
 
 /// The CAN port of a hardware site: its SocketCAN interface.
-fn hardware_port(cfg: &SiteConfig) -> Result<Box<dyn CanPort>> {
+fn hardware_port(cfg: &SiteConfig, clock: &Arc<SiteClock>) -> Result<Box<dyn CanPort>> {
     let Some(ifname) = &cfg.can.interface else {
         bail!(
             "{}: `can.interface`: a hardware site (no [sim]) reads its rack on a SocketCAN \
@@ -708,7 +775,8 @@ fn hardware_port(cfg: &SiteConfig) -> Result<Box<dyn CanPort>> {
             cfg.source.display()
         );
     };
-    let port = BusPort::open(ifname, || SocketCanBus::open(ifname))
+    let stamp: Arc<dyn Clock> = clock.clone();
+    let port = BusPort::open_with_clock(ifname, Some(stamp), || SocketCanBus::open(ifname))
         .with_context(|| format!("{}: `can.interface`", cfg.source.display()))?;
     Ok(Box::new(port))
 }
@@ -743,6 +811,8 @@ pub fn load_dbc(cfg: &SiteConfig) -> Result<Dbc, crate::io::can::dbc::DbcError> 
 /// the other end).
 #[derive(Default)]
 pub struct RackParts {
+    /// The bank's clock (a bank runs its racks on one).
+    pub clock: Option<Arc<SiteClock>>,
     pub bus: Option<VirtualBus>,
     pub engine: Option<PluginEngine>,
     pub port: Option<Box<dyn CanPort>>,

@@ -24,10 +24,23 @@ pub fn status_line(time_s: f64, r: &CycleReport, plugins: &PluginSet) -> String 
         .iter()
         .map(|p| format!("{}={}", p.role, p.label()))
         .collect();
+    let b = &r.protection.soc;
+    let disagree = r
+        .protection
+        .active
+        .iter()
+        .any(|a| a.quantity == crate::protection::Quantity::SocDisagreement);
+    let protection_soc = format!(
+        "(protection {}..{}{})",
+        opt(b.native_min_pct),
+        opt(b.native_max_pct),
+        if disagree { ", DISAGREES" } else { "" }
+    );
     format!(
-        "t={:>6.0}s SOC {} SOH {} | V {:.3}..{:.3} V T {:.1}..{:.1} C | I {:>7.1} A (allow +{:.0}/-{:.0} A) | bleed {:>3} | {} | EMS {:+.1} kW ({}) | {}",
+        "t={:>6.0}s SOC {} {} SOH {} | V {:.3}..{:.3} V T {:.1}..{:.1} C | I {:>7.1} A (allow +{:.0}/-{:.0} A) | bleed {:>3} | {} | EMS {:+.1} kW ({}) | {}",
         time_s,
         opt(r.pack_soc_pct),
+        protection_soc,
         opt(r.pack_soh_pct),
         vmin,
         vmax,
@@ -178,6 +191,10 @@ pub struct Summary {
     /// The contactor output link of a hardware site.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub outputs: Option<crate::io::coils::CoilLinkStatus>,
+    /// Protection stopping or resuming, as the control side saw it.
+    pub supervision: Vec<crate::site::supervise::SupervisionRecord>,
+    /// How late the protection thread's ticks started (paced runs only).
+    pub protection_jitter: Option<crate::protection::task::JitterStats>,
 }
 
 /// One plugin-runtime record as a line for operators.

@@ -17,6 +17,7 @@
 
 use std::sync::Arc;
 
+use super::bus::Received;
 use super::dbc::SignalRef;
 use super::mapping::{FrameLayout, Quantity, RackMap};
 use super::CanFrame;
@@ -34,6 +35,9 @@ pub struct AcquireStats {
     pub message_timeouts: u64,
     /// Frames lost to the receive queue overflowing.
     pub rx_overflows: u64,
+    /// Largest gap between a frame's arrival and the tick that decoded
+    /// it, ms: how stale acquisition let data get before protection saw it.
+    pub max_rx_to_decode_ms: u64,
     /// Error frames, bus-off and send failures reported by the bus.
     #[serde(flatten)]
     pub bus: super::bus::BusStats,
@@ -109,10 +113,14 @@ impl Acquisition {
         }
     }
 
-    /// Decode `frames` received up to `now_ms`.
-    pub fn ingest(&mut self, frames: &[CanFrame], now_ms: u64) {
-        for frame in frames {
+    /// Decode `frames` received up to `now_ms`. Each value is as old as
+    /// its frame's arrival stamp (drain time for an unstamped frame).
+    pub fn ingest(&mut self, frames: &[Received], now_ms: u64) {
+        for rx in frames {
+            let frame = &rx.frame;
+            let at_ms = rx.rx_ms.map_or(now_ms, |t| t.min(now_ms));
             self.stats.frames += 1;
+            self.stats.max_rx_to_decode_ms = self.stats.max_rx_to_decode_ms.max(now_ms - at_ms);
             let Some(index) = self.map.dbc.message_index_by_id(frame.id()) else {
                 self.stats.unknown_id += 1;
                 continue;
@@ -126,7 +134,7 @@ impl Acquisition {
                 }
             };
             if let Some(w) = self.watch_of_message[index] {
-                self.last_rx_ms[w] = Some(now_ms);
+                self.last_rx_ms[w] = Some(at_ms);
             }
             for v in decoded {
                 let sref = SignalRef {
@@ -142,14 +150,14 @@ impl Acquisition {
                 }
                 let sample = Sample {
                     value: (v.value * self.map.slot(q).to_si) as f32,
-                    at_ms: Some(now_ms),
+                    at_ms: Some(at_ms),
                 };
                 match q {
                     Quantity::CellVoltage(i) => self.cell_v[i] = sample,
                     Quantity::Temperature(i) => self.temp_c[i] = sample,
                     Quantity::PackCurrent => {
                         if sample.value.to_bits() != self.current_a.value.to_bits() {
-                            self.current_changed_ms = now_ms;
+                            self.current_changed_ms = at_ms;
                         }
                         self.current_a = sample;
                     }
@@ -415,6 +423,10 @@ mod tests {
     }
 
     /// Every inbound mapped frame with mid-range values.
+    fn rx(frames: &[CanFrame]) -> Vec<Received> {
+        frames.iter().map(|f| (*f).into()).collect()
+    }
+
     fn all_inbound(map: &RackMap) -> Vec<CanFrame> {
         map.frames(|q| !matches!(q, Quantity::BleedMask(_) | Quantity::Heartbeat))
             .iter()
@@ -493,11 +505,11 @@ mod tests {
         let all_but: Vec<CanFrame> = frames.iter().filter(|f| f.id() != temp2).cloned().collect();
         // Everything for 200 ms, then BMU2_Temperature stops.
         for t in (0..=200).step_by(20) {
-            acq.ingest(&frames, t);
+            acq.ingest(&rx(&frames), t);
         }
         let mut stale_at = None;
         for t in (220..=700).step_by(20) {
-            acq.ingest(&all_but, t);
+            acq.ingest(&rx(&all_but), t);
             let snap = acq.snapshot(t, false);
             let stale: Vec<usize> = (0..map.modules)
                 .filter(|&m| snap.module_comm[m] == CommStatus::Stale)
@@ -514,7 +526,7 @@ mod tests {
         assert_eq!(stale_at, Some(520));
         assert_eq!(acq.silent_messages(700), ["BMU2_Temperature"]);
         assert_eq!(acq.stats.message_timeouts, 1);
-        acq.ingest(&frames, 720);
+        acq.ingest(&rx(&frames), 720);
         assert!(acq
             .snapshot(720, false)
             .module_comm

@@ -1,5 +1,5 @@
 //! CAN buses: one async interface ([`CanBus`]) with two backends, and the
-//! synchronous face the control thread uses ([`CanPort`]).
+//! synchronous face the protection thread drains ([`CanPort`]).
 //!
 //! - [`VirtualBus`] is the in-process wire used in simulation: every frame
 //!   sent by one endpoint is delivered to every other endpoint, like a real
@@ -9,7 +9,7 @@
 //! - [`super::socketcan::SocketCanBus`] is a Linux SocketCAN interface
 //!   (hardware or `vcan`).
 //!
-//! The control thread never waits on a bus: a lock-step simulation reads a
+//! The protection thread never waits on a bus: a lock-step simulation reads a
 //! [`VirtualEndpoint`] directly, and any [`CanBus`] can be pumped by a
 //! [`super::port::BusPort`] on an I/O thread of its own.
 
@@ -21,6 +21,7 @@ use serde::Serialize;
 use tokio::sync::Notify;
 
 use super::CanFrame;
+use crate::clock::Clock;
 
 /// Receive queue depth per endpoint.
 const QUEUE_DEPTH: usize = 8192;
@@ -34,6 +35,23 @@ pub enum BusEvent {
     ErrorFrame {
         bus_off: bool,
     },
+}
+
+/// A frame as the host received it: stamped on arrival (by the bus or the
+/// port's I/O thread), so a late drain does not make old data look fresh.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Received {
+    pub frame: CanFrame,
+    /// Site-clock time of arrival, ms; `None` on a bus without a clock
+    /// (then acquisition judges the frame at drain time).
+    pub rx_ms: Option<u64>,
+}
+
+impl From<CanFrame> for Received {
+    /// An unstamped frame (judged at drain time).
+    fn from(frame: CanFrame) -> Self {
+        Self { frame, rx_ms: None }
+    }
 }
 
 /// The async interface of a CAN bus; both backends carry the same
@@ -60,8 +78,15 @@ pub struct BusStats {
 pub trait CanPort: Send {
     /// Send one frame (queued; a full queue or a dead bus is an error).
     fn send(&self, frame: &CanFrame) -> Result<(), BusError>;
-    /// Move every received frame into `out`, oldest first.
-    fn drain(&self, out: &mut Vec<CanFrame>);
+    /// Move every received frame, with its arrival stamp, into `out`,
+    /// oldest first.
+    fn drain_stamped(&self, out: &mut Vec<Received>);
+    /// As [`Self::drain_stamped`], without the stamps.
+    fn drain(&self, out: &mut Vec<CanFrame>) {
+        let mut got = Vec::new();
+        self.drain_stamped(&mut got);
+        out.extend(got.into_iter().map(|r| r.frame));
+    }
     /// Frames lost to receive-queue overflow so far.
     fn overflows(&self) -> u64;
     /// Error frames, bus-off and send failures so far.
@@ -85,7 +110,9 @@ pub enum BusError {
 
 #[derive(Default)]
 struct Shared {
-    queues: Vec<VecDeque<BusEvent>>,
+    /// Per endpoint: events with their arrival stamps.
+    queues: Vec<VecDeque<(BusEvent, Option<u64>)>>,
+    clock: Option<Arc<dyn Clock>>,
     overflows: Vec<u64>,
     stats: Vec<BusStats>,
     notify: Vec<Arc<Notify>>,
@@ -100,6 +127,13 @@ pub struct VirtualBus {
 impl VirtualBus {
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// A bus that stamps every delivered frame with `clock`'s time.
+    pub fn with_clock(clock: Arc<dyn Clock>) -> Self {
+        let bus = Self::default();
+        bus.shared.lock().unwrap_or_else(|e| e.into_inner()).clock = Some(clock);
+        bus
     }
 
     /// Attach a new node to the bus.
@@ -131,8 +165,10 @@ impl Shared {
             queues,
             overflows,
             notify,
+            clock,
             ..
         } = self;
+        let rx_ms = clock.as_ref().map(|c| c.now_ms());
         for (i, q) in queues.iter_mut().enumerate() {
             if Some(i) == sender {
                 continue;
@@ -141,7 +177,7 @@ impl Shared {
                 q.pop_front();
                 overflows[i] += 1;
             }
-            q.push_back(ev);
+            q.push_back((ev, rx_ms));
             notify[i].notify_one();
         }
     }
@@ -157,7 +193,7 @@ pub struct VirtualEndpoint {
 impl VirtualEndpoint {
     fn pop(&self) -> Option<BusEvent> {
         let mut s = self.shared.lock().unwrap_or_else(|e| e.into_inner());
-        s.queues[self.index].pop_front()
+        s.queues[self.index].pop_front().map(|(ev, _)| ev)
     }
 }
 
@@ -168,12 +204,12 @@ impl CanPort for VirtualEndpoint {
         Ok(())
     }
 
-    fn drain(&self, out: &mut Vec<CanFrame>) {
+    fn drain_stamped(&self, out: &mut Vec<Received>) {
         let mut s = self.shared.lock().unwrap_or_else(|e| e.into_inner());
         let Shared { queues, stats, .. } = &mut *s;
-        for ev in queues[self.index].drain(..) {
+        for (ev, rx_ms) in queues[self.index].drain(..) {
             match ev {
-                BusEvent::Frame(f) => out.push(f),
+                BusEvent::Frame(frame) => out.push(Received { frame, rx_ms }),
                 BusEvent::ErrorFrame { bus_off } => count_error(&mut stats[self.index], bus_off),
             }
         }

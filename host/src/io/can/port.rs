@@ -1,5 +1,5 @@
 //! [`BusPort`]: any [`CanBus`] pumped on an I/O thread of its own, seen by
-//! the control thread as a non-blocking [`CanPort`].
+//! the protection thread as a non-blocking [`CanPort`].
 //!
 //! Owns: the I/O thread and its tokio runtime, the bounded receive queue
 //! (overflow drops the oldest frame and counts it), the transmit queue and
@@ -11,8 +11,9 @@ use std::sync::{Arc, Mutex};
 
 use tokio::sync::mpsc;
 
-use super::bus::{count_error, BusError, BusEvent, BusStats, CanBus, CanPort};
+use super::bus::{count_error, BusError, BusEvent, BusStats, CanBus, CanPort, Received};
 use super::CanFrame;
+use crate::clock::Clock;
 
 /// Receive queue depth: at 1 Mbit/s a bus carries ~8,000 frames/s, so
 /// this holds about one second.
@@ -22,7 +23,7 @@ const TX_DEPTH: usize = 1024;
 
 #[derive(Default)]
 struct Rx {
-    frames: VecDeque<CanFrame>,
+    frames: VecDeque<Received>,
     overflows: u64,
     stats: BusStats,
 }
@@ -45,6 +46,16 @@ impl BusPort {
     /// reactor) and start pumping it.
     pub fn open<B: CanBus>(
         name: &str,
+        open: impl FnOnce() -> Result<B, BusError>,
+    ) -> Result<Self, BusError> {
+        Self::open_with_clock(name, None, open)
+    }
+
+    /// As [`Self::open`]; the I/O thread stamps each frame with `clock`'s
+    /// time as it arrives.
+    pub fn open_with_clock<B: CanBus>(
+        name: &str,
+        clock: Option<Arc<dyn Clock>>,
         open: impl FnOnce() -> Result<B, BusError>,
     ) -> Result<Self, BusError> {
         let io = |source| BusError::Io {
@@ -71,13 +82,14 @@ impl BusPort {
                     while !stop2.load(Ordering::Relaxed) {
                         tokio::select! {
                             ev = bus.recv() => match ev {
-                                Ok(BusEvent::Frame(f)) => {
+                                Ok(BusEvent::Frame(frame)) => {
+                                    let rx_ms = clock.as_ref().map(|c| c.now_ms());
                                     let mut r = rx2.lock().unwrap_or_else(|e| e.into_inner());
                                     if r.frames.len() >= RX_DEPTH {
                                         r.frames.pop_front();
                                         r.overflows += 1;
                                     }
-                                    r.frames.push_back(f);
+                                    r.frames.push_back(Received { frame, rx_ms });
                                 }
                                 Ok(BusEvent::ErrorFrame { bus_off }) => {
                                     let mut r = rx2.lock().unwrap_or_else(|e| e.into_inner());
@@ -125,7 +137,7 @@ impl CanPort for BusPort {
         })
     }
 
-    fn drain(&self, out: &mut Vec<CanFrame>) {
+    fn drain_stamped(&self, out: &mut Vec<Received>) {
         out.extend(
             self.rx
                 .lock()

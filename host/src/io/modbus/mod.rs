@@ -23,6 +23,9 @@ use sunspec::{BankView, RackView};
 pub struct RackReport<'a> {
     pub report: &'a CycleReport,
     pub status: &'a Status,
+    /// The rack's protection is ticking. If not, its last status is not
+    /// trusted: the string shows disconnected with an alarm.
+    pub protection_alive: bool,
 }
 
 fn rack_view(modules: u16, r: &RackReport<'_>) -> RackView {
@@ -47,7 +50,7 @@ fn rack_view(modules: u16, r: &RackReport<'_>) -> RackView {
     let (tmax, tmin) = (ext(&s.cell_temp_c, true), ext(&s.cell_temp_c, false));
     RackView {
         modules,
-        connected: status.closed(),
+        connected: status.closed() && r.protection_alive,
         soc_pct: report.pack_soc_pct,
         soh_pct: report.pack_soh_pct,
         current_a: s.current_a,
@@ -61,14 +64,19 @@ fn rack_view(modules: u16, r: &RackReport<'_>) -> RackView {
         temp_min_c: tmin.map_or(f32::NAN, |x| x.0),
         temp_min_module: tmin.map_or(0, |x| x.1),
         temp_avg_c: mean(s.cell_temp_c.iter().copied()),
-        events: rack_events(status),
+        events: rack_events(r),
         bleeding_cells: report.bleed.iter().filter(|b| **b).count() as u16,
     }
 }
 
-fn rack_events(status: &Status) -> u32 {
-    let latched: Vec<_> = status.latched.iter().map(|l| l.quantity).collect();
-    sunspec::events(&status.active, &latched)
+fn rack_events(r: &RackReport<'_>) -> u32 {
+    let latched: Vec<_> = r.status.latched.iter().map(|l| l.quantity).collect();
+    let dead = if r.protection_alive {
+        0
+    } else {
+        1 << sunspec::evt1::OTHER_ALARM
+    };
+    sunspec::events(&r.status.active, &latched) | dead
 }
 
 /// Mean of the finite values (NaN if none).
@@ -121,7 +129,7 @@ pub fn bank_view(
     } else {
         connected
     };
-    let events = racks.iter().fold(0, |e, x| e | rack_events(x.status));
+    let events = racks.iter().fold(0, |e, x| e | rack_events(x));
     let any_latched = racks.iter().any(|x| !x.status.latched.is_empty());
     let current: Vec<f32> = racks
         .iter()
@@ -159,7 +167,9 @@ pub fn bank_view(
         contactors: pool.first().map(|x| x.status.contactor_state),
         // An isolated faulted rack is an alarm (its string and Evt1 say
         // so), not a faulted bank, while other racks carry on.
-        faulted: any_latched && bank.connected == 0,
+        // A rack whose protection stopped is a faulted bank: nothing is
+        // allowed until it is back.
+        faulted: (any_latched && bank.connected == 0) || !bank.protection_dead.is_empty(),
         events,
         heartbeat,
         racks: racks

@@ -21,7 +21,6 @@ use tokio_modbus::prelude::*;
 
 use super::client::{connect, Backoff};
 
-use crate::protection::task::Shared;
 use crate::protection::AllowedCurrent;
 
 /// One register of the PCS map: `raw = round(value / scale)`, as `u16`
@@ -116,6 +115,9 @@ pub struct PcsLinkStatus {
     /// The last limits written, in A.
     pub last_charge_a: Option<f32>,
     pub last_discharge_a: Option<f32>,
+    /// Protection stopped ticking: 0 A is written and the heartbeat is
+    /// frozen until it is back.
+    pub protection_dead: bool,
 }
 
 /// Where the link reads the limits it writes: protection's latest
@@ -123,12 +125,10 @@ pub struct PcsLinkStatus {
 /// link period.
 pub trait LimitSource: Send + Sync {
     fn allowed(&self) -> AllowedCurrent;
-}
-
-impl LimitSource for Shared {
-    fn allowed(&self) -> AllowedCurrent {
-        self.status().allowed
-    }
+    /// Whether the protection behind these limits is ticking. While it is
+    /// not, the link writes 0 A and stops its heartbeat, so the PCS's own
+    /// supervision trips too.
+    fn protection_alive(&self) -> bool;
 }
 
 /// The running link; stops on drop.
@@ -216,8 +216,25 @@ async fn run(
         };
         // Write the limits every period until the PCS stops answering.
         while !stop.load(Ordering::Relaxed) {
-            let allowed = limits.allowed();
-            heartbeat = heartbeat.wrapping_add(1);
+            let alive = limits.protection_alive();
+            let allowed = if alive {
+                limits.allowed()
+            } else {
+                AllowedCurrent::ZERO
+            };
+            if alive {
+                heartbeat = heartbeat.wrapping_add(1);
+            }
+            set(&|s| {
+                if s.protection_dead == alive {
+                    s.protection_dead = !alive;
+                    if alive {
+                        tracing::info!("protection ticking again: PCS heartbeat resumes");
+                    } else {
+                        tracing::error!("protection stopped ticking: writing 0 A to the PCS and freezing its heartbeat");
+                    }
+                }
+            });
             let mut writes = vec![
                 (
                     cfg.max_charge_current,

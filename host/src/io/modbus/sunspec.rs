@@ -139,7 +139,9 @@ fn evt1_bits(q: Quantity) -> (u32, u32) {
         Quantity::ContactorWelded | Quantity::PrechargeFailed => (CONTACTOR_ERROR, CONTACTOR_ERROR),
         Quantity::PackVoltageMismatch
         | Quantity::SensorOutOfRange
-        | Quantity::CurrentSensorFrozen => (OTHER_ALARM, OTHER_WARNING),
+        | Quantity::CurrentSensorFrozen
+        // 802 has no SOC bit: the estimator disagreement is OtherWarning.
+        | Quantity::SocDisagreement => (OTHER_ALARM, OTHER_WARNING),
     }
 }
 

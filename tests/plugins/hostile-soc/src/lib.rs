@@ -3,7 +3,9 @@
 //! `hang` (never returns), `slow` (returns, but only after far more CPU
 //! than any deadline), `hog` (allocates until the memory cap stops it),
 //! `short` (too few cells), `honest` (50 %), `picky` (honest, but its
-//! state format is one no other version writes or reads).
+//! state format is one no other version writes or reads), `spin` (honest,
+//! but every `step` and `save_state` first burns `spin_iterations` of CPU:
+//! slow but legal when tests pick it under the deadline).
 
 use bms_plugin_sdk::prelude::*;
 
@@ -15,12 +17,23 @@ pub struct Config {
     /// estimate and a checkpoint before the misbehaviour starts.
     #[serde(default)]
     after_steps: u32,
+    #[serde(default)]
+    spin_iterations: u64,
 }
 
 pub struct HostileSoc {
     mode: String,
     after_steps: u32,
     steps: u32,
+    spin_iterations: u64,
+}
+
+fn spin(iterations: u64) {
+    let mut x = 0u64;
+    for i in 0..iterations {
+        x = std::hint::black_box(x.wrapping_add(i));
+    }
+    std::hint::black_box(x);
 }
 
 impl Plugin for HostileSoc {
@@ -30,17 +43,20 @@ impl Plugin for HostileSoc {
     }
     fn init(c: Config) -> Result<Self, String> {
         match c.mode.as_str() {
-            "nan" | "huge" | "trap" | "hang" | "slow" | "hog" | "short" | "honest" | "picky" => {
-                Ok(Self {
-                    mode: c.mode,
-                    after_steps: c.after_steps,
-                    steps: 0,
-                })
-            }
+            "nan" | "huge" | "trap" | "hang" | "slow" | "hog" | "short" | "honest" | "picky"
+            | "spin" => Ok(Self {
+                mode: c.mode,
+                after_steps: c.after_steps,
+                steps: 0,
+                spin_iterations: c.spin_iterations,
+            }),
             m => Err(format!("mode: unknown mode `{m}`")),
         }
     }
     fn save_state(&self) -> Vec<u8> {
+        if self.mode == "spin" {
+            spin(self.spin_iterations);
+        }
         bms_plugin_sdk::state::encode(PICKY_STATE_VERSION, &self.steps)
     }
     fn restore_state(&mut self, blob: &[u8]) -> Result<(), String> {
@@ -90,6 +106,10 @@ impl SocEstimator for HostileSoc {
                     hoard.push(vec![1u8; 1 << 20]);
                     std::hint::black_box(&hoard);
                 }
+            }
+            "spin" => {
+                spin(self.spin_iterations);
+                50.0
             }
             "short" => {
                 return Ok(SocOutput {

@@ -13,11 +13,20 @@ use proptest::prelude::*;
 
 use super::clamp::Clamp;
 use super::contactor::ContactorState;
-use super::events::{EventKind, EventLog};
+use super::events::{EventKind, MemoryLog};
 use super::limits::{Direction, TierLevel};
+use super::table::Blocks;
 use super::*;
-use crate::config::SiteConfig;
 use crate::snapshot::{CommStatus, PackSnapshot};
+
+/// An in-memory event log (the host's durable one is tested in bmshost).
+struct EventLog;
+
+impl EventLog {
+    fn memory() -> MemoryLog {
+        MemoryLog::new()
+    }
+}
 
 const PERIOD: u64 = 10;
 const CELLS: usize = 8;
@@ -25,9 +34,27 @@ const PER_MODULE: u32 = 4;
 /// The cell under test: module 1, cell 2.
 const CELL: usize = 6;
 
-fn cfg() -> ProtectionConfig {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../configs/demo-site.toml");
-    SiteConfig::load(&path).expect("demo config").protection
+/// The shipped demo site's `[protection]` table, with its OCV include
+/// resolved and the rack's capacity, as the host's config loader does.
+pub(crate) fn cfg() -> ProtectionConfig {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../configs");
+    let site: toml::Table = toml::from_str(
+        &std::fs::read_to_string(dir.join("demo-site.toml")).expect("demo-site.toml"),
+    )
+    .expect("demo-site.toml parses");
+    let mut protection = site["protection"].clone();
+    let soc = protection["soc"].as_table_mut().expect("[protection.soc]");
+    let include = soc["ocv"]["include"]
+        .as_str()
+        .expect("ocv include")
+        .to_string();
+    let ocv: toml::Value =
+        toml::from_str(&std::fs::read_to_string(dir.join(include)).expect("OCV file")).unwrap();
+    soc.insert("ocv".into(), ocv);
+    let mut cfg: ProtectionConfig = protection.try_into().expect("demo [protection]");
+    cfg.soc.capacity_ah = site["rack"]["capacity_ah"].as_float().unwrap() as f32;
+    cfg.validate().expect("the demo table is valid");
+    cfg
 }
 
 fn base(t_ms: u64) -> PackSnapshot {
@@ -94,10 +121,19 @@ fn feed(p: &mut Protection, mut s: PackSnapshot, soc: Option<f32>, t: u64) -> St
 
 /// A protection instance ticked until the contactors are closed.
 fn closed_protection(cfg: &ProtectionConfig) -> (Protection, u64) {
+    closed_at(cfg, 3.3, Some(50.0))
+}
+
+/// As [`closed_protection`], every cell resting at `cell_v` (which sets
+/// protection's own SOC), with the plugin reporting `soc`.
+fn closed_at(cfg: &ProtectionConfig, cell_v: f32, soc: Option<f32>) -> (Protection, u64) {
     let mut p = Protection::new(cfg.clone(), 500, EventLog::memory());
     let mut t = 0;
     while p.status().contactor_state != ContactorState::Closed {
-        feed(&mut p, base(t), Some(50.0), t);
+        let mut s = base(t);
+        s.cell_voltage_v.fill(cell_v);
+        s.pack_voltage_v = cell_v * CELLS as f32;
+        feed(&mut p, s, soc, t);
         t += PERIOD;
         assert!(t < 10_000, "contactors never closed");
     }
@@ -167,7 +203,7 @@ fn every_tier_of_every_quantity_debounces_acts_and_releases_with_hysteresis() {
 
             // Action.
             let st = p.status().clone();
-            match (level, q.blocks()) {
+            match (level, q.row().blocks) {
                 (TierLevel::Msl, _) => {
                     assert!(st.latched.iter().any(|l| l.quantity == q), "{ctx}: latched");
                     assert_ne!(
@@ -197,6 +233,7 @@ fn every_tier_of_every_quantity_debounces_acts_and_releases_with_hysteresis() {
                 (TierLevel::Rsl, Blocks::Both) => {
                     assert_eq!(st.allowed, AllowedCurrent::ZERO, "{ctx}")
                 }
+                (TierLevel::Rsl, Blocks::Nothing) => panic!("{ctx}: an RSL must block a direction"),
                 (TierLevel::Mol, _) => {
                     assert!(
                         st.latched.is_empty(),
@@ -335,15 +372,16 @@ fn latched_fault_keeps_contactors_open_until_an_allowed_reset() {
 #[test]
 fn deep_under_voltage_latch_survives_a_restart_until_reset() {
     let cfg = cfg();
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("events.jsonl");
+    // The record carried from one instance to the next, as a restart reads
+    // the host's events.jsonl back.
+    let mut record: Vec<events::EventRecord>;
     let deep = |t| {
         let mut s = base(t);
         apply("cell_deep_under_voltage_v", &mut s, 1.5);
         s
     };
     {
-        let mut p = Protection::new(cfg.clone(), 500, EventLog::open(&path).unwrap());
+        let mut p = Protection::new(cfg.clone(), 500, MemoryLog::new());
         for t in (0..=2000).step_by(PERIOD as usize) {
             feed(&mut p, deep(t), None, t);
             // Never connected onto the deep-discharged cell, not even
@@ -357,11 +395,12 @@ fn deep_under_voltage_latch_survives_a_restart_until_reset() {
             .latched()
             .iter()
             .any(|l| l.quantity == Quantity::CellDeepUnderVoltage));
+        record = p.events().to_vec();
     }
     // "Restart" with the cell still deep-discharged: a prompt reset is
     // refused (the condition has not been judged on fresh data yet), and so
     // is one after the arming window (the tier has re-raised).
-    let mut p = Protection::new(cfg.clone(), 500, EventLog::open(&path).unwrap());
+    let mut p = Protection::new(cfg.clone(), 500, MemoryLog::with(record));
     feed(&mut p, deep(0), None, 0);
     assert!(p.reset(&deep(0), 0).is_err());
     for t in (10..=6000).step_by(PERIOD as usize) {
@@ -374,8 +413,9 @@ fn deep_under_voltage_latch_survives_a_restart_until_reset() {
     let err = p.reset(&deep(6000), 6000).unwrap_err();
     assert!(err.to_string().contains("CellDeepUnderVoltage"), "{err}");
     // Restart with a healthy cell: blocked until reset, reset after arming.
+    record = p.events().to_vec();
     drop(p);
-    let mut p = Protection::new(cfg.clone(), 500, EventLog::open(&path).unwrap());
+    let mut p = Protection::new(cfg.clone(), 500, MemoryLog::with(record));
     for t in (0..6000).step_by(PERIOD as usize) {
         feed(&mut p, base(t), None, t);
         assert!(
@@ -386,8 +426,9 @@ fn deep_under_voltage_latch_survives_a_restart_until_reset() {
     let reason = p.status().blocked_reason.clone().unwrap();
     assert!(reason.contains("restored"), "{reason}");
     p.reset(&base(6000), 6000).unwrap();
+    record = p.events().to_vec();
     drop(p);
-    let p = Protection::new(cfg, 500, EventLog::open(&path).unwrap());
+    let p = Protection::new(cfg, 500, MemoryLog::with(record));
     assert!(p.latched().is_empty());
 }
 
@@ -1063,4 +1104,182 @@ proptest! {
             }
         }
     }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(48))]
+
+    /// Whatever SOC a plugin reports (any plausible lie in 0..=100, changing
+    /// every segment), the allowed currents never exceed what protection
+    /// allows on its own SOC alone: two instances see the same snapshots,
+    /// one with the lies and one with no plugin at all.
+    #[test]
+    fn a_lying_soc_plugin_never_raises_the_allowed_current(
+        // Resting voltage at start: protection's SOC from 3 % to 99 %, so
+        // both SOC curves are in play.
+        start_v in 2.95f32..3.45,
+        segments in prop::collection::vec(
+            (arb_plausible(), 0.0f32..=100.0, 1u64..60),
+            1..10,
+        ),
+    ) {
+        let cfg = cfg();
+        let (mut honest, t0) = closed_at(&cfg, start_v, None);
+        let (mut lied_to, _) = closed_at(&cfg, start_v, Some(50.0));
+        let mut t = t0;
+        let mut granted = false;
+        for (s0, lie, hold) in segments {
+            for _ in 0..hold {
+                t += PERIOD;
+                let mut s = s0.clone();
+                s.timestamp_ms = t;
+                s.current_changed_ms = t;
+                let a = feed(&mut honest, s.clone(), None, t).allowed;
+                let b = feed(&mut lied_to, s, Some(lie), t);
+                prop_assert!(b.allowed.charge_a <= a.charge_a + 1e-3,
+                    "charge {} with a plugin at {lie} % > {} on protection's SOC {:?}", b.allowed.charge_a, a.charge_a, b.soc);
+                prop_assert!(b.allowed.discharge_a <= a.discharge_a + 1e-3,
+                    "discharge {} with a plugin at {lie} % > {} on protection's SOC {:?}", b.allowed.discharge_a, a.discharge_a, b.soc);
+                granted |= a.charge_a > 0.0 || a.discharge_a > 0.0;
+            }
+        }
+        prop_assert!(granted, "no current was ever allowed: nothing was tested");
+    }
+}
+
+#[test]
+fn soc_curves_derate_on_protections_soc_and_a_disagreement_is_a_warning() {
+    let cfg = cfg();
+    let (mut p, mut t) = closed_protection(&cfg);
+    // Rest at 3.40 V: 98 % on the demo LFP table, deep in the SOC curve.
+    let mut high = base(0);
+    high.cell_voltage_v.fill(3.40);
+    high.pack_voltage_v = high.cell_voltage_v.iter().sum();
+    let (mut fresh, mut t2) = closed_at(&cfg, 3.40, Some(50.0));
+    for _ in 0..2000 {
+        t2 += PERIOD;
+        let mut s = high.clone();
+        (s.timestamp_ms, s.current_changed_ms) = (t2, t2);
+        feed(&mut fresh, s, Some(50.0), t2);
+    }
+    let st = fresh.status();
+    let native = st.soc.native_max_pct.expect("native SOC known");
+    assert!((native - 98.0).abs() < 0.5, "{:?}", st.soc);
+    assert_eq!(st.soc.charge_pct, Some(native));
+    assert_eq!(st.soc.discharge_pct, Some(50.0));
+    // 98 % on [[90, 280], [100, 28]]: 78.4 A, not the 280 A a 50 % lie gives.
+    let expected = 280.0 - (native - 90.0) / 10.0 * 252.0;
+    assert!(
+        (st.allowed.charge_a - expected).abs() < 1.0,
+        "{:?}",
+        st.allowed
+    );
+    // 48 pp apart for longer than the delay: the MOL warning, recorded once
+    // with the distance and the band.
+    assert!(st
+        .active
+        .iter()
+        .any(|a| a.quantity == Quantity::SocDisagreement && a.tier == TierLevel::Mol));
+    let raised: Vec<_> = fresh
+        .events()
+        .iter()
+        .filter(|e| e.quantity == Some(Quantity::SocDisagreement) && e.kind == EventKind::Raised)
+        .collect();
+    assert_eq!(raised.len(), 1, "{raised:?}");
+    assert!(
+        raised[0].message.contains("50.0 %"),
+        "{}",
+        raised[0].message
+    );
+    assert_eq!(raised[0].limit, Some(cfg.soc.disagreement_pct.limit));
+    assert!(raised[0].value.unwrap() > 40.0);
+    // The plugin comes round: the warning clears.
+    for _ in 0..100 {
+        t2 += PERIOD;
+        let mut s = high.clone();
+        (s.timestamp_ms, s.current_changed_ms) = (t2, t2);
+        feed(&mut fresh, s, Some(native), t2);
+    }
+    assert!(cleared(&fresh, Quantity::SocDisagreement, TierLevel::Mol));
+    // Agreement never raises it.
+    for _ in 0..2000 {
+        t += PERIOD;
+        feed(&mut p, base(t), Some(60.0), t);
+    }
+    assert!(raised_at(&p, Quantity::SocDisagreement, TierLevel::Mol).is_none());
+}
+
+#[test]
+fn validation_names_missing_tiers_insane_bounds_ratings_and_voltage_ranges() {
+    let field = |edit: &dyn Fn(&mut ProtectionConfig)| {
+        let mut c = cfg();
+        edit(&mut c);
+        c.validate()
+            .expect_err("must be refused")
+            .field()
+            .to_string()
+    };
+    assert_eq!(
+        field(&|c| c.cell_over_voltage_v.rsl = None),
+        "cell_over_voltage_v.rsl"
+    );
+    assert_eq!(
+        field(&|c| c.pack_voltage_mismatch_v.mol = None),
+        "pack_voltage_mismatch_v.mol"
+    );
+    assert_eq!(
+        field(&|c| c.cell_temp_spread_c.msl.as_mut().unwrap().delay_ms = 3_600_000),
+        "cell_temp_spread_c.msl.delay_ms"
+    );
+    assert_eq!(
+        field(&|c| c.plausibility.range_delay_ms = 60_000),
+        "plausibility.range_delay_ms"
+    );
+    assert_eq!(
+        field(&|c| c.contactors.open_timeout_ms = 60_000),
+        "contactors.open_timeout_ms"
+    );
+    assert_eq!(field(&|c| c.rest_current_a = 100.0), "rest_current_a");
+    assert_eq!(
+        field(&|c| c.derating.max_charge_current_a = 310.0),
+        "derating.max_charge_current_a",
+        "a rating above the over-current RSL (300 A)"
+    );
+    assert_eq!(
+        field(&|c| c.plausibility.pack_voltage_range_v = [600.0, 0.0]),
+        "plausibility.pack_voltage_range_v"
+    );
+    assert_eq!(
+        field(&|c| c.plausibility.link_voltage_range_v = [f32::NAN, 600.0]),
+        "plausibility.link_voltage_range_v"
+    );
+    assert_eq!(field(&|c| c.supervision_periods = 1), "supervision_periods");
+    assert_eq!(field(&|c| c.soc.ocv.ocv_v.reverse()), "soc.ocv[1]");
+    let msg = {
+        let mut c = cfg();
+        c.cell_over_voltage_v.rsl = None;
+        c.validate().unwrap_err().to_string()
+    };
+    assert!(msg.contains("SAFETY.md"), "{msg}");
+}
+
+#[test]
+fn an_implausible_pack_or_link_voltage_trips_after_the_range_delay() {
+    let cfg = cfg();
+    let (mut p, mut t) = closed_protection(&cfg);
+    let start = t;
+    while p.latched().is_empty() {
+        t += PERIOD;
+        let mut s = base(t);
+        s.link_voltage_v = 5000.0;
+        p.tick(&s, None, t);
+        assert!(t - start < 1000, "never tripped");
+    }
+    let l = &p.latched()[0];
+    assert_eq!(l.quantity, Quantity::SensorOutOfRange);
+    assert!(
+        t - start >= cfg.plausibility.range_delay_ms,
+        "{} ms",
+        t - start
+    );
 }

@@ -19,6 +19,28 @@ use serde::{Deserialize, Serialize};
 
 use super::Quantity;
 
+/// A `[protection]` table that must not run.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum LimitError {
+    /// `field` is the path of the bad value (below `protection.` for
+    /// [`ProtectionConfig::validate`]), e.g. `cell_over_voltage_v.msl.limit`.
+    #[error("`{field}`: {message}")]
+    Invalid { field: String, message: String },
+}
+
+impl LimitError {
+    pub fn field(&self) -> &str {
+        match self {
+            LimitError::Invalid { field, .. } => field,
+        }
+    }
+    pub fn message(&self) -> &str {
+        match self {
+            LimitError::Invalid { message, .. } => message,
+        }
+    }
+}
+
 /// One tier of one quantity.
 #[derive(Debug, Clone, Copy, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
@@ -98,7 +120,12 @@ impl Curve {
     }
 
     /// Check shape; `monotonic`: Some(true) non-decreasing, Some(false)
-    /// non-increasing in x.
+    /// non-increasing in x. The error names `field` or one of its points.
+    pub fn check(&self, field: &str, monotonic: Option<bool>) -> Result<(), LimitError> {
+        self.validate(field, monotonic)
+            .map_err(|(field, message)| LimitError::Invalid { field, message })
+    }
+
     pub(crate) fn validate(
         &self,
         field: &str,
@@ -186,6 +213,10 @@ pub struct PlausibilityConfig {
     pub temp_range_c: [f32; 2],
     /// Physical range of the current reading, A (the sensor's span).
     pub current_range_a: [f32; 2],
+    /// Physical range of the pack-voltage reading, V.
+    pub pack_voltage_range_v: [f32; 2],
+    /// Physical range of the DC-link voltage reading, V.
+    pub link_voltage_range_v: [f32; 2],
     /// A reading outside its range for this long opens the contactors, ms.
     pub range_delay_ms: u64,
     /// A live current sensor's reading always moves in its last digits; a
@@ -257,10 +288,17 @@ pub struct ProtectionConfig {
     pub derating: DeratingConfig,
     pub contactors: ContactorConfig,
     pub balancing: BalancingLimits,
+    /// Protection's own SOC (`[protection.soc]`).
+    pub soc: super::soc::SocConfig,
     /// Watchdog: the contactor driver opens when the protection heartbeat
     /// has not toggled for this many periods.
     #[serde(default = "default_watchdog_periods")]
     pub watchdog_periods: u32,
+    /// The control side declares protection dead after this many periods
+    /// without a tick: the PCS is told 0 A, its heartbeat stops, the rack
+    /// shows faulted in SunSpec and drops out of the bank.
+    #[serde(default = "default_supervision_periods")]
+    pub supervision_periods: u32,
 }
 
 fn default_period() -> u64 {
@@ -268,6 +306,9 @@ fn default_period() -> u64 {
 }
 fn default_watchdog_periods() -> u32 {
     5
+}
+fn default_supervision_periods() -> u32 {
+    10
 }
 
 /// Direction a quantity trips in.
@@ -278,89 +319,42 @@ pub enum Direction {
 }
 
 impl ProtectionConfig {
-    /// Every tiered quantity with its config key, tiers and direction.
-    pub fn tiered(&self) -> [(&'static str, Quantity, Tiers, Direction); 12] {
-        use Direction::*;
-        use Quantity::*;
-        let deep = Tiers {
-            mol: None,
-            rsl: None,
-            msl: Some(self.cell_deep_under_voltage_v),
+    /// Every tiered quantity of the limit table ([`crate::table`]) with its
+    /// config key, this site's tiers and its direction, in table order.
+    pub fn tiered(&self) -> Vec<(&'static str, Quantity, Tiers, Direction)> {
+        crate::table::tiered_rows()
+            .filter_map(|r| Some((r.key, r.quantity, self.tiers_of(r.quantity)?, r.direction)))
+            .collect()
+    }
+
+    /// This site's tiers of `q` (`None` for quantities that are not tiered
+    /// from `[protection]`).
+    pub fn tiers_of(&self, q: Quantity) -> Option<Tiers> {
+        use Quantity as Q;
+        let t = match q {
+            Q::CellOverVoltage => self.cell_over_voltage_v,
+            Q::CellUnderVoltage => self.cell_under_voltage_v,
+            Q::CellDeepUnderVoltage => Tiers {
+                msl: Some(self.cell_deep_under_voltage_v),
+                ..Tiers::default()
+            },
+            Q::CellOverTempCharge => self.cell_over_temp_charge_c,
+            Q::CellOverTempDischarge => self.cell_over_temp_discharge_c,
+            Q::CellUnderTempCharge => self.cell_under_temp_charge_c,
+            Q::CellUnderTempDischarge => self.cell_under_temp_discharge_c,
+            Q::CellTempSpread => self.cell_temp_spread_c,
+            Q::CellVoltageSpread => self.cell_voltage_spread_v,
+            Q::ChargeOverCurrent => self.charge_over_current_a,
+            Q::DischargeOverCurrent => self.discharge_over_current_a,
+            Q::PackVoltageMismatch => self.pack_voltage_mismatch_v,
+            Q::CommunicationLoss
+            | Q::SensorOutOfRange
+            | Q::CurrentSensorFrozen
+            | Q::ContactorWelded
+            | Q::PrechargeFailed
+            | Q::SocDisagreement => return None,
         };
-        [
-            (
-                "cell_over_voltage_v",
-                CellOverVoltage,
-                self.cell_over_voltage_v,
-                Above,
-            ),
-            (
-                "cell_under_voltage_v",
-                CellUnderVoltage,
-                self.cell_under_voltage_v,
-                Below,
-            ),
-            (
-                "cell_over_temp_charge_c",
-                CellOverTempCharge,
-                self.cell_over_temp_charge_c,
-                Above,
-            ),
-            (
-                "cell_over_temp_discharge_c",
-                CellOverTempDischarge,
-                self.cell_over_temp_discharge_c,
-                Above,
-            ),
-            (
-                "cell_under_temp_charge_c",
-                CellUnderTempCharge,
-                self.cell_under_temp_charge_c,
-                Below,
-            ),
-            (
-                "cell_under_temp_discharge_c",
-                CellUnderTempDischarge,
-                self.cell_under_temp_discharge_c,
-                Below,
-            ),
-            (
-                "cell_temp_spread_c",
-                CellTempSpread,
-                self.cell_temp_spread_c,
-                Above,
-            ),
-            (
-                "cell_voltage_spread_v",
-                CellVoltageSpread,
-                self.cell_voltage_spread_v,
-                Above,
-            ),
-            (
-                "charge_over_current_a",
-                ChargeOverCurrent,
-                self.charge_over_current_a,
-                Above,
-            ),
-            (
-                "discharge_over_current_a",
-                DischargeOverCurrent,
-                self.discharge_over_current_a,
-                Above,
-            ),
-            (
-                "pack_voltage_mismatch_v",
-                PackVoltageMismatch,
-                self.pack_voltage_mismatch_v,
-                Above,
-            ),
-            (
-                "cell_deep_under_voltage_v",
-                CellDeepUnderVoltage,
-                deep,
-                Below,
-            ),
-        ]
+        Some(t)
     }
 
     /// The operating cell-voltage window (lowest, highest) in V: the
@@ -379,9 +373,13 @@ impl ProtectionConfig {
         )
     }
 
-    /// Check ordering, signs and shapes. Errors are (field path below
-    /// `protection.`, message).
-    pub fn validate(&self) -> Result<(), (String, String)> {
+    /// Check ordering, signs, shapes and bounds; the error names the field.
+    pub fn validate(&self) -> Result<(), LimitError> {
+        self.check()
+            .map_err(|(field, message)| LimitError::Invalid { field, message })
+    }
+
+    fn check(&self) -> Result<(), (String, String)> {
         if self.period_ms == 0 || self.period_ms > 1000 {
             return Err((
                 "period_ms".into(),
@@ -391,13 +389,30 @@ impl ProtectionConfig {
         if !(self.rest_current_a.is_finite() && self.rest_current_a >= 0.0) {
             return Err(("rest_current_a".into(), "must be finite and >= 0".into()));
         }
+        if !(2..=1000).contains(&self.supervision_periods) {
+            return Err((
+                "supervision_periods".into(),
+                format!(
+                    "must be 2..=1000 (one late period is not a dead thread), got {}",
+                    self.supervision_periods
+                ),
+            ));
+        }
         if self.watchdog_periods < 2 {
             return Err((
                 "watchdog_periods".into(),
                 "must be >= 2 (one late period is not a dead thread)".into(),
             ));
         }
-        for (name, _, tiers, dir) in self.tiered() {
+        for (name, q, tiers, dir) in self.tiered() {
+            if q.row().tiering == crate::table::Tiering::Three {
+                if let Some(level) = TierLevel::ALL.into_iter().find(|l| tiers.get(*l).is_none()) {
+                    return Err((
+                        format!("{name}.{}", level.key()),
+                        "missing: every quantity has MOL, RSL and MSL (the exceptions are listed in SAFETY.md)".into(),
+                    ));
+                }
+            }
             validate_tiers(name, &tiers, dir)?;
         }
         let uv_msl = self.cell_under_voltage_v.msl.map(|t| t.limit);
@@ -443,11 +458,46 @@ impl ProtectionConfig {
             .validate("derating.charge_vs_soc_pct", Some(false))?;
         d.discharge_vs_soc_pct
             .validate("derating.discharge_vs_soc_pct", Some(true))?;
+        // A rating above the over-current RSL would let the PCS be told a
+        // current that protection itself stops.
+        for (f, rating, tiers, key) in [
+            (
+                "derating.max_charge_current_a",
+                d.max_charge_current_a,
+                self.charge_over_current_a,
+                "charge_over_current_a",
+            ),
+            (
+                "derating.max_discharge_current_a",
+                d.max_discharge_current_a,
+                self.discharge_over_current_a,
+                "discharge_over_current_a",
+            ),
+        ] {
+            if let Some(rsl) = tiers.rsl.filter(|t| rating > t.limit) {
+                return Err((
+                    f.into(),
+                    format!("{rating} A is above {key}.rsl.limit ({} A)", rsl.limit),
+                ));
+            }
+        }
+        let rest_max_a = 0.1 * d.max_charge_current_a.min(d.max_discharge_current_a);
+        if self.rest_current_a > rest_max_a {
+            return Err((
+                "rest_current_a".into(),
+                format!(
+                    "{} A is not a rest: at most 10 % of the smaller rating ({rest_max_a} A)",
+                    self.rest_current_a
+                ),
+            ));
+        }
         let p = &self.plausibility;
         for (f, r) in [
             ("plausibility.cell_voltage_range_v", p.cell_voltage_range_v),
             ("plausibility.temp_range_c", p.temp_range_c),
             ("plausibility.current_range_a", p.current_range_a),
+            ("plausibility.pack_voltage_range_v", p.pack_voltage_range_v),
+            ("plausibility.link_voltage_range_v", p.link_voltage_range_v),
         ] {
             if !(r[0].is_finite() && r[1].is_finite() && r[0] < r[1]) {
                 return Err((
@@ -459,9 +509,51 @@ impl ProtectionConfig {
         if p.range_delay_ms == 0 {
             return Err(("plausibility.range_delay_ms".into(), "must be > 0".into()));
         }
+        for (f, v, max) in [
+            (
+                "plausibility.range_delay_ms",
+                p.range_delay_ms,
+                MAX_CHECK_MS,
+            ),
+            (
+                "plausibility.current_frozen_ms",
+                p.current_frozen_ms,
+                MAX_DELAY_MS,
+            ),
+            (
+                "contactors.precharge_timeout_ms",
+                self.contactors.precharge_timeout_ms,
+                MAX_DELAY_MS,
+            ),
+            (
+                "contactors.open_timeout_ms",
+                self.contactors.open_timeout_ms,
+                MAX_CHECK_MS,
+            ),
+            (
+                "contactors.reclose_delay_ms",
+                self.contactors.reclose_delay_ms,
+                3_600_000,
+            ),
+            (
+                "soc.disagreement_pct.delay_ms",
+                self.soc.disagreement_pct.delay_ms,
+                600_000,
+            ),
+        ] {
+            if v > max {
+                return Err((
+                    f.into(),
+                    format!("{v} ms is beyond the sane bound of {max} ms"),
+                ));
+            }
+        }
         if !self.balancing.max_temp_c.is_finite() {
             return Err(("balancing.max_temp_c".into(), "must be finite".into()));
         }
+        self.soc
+            .validate()
+            .map_err(|(f, m)| (format!("soc.{f}"), m))?;
         let c = &self.contactors;
         if !(c.precharge_fraction > 0.0 && c.precharge_fraction < 1.0) {
             return Err((
@@ -493,6 +585,11 @@ impl ProtectionConfig {
     }
 }
 
+/// Longest debounce a tier (or a supervision) may have, ms.
+pub const MAX_DELAY_MS: u64 = 60_000;
+/// Longest time a plausibility or contactor check may take to act, ms.
+pub const MAX_CHECK_MS: u64 = 10_000;
+
 fn validate_tiers(name: &str, t: &Tiers, dir: Direction) -> Result<(), (String, String)> {
     let present: Vec<(TierLevel, Tier)> = TierLevel::ALL
         .iter()
@@ -508,6 +605,15 @@ fn validate_tiers(name: &str, t: &Tiers, dir: Direction) -> Result<(), (String, 
         }
         if tier.delay_ms == 0 {
             return Err((f("delay_ms"), "must be > 0 (a debounce delay)".into()));
+        }
+        if tier.delay_ms > MAX_DELAY_MS {
+            return Err((
+                f("delay_ms"),
+                format!(
+                    "{} ms is beyond the sane bound of {MAX_DELAY_MS} ms: a tier that waits longer protects nothing",
+                    tier.delay_ms
+                ),
+            ));
         }
         if !(tier.hysteresis.is_finite() && tier.hysteresis >= 0.0) {
             return Err((

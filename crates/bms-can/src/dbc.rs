@@ -1672,7 +1672,7 @@ BA_ \"GenMsgCycleTime\" BO_ 3 0;
 
     #[test]
     fn bmu_demo_round_trip() {
-        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../configs/bmu-demo.dbc");
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../../configs/bmu-demo.dbc");
         let d = Dbc::from_file(path).unwrap();
         // Per BMU: cell voltages, temperatures, balance; BMS_Status; 3 IVT.
         assert_eq!(d.messages().len(), 8 * 3 + 1 + 3);

@@ -1,0 +1,16 @@
+//! bms-can: classic CAN frames and the DBC codec of bmshost.
+//!
+//! Owns: [`frame`] (identifiers and frames, range checked) and [`dbc`]
+//! (a DBC file parsed into an owned model; encode and decode of Intel and
+//! Motorola, signed and multiplexed signals, value tables, long names).
+//!
+//! May not touch: any bus, socket, thread or runtime, and any knowledge of
+//! racks or cells. The host maps signals to rack quantities
+//! (`bmshost::io::can::mapping`); the simulated BMUs encode their own
+//! frames with this codec.
+
+pub mod dbc;
+pub mod frame;
+
+pub use dbc::{Dbc, DbcError};
+pub use frame::{CanFrame, CanId, FrameError};
