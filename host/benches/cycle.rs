@@ -43,7 +43,7 @@ fn bench(c: &mut Criterion) {
     let map = Arc::new(RackMap::resolve(&cfg, dbc).unwrap());
     let bus = VirtualBus::new();
     let (_contactor, wiring) = SimulatedContactor::new();
-    let mut sim = Simulator::new(&cfg, map.clone(), Box::new(bus.endpoint()), wiring).unwrap();
+    let mut sim = Simulator::new(&cfg, map.dbc.clone(), Box::new(bus.endpoint()), wiring).unwrap();
     let rx = bus.endpoint();
     let mut acq = Acquisition::new(&cfg, map);
     // One second of traffic: every frame type several times.
@@ -176,8 +176,13 @@ fn trip_trial(cfg: &SiteConfig, map: &Arc<RackMap>, fault_s: f64) -> (u64, Durat
     }];
     let bus = VirtualBus::new();
     let (contactor, wiring) = SimulatedContactor::new();
-    let mut sim =
-        Simulator::new(&cfg, map.clone(), Box::new(bus.endpoint()), wiring.clone()).unwrap();
+    let mut sim = Simulator::new(
+        &cfg,
+        map.dbc.clone(),
+        Box::new(bus.endpoint()),
+        wiring.clone(),
+    )
+    .unwrap();
     let acq = Acquisition::new(&cfg, map.clone());
     let period = cfg.protection.period_ms;
     let limit_v = cfg.protection.cell_over_voltage_v.msl.unwrap().limit;

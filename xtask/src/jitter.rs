@@ -86,10 +86,15 @@ fn spin_site(root: &Path, base: &Path, iterations: u64) -> String {
             root.join("target/plugins").join(format!("{name}.wasm")).display()
         )
     };
+    // Relative paths resolve against this file, so name configs/ ones in full.
+    let configs = root.join("configs");
     format!(
-        "# Written by `cargo xtask bench-jitter`.\nextends = \"{}\"\n\n[site]\nname = \"site-10rack-spin\"\nstate_dir = \"{}\"\n\n[plugins.policy]\ncheckpoint_cycles = 1\n\n{}{}{}{}",
+        "# Written by `cargo xtask bench-jitter`.\nextends = \"{}\"\n\n[site]\nname = \"site-10rack-spin\"\nstate_dir = \"{}\"\n\n[can]\ndbc = \"{}\"\n\n[sim]\nocv_table = \"{}\"\n\n[protection.soc]\nocv = {{ include = \"{}\" }}\n\n[plugins.policy]\ncheckpoint_cycles = 1\n\n{}{}{}{}",
         base.display(),
         root.join("target/bench-jitter/state").display(),
+        configs.join("bmu-416.dbc").display(),
+        configs.join("ocv-lfp.toml").display(),
+        configs.join("ocv-lfp.toml").display(),
         plugin("soc", "hostile-soc"),
         plugin("soh", "hostile-soh"),
         plugin("balancer", "hostile-balancer"),

@@ -9,6 +9,7 @@
 //! internals only through [`Simulator::truth`], to report estimation error
 //! in the summary.
 
+pub mod layout;
 pub mod model;
 
 use std::sync::Arc;
@@ -19,11 +20,12 @@ use rand_chacha::ChaCha8Rng;
 use rand_distr::{Distribution, Normal};
 use serde::Deserialize;
 
-use crate::io::can::acquire::Acquisition;
+use bms_can::dbc::Dbc;
+
 use crate::io::can::bus::CanPort;
-use crate::io::can::mapping::{FrameLayout, Quantity, RackMap};
 use crate::io::can::CanFrame;
 use crate::io::contactor::SimWiring;
+use layout::{OutFrame, SimLayout, SimSignals, SimValue};
 use model::RackModel;
 
 /// `[sim]` section of a site file.
@@ -85,6 +87,10 @@ pub struct SimConfig {
     /// Faults injected at given times (any order).
     #[serde(default)]
     pub faults: Vec<Fault>,
+    /// The signal names the simulated firmware sends under (its own view of
+    /// the DBC; defaults: the demo BMUs and IVT).
+    #[serde(default)]
+    pub signals: SimSignals,
     /// DC-link capacitor charging time constant through the precharge
     /// resistor, ms.
     #[serde(default = "default_precharge_tau")]
@@ -244,7 +250,9 @@ pub struct Simulator {
     cfg: SimConfig,
     model: RackModel,
     port: Box<dyn CanPort>,
-    map: Arc<RackMap>,
+    /// The codec, and the simulation's own layout on it (not the host's map).
+    dbc: Arc<Dbc>,
+    layout: SimLayout,
     wiring: Arc<SimWiring>,
     /// The external watchdog relay drops the coils when the heartbeat has
     /// not toggled for this long, ms.
@@ -261,8 +269,8 @@ pub struct Simulator {
     next_bmu_ms: u64,
     next_current_ms: u64,
     bleed: Vec<bool>,
-    bmu_frames: Vec<FrameLayout>,
-    current_frames: Vec<FrameLayout>,
+    bmu_frames: Vec<OutFrame>,
+    current_frames: Vec<OutFrame>,
     voltage_offset_v: Vec<f64>,
     silent_modules: Vec<bool>,
     /// DBC message indices no longer sent.
@@ -281,7 +289,7 @@ impl Simulator {
     /// and only while the watchdog relay sees the heartbeat.
     pub fn new(
         site: &crate::config::SiteConfig,
-        map: Arc<RackMap>,
+        dbc: Arc<Dbc>,
         port: Box<dyn CanPort>,
         wiring: Arc<SimWiring>,
     ) -> anyhow::Result<Self> {
@@ -309,28 +317,30 @@ impl Simulator {
         );
         for f in &cfg.faults {
             if let FaultKind::MessageSilent { message } = &f.kind {
-                if map.dbc.message_index(message).is_none() {
+                if dbc.message_index(message).is_none() {
                     anyhow::bail!(
                         "{}: `sim.faults` message_silent: the DBC {} has no message `{message}`",
                         site.source.display(),
-                        map.dbc.origin()
+                        dbc.origin()
                     );
                 }
             }
         }
         let cells = r.cell_count();
-        let bmu_frames =
-            map.frames(|q| matches!(q, Quantity::CellVoltage(_) | Quantity::Temperature(_)));
-        let current_frames = map.frames(|q| {
-            matches!(
-                q,
-                Quantity::PackCurrent | Quantity::PackVoltage | Quantity::LinkVoltage
-            )
-        });
+        let layout = SimLayout::build(
+            &dbc,
+            &cfg.signals,
+            r.modules as usize,
+            r.cells_per_module as usize,
+            r.temp_sensors_per_module as usize,
+        )
+        .with_context(|| site.source.display().to_string())?;
+        let (bmu_frames, current_frames) = (layout.bmu.clone(), layout.sensor.clone());
         Ok(Self {
             model,
             port,
-            map,
+            dbc,
+            layout,
             wiring,
             watchdog_timeout_ms: site.protection.period_ms
                 * site.protection.watchdog_periods as u64,
@@ -442,7 +452,11 @@ impl Simulator {
         self.rx.clear();
         self.port.drain(&mut self.rx);
         for f in &self.rx {
-            Acquisition::decode_bleed(&self.map, f, self.cells_per_module, &mut self.bleed);
+            if let Some(i) = self.dbc.message_index_by_id(f.id()) {
+                let per = self.cells_per_module;
+                self.layout
+                    .apply_bleed(&self.dbc, i, f.data(), per, &mut self.bleed);
+            }
         }
     }
 
@@ -475,7 +489,7 @@ impl Simulator {
                 }
                 FaultKind::MessageSilent { ref message } => {
                     // Checked in `new`.
-                    if let Some(i) = self.map.dbc.message_index(message) {
+                    if let Some(i) = self.dbc.message_index(message) {
                         self.silent_messages.push(i);
                     }
                 }
@@ -496,7 +510,7 @@ impl Simulator {
     }
 
     /// Measured value of a quantity: truth + noise + faults.
-    fn measure(&mut self, q: Quantity) -> f64 {
+    fn measure(&mut self, q: SimValue) -> f64 {
         let noise = |rng: &mut ChaCha8Rng, sigma: f64| {
             if sigma > 0.0 {
                 Normal::new(0.0, sigma).map_or(0.0, |d| d.sample(rng))
@@ -505,16 +519,16 @@ impl Simulator {
             }
         };
         match q {
-            Quantity::CellVoltage(i) => {
+            SimValue::CellVoltage(i) => {
                 self.model.terminal_v(i)
                     + self.voltage_offset_v[i]
                     + noise(&mut self.rng, self.cfg.cell_noise_mv / 1000.0)
             }
-            Quantity::Temperature(s) => {
+            SimValue::Temperature(s) => {
                 let module = s / self.sensors_per_module;
                 self.model.module_temp_c[module] + noise(&mut self.rng, self.cfg.temp_noise_c)
             }
-            Quantity::PackCurrent => match self.current_stuck_a {
+            SimValue::Current => match self.current_stuck_a {
                 Some(v) => v,
                 None => {
                     self.current_a
@@ -522,9 +536,8 @@ impl Simulator {
                         + noise(&mut self.rng, self.cfg.current_noise_a)
                 }
             },
-            Quantity::PackVoltage => self.model.pack_voltage_v(),
-            Quantity::LinkVoltage => self.link_v,
-            Quantity::BleedMask(_) | Quantity::Heartbeat => 0.0,
+            SimValue::PackVoltage => self.model.pack_voltage_v(),
+            SimValue::LinkVoltage => self.link_v,
         }
     }
 
@@ -536,22 +549,22 @@ impl Simulator {
         };
         for layout in &layouts {
             let silent = self.silent_messages.contains(&layout.message)
-                || layout.entries.iter().any(|&(_, q, _)| match q {
-                    Quantity::CellVoltage(i) => self.silent_modules[i / self.cells_per_module],
-                    Quantity::Temperature(s) => self.silent_modules[s / self.sensors_per_module],
+                || layout.values.iter().any(|&(_, q, _)| match q {
+                    SimValue::CellVoltage(i) => self.silent_modules[i / self.cells_per_module],
+                    SimValue::Temperature(s) => self.silent_modules[s / self.sensors_per_module],
                     _ => false,
                 });
             if silent {
                 continue;
             }
-            let mut values: Vec<(usize, f64)> = Vec::with_capacity(layout.entries.len() + 1);
+            let mut values: Vec<(usize, f64)> = Vec::with_capacity(layout.values.len() + 1);
             if let Some((sig, v)) = layout.mux {
                 values.push((sig, v as f64));
             }
-            for &(sig, q, to_si) in &layout.entries {
-                values.push((sig, self.measure(q) / to_si));
+            for &(sig, q, per_si) in &layout.values {
+                values.push((sig, self.measure(q) * per_si));
             }
-            let msg = self.map.dbc.message_at(layout.message);
+            let msg = self.dbc.message_at(layout.message);
             match msg.encode_frame(&values) {
                 Ok(frame) => {
                     let _ = self.port.send(&frame);

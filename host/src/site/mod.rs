@@ -187,7 +187,7 @@ impl RackSite {
                 .unwrap_or_else(|| VirtualBus::with_clock(clock.clone()));
             let (host_port, sim_port) = ports(&cfg, &bus, &clock)?;
             let (contactor, wiring) = SimulatedContactor::new();
-            let sim = Simulator::new(&cfg, map.clone(), sim_port, wiring)?;
+            let sim = Simulator::new(&cfg, map.dbc.clone(), sim_port, wiring)?;
             let contactor: Box<dyn ContactorOutput> = Box::new(contactor);
             (host_port, contactor, Some(Arc::new(Mutex::new(sim))), None)
         } else {
@@ -575,8 +575,6 @@ impl RackSite {
                 .copied()
                 .unwrap_or(0)
         };
-        // The physics stop with the run.
-        self.sim_thread = None;
         let sim = self.sim.as_ref().map(|sim| {
             let truth = simthread::lock(sim).truth();
             let mut acc = run.acc;

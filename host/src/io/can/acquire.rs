@@ -354,37 +354,6 @@ impl Acquisition {
             }
         }
     }
-
-    /// Decode a bleed-mask frame back into per-cell flags (used by the
-    /// simulated BMUs, which obey these frames).
-    pub fn decode_bleed(
-        map: &RackMap,
-        frame: &CanFrame,
-        cells_per_module: usize,
-        bleed: &mut [bool],
-    ) {
-        let Some(index) = map.dbc.message_index_by_id(frame.id()) else {
-            return;
-        };
-        let msg = map.dbc.message_at(index);
-        let Ok(decoded) = msg.decode(frame.data()) else {
-            return;
-        };
-        for v in decoded {
-            let sref = SignalRef {
-                message: index,
-                signal: v.signal,
-            };
-            if let (Some(Quantity::BleedMask(m)), true) = (map.quantity_of(sref), v.in_range) {
-                let mask = v.value as u64;
-                for c in 0..cells_per_module {
-                    if let Some(b) = bleed.get_mut(m * cells_per_module + c) {
-                        *b = mask & (1 << c) != 0;
-                    }
-                }
-            }
-        }
-    }
 }
 
 #[cfg(test)]
@@ -600,10 +569,20 @@ mod tests {
         let wanted: Vec<bool> = (0..cells).map(|i| i % 5 == 0 || i == cells - 1).collect();
         let frames = acq.encode_bleed(&wanted);
         assert_eq!(frames.len(), 8, "one frame per module");
+        // Decoded as the simulated BMUs do, with their own layout.
+        let bmus = crate::sim::layout::SimLayout::build(
+            &map.dbc,
+            &crate::sim::layout::SimSignals::default(),
+            8,
+            per,
+            4,
+        )
+        .unwrap();
         let mut seen = vec![false; cells];
         for (m, f) in frames.iter().enumerate() {
             assert_eq!(f.data()[0] as usize, m, "selector of frame {m}");
-            Acquisition::decode_bleed(&map, f, per, &mut seen);
+            let index = map.dbc.message_index_by_id(f.id()).unwrap();
+            bmus.apply_bleed(&map.dbc, index, f.data(), per, &mut seen);
         }
         assert_eq!(seen, wanted);
     }
