@@ -15,6 +15,8 @@ use bmshost::site::{Observation, RunOptions, Speed};
 const PERIOD_MS: u64 = 10;
 /// The simulated BMUs send every 100 ms.
 const BMU_PERIOD_MS: u64 = 100;
+/// What the OS may take from the protection thread on a busy 2-core machine.
+const SCHEDULING_MS: u64 = 40;
 
 fn mode(m: &str) -> toml::Table {
     let mut c = toml::Table::new();
@@ -52,6 +54,9 @@ fn run_from_88_pct(lying: bool) -> (f32, bmshost::telemetry::Summary, Option<f32
 
 #[test]
 fn a_plausible_but_wrong_soc_cannot_raise_the_allowed_charge_current() {
+    // Two 600 s lock-step runs take a core for a while: not beside the
+    // paced test below, whose protection thread needs the other one.
+    let _one = bms_e2e::one_paced_rack();
     let (honest_a, honest, honest_basis) = run_from_88_pct(false);
     let (lying_a, lying, lying_basis) = run_from_88_pct(true);
     let truth = lying.sim.as_ref().unwrap();
@@ -146,6 +151,10 @@ fn slow_but_legal_plugins_do_not_delay_what_protection_judges() {
     let iterations = calibrate(deadline_ms as f64 * 0.6);
     let cfg = demo_site(|t| {
         spinning_plugins(t, iterations);
+        // The watchdog relay is tested in watchdog.rs; here a scheduling
+        // stall of a loaded CI machine must not open the rack before the
+        // fault this test times.
+        section(t, &["protection"]).insert("watchdog_periods".into(), 20.into());
         set_faults(
             t,
             vec![fault(
@@ -184,9 +193,11 @@ fn slow_but_legal_plugins_do_not_delay_what_protection_judges() {
         summary.cycle_p50_us
     );
     assert_eq!(closed_at_fault, Some(true), "closed when the fault starts");
-    // Each frame is judged at most one period (plus scheduling) after it arrived.
+    // Each frame is judged at most one period (plus scheduling on a loaded
+    // 2-core machine) after it arrived; acquiring on the control thread
+    // made it the cycle duration (here ~100 ms).
     assert!(
-        summary.acquisition.max_rx_to_decode_ms <= PERIOD_MS + 15,
+        summary.acquisition.max_rx_to_decode_ms <= PERIOD_MS + SCHEDULING_MS,
         "a frame waited {} ms for protection",
         summary.acquisition.max_rx_to_decode_ms
     );
@@ -204,7 +215,7 @@ fn slow_but_legal_plugins_do_not_delay_what_protection_judges() {
     // The truth jumps at the fault; its frame is at most one BMU period
     // away; then the delay and one protection period (plus scheduling).
     let took = latched.time_ms - fault_ms;
-    let bound = delay + BMU_PERIOD_MS + PERIOD_MS + 15;
+    let bound = delay + BMU_PERIOD_MS + PERIOD_MS + SCHEDULING_MS;
     assert!(
         took >= delay && took <= bound,
         "latched {took} ms after the fault; bound {delay}..={bound} ms"
