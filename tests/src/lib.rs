@@ -178,3 +178,83 @@ pub fn one_paced_rack() -> std::sync::MutexGuard<'static, ()> {
     static LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
     LOCK.lock().unwrap_or_else(|e| e.into_inner())
 }
+
+/// A free loopback TCP port.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .expect("bind a free port")
+        .local_addr()
+        .expect("local address")
+        .port()
+}
+
+/// A peer process (a Python simulator) killed when dropped.
+pub struct Peer(pub std::process::Child);
+
+impl Drop for Peer {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// `count` holding registers from `address` of the Modbus device on
+/// `port`, read with pymodbus (`None` if it does not answer).
+pub fn read_registers(port: u16, address: u16, count: u16) -> Option<Vec<u16>> {
+    let out = std::process::Command::new(python(&["pymodbus"]))
+        .arg(workspace_root().join("tests/py/modbus_probe.py"))
+        .args(["127.0.0.1", &port.to_string(), "1", "read"])
+        .args([address.to_string(), count.to_string()])
+        .output()
+        .ok()?;
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).ok()?;
+    v["registers"].as_array().map(|r| {
+        r.iter()
+            .filter_map(|x| x.as_u64())
+            .map(|x| x as u16)
+            .collect()
+    })
+}
+
+/// The PCS simulator (`tests/py/pcs_sim.py`) on a free port, once it answers.
+pub fn start_pcs_sim() -> (u16, Peer) {
+    let port = free_port();
+    let peer = Peer(
+        std::process::Command::new(python(&["pymodbus"]))
+            .arg(workspace_root().join("tests/py/pcs_sim.py"))
+            .arg(port.to_string())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("start the PCS simulator"),
+    );
+    let t = std::time::Instant::now();
+    while read_registers(port, 100, 1).is_none() {
+        assert!(
+            t.elapsed() < std::time::Duration::from_secs(20),
+            "PCS simulator did not start"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    (port, peer)
+}
+
+/// A `[pcs]` section writing to `127.0.0.1:port` every `period_ms`: charge
+/// limit at register 100, discharge at 101 (0.1 A), heartbeat at 102.
+pub fn pcs_section(t: &mut toml::Table, port: u16, period_ms: i64) {
+    let reg = |address: i64, scale: f64| {
+        let mut r = toml::Table::new();
+        r.insert("address".into(), address.into());
+        r.insert("scale".into(), scale.into());
+        toml::Value::Table(r)
+    };
+    let mut p = toml::Table::new();
+    p.insert("address".into(), format!("127.0.0.1:{port}").into());
+    p.insert("period_ms".into(), period_ms.into());
+    p.insert("timeout_ms".into(), 300.into());
+    p.insert("reconnect_backoff_ms".into(), 100.into());
+    p.insert("max_charge_current".into(), reg(100, 0.1));
+    p.insert("max_discharge_current".into(), reg(101, 0.1));
+    p.insert("heartbeat".into(), reg(102, 1.0));
+    t.insert("pcs".into(), toml::Value::Table(p));
+}

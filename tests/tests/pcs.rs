@@ -3,66 +3,20 @@
 //! sees them change when protection derates, and an unreachable PCS raises
 //! the link alarm while the rack runs on, unaffected.
 
-use std::net::TcpListener;
-use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use bms_e2e::{assemble, demo_site, fault, set_faults, workspace_root};
+use bms_e2e::{assemble, demo_site, fault, set_faults};
 use bmshost::protection::contactor::ContactorState;
 use bmshost::site::{RunOptions, Speed};
 
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-struct Sim(Child);
-
-impl Drop for Sim {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 fn read_register(port: u16, address: u16) -> Option<u16> {
-    let out = Command::new(bms_e2e::python(&["pymodbus"]))
-        .arg(workspace_root().join("tests/py/modbus_probe.py"))
-        .args([
-            "127.0.0.1",
-            &port.to_string(),
-            "1",
-            "read",
-            &address.to_string(),
-            "1",
-        ])
-        .output()
-        .ok()?;
-    let v: serde_json::Value = serde_json::from_slice(&out.stdout).ok()?;
-    v["registers"][0].as_u64().map(|r| r as u16)
+    bms_e2e::read_registers(port, address, 1).and_then(|r| r.first().copied())
 }
 
 fn pcs_section(t: &mut toml::Table, port: u16) {
-    let reg = |address: i64, scale: f64| {
-        let mut r = toml::Table::new();
-        r.insert("address".into(), address.into());
-        r.insert("scale".into(), scale.into());
-        toml::Value::Table(r)
-    };
-    let mut p = toml::Table::new();
-    p.insert("address".into(), format!("127.0.0.1:{port}").into());
-    p.insert("period_ms".into(), 100.into());
-    p.insert("timeout_ms".into(), 300.into());
-    p.insert("reconnect_backoff_ms".into(), 100.into());
-    p.insert("max_charge_current".into(), reg(100, 0.1));
-    p.insert("max_discharge_current".into(), reg(101, 0.1));
-    p.insert("heartbeat".into(), reg(102, 1.0));
-    t.insert("pcs".into(), toml::Value::Table(p));
+    bms_e2e::pcs_section(t, port, 100);
     // At 5x speed the demo's 5-period watchdog is 10 ms of wall time, which
     // a loaded test machine (the Python poller starts a process every
     // 100 ms) can take from the protection thread; this test is about the
@@ -73,22 +27,7 @@ fn pcs_section(t: &mut toml::Table, port: u16) {
 #[test]
 fn the_pcs_receives_the_limits_and_sees_them_drop_when_protection_derates() {
     let _one = bms_e2e::one_paced_rack();
-    let port = free_port();
-    let _sim = Sim(Command::new(bms_e2e::python(&["pymodbus"]))
-        .arg(workspace_root().join("tests/py/pcs_sim.py"))
-        .arg(port.to_string())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap());
-    let t = Instant::now();
-    while read_register(port, 100).is_none() {
-        assert!(
-            t.elapsed() < Duration::from_secs(20),
-            "PCS simulator did not start"
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    let (port, _sim) = bms_e2e::start_pcs_sim();
     // A +200 mV sensor offset on one cell at 30 s: 3.47 V is on the charge
     // derating curve (3.45 V: 280 A .. 3.55 V: 140 A), below every trip.
     let cfg = demo_site(|t| {
@@ -172,7 +111,7 @@ fn the_pcs_receives_the_limits_and_sees_them_drop_when_protection_derates() {
 #[test]
 fn an_unreachable_pcs_raises_the_alarm_and_the_rack_runs_on() {
     let _one = bms_e2e::one_paced_rack();
-    let port = free_port(); // nothing listens here
+    let port = bms_e2e::free_port(); // nothing listens here
     let cfg = demo_site(|t| pcs_section(t, port));
     let (mut site, _dir) = assemble(cfg);
     let link = site.start_pcs_link().unwrap().unwrap();

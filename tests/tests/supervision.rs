@@ -4,8 +4,7 @@
 //! with pysunspec2) shows the bank faulted with nothing allowed, and the
 //! control side records it. Paced, real-time runs.
 
-use std::net::TcpListener;
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -13,39 +12,6 @@ use std::time::{Duration, Instant};
 use bms_e2e::{assemble, demo_site, section, workspace_root};
 use bmshost::protection::task::InjectedFault;
 use bmshost::site::{Observation, RunOptions, Speed};
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-struct Peer(Child);
-
-impl Drop for Peer {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn probe(port: u16, address: u16, count: u16) -> Option<Vec<u16>> {
-    let out = Command::new(bms_e2e::python(&["pymodbus"]))
-        .arg(workspace_root().join("tests/py/modbus_probe.py"))
-        .args(["127.0.0.1", &port.to_string(), "1", "read"])
-        .args([address.to_string(), count.to_string()])
-        .output()
-        .ok()?;
-    let v: serde_json::Value = serde_json::from_slice(&out.stdout).ok()?;
-    v["registers"].as_array().map(|r| {
-        r.iter()
-            .filter_map(|x| x.as_u64())
-            .map(|x| x as u16)
-            .collect()
-    })
-}
 
 fn scan(port: u16) -> serde_json::Value {
     let out = Command::new(bms_e2e::python(&["sunspec2", "pymodbus"]))
@@ -58,21 +24,7 @@ fn scan(port: u16) -> serde_json::Value {
 }
 
 fn pcs_and_modbus(t: &mut toml::Table, pcs_port: u16) {
-    let reg = |address: i64, scale: f64| {
-        let mut r = toml::Table::new();
-        r.insert("address".into(), address.into());
-        r.insert("scale".into(), scale.into());
-        toml::Value::Table(r)
-    };
-    let mut p = toml::Table::new();
-    p.insert("address".into(), format!("127.0.0.1:{pcs_port}").into());
-    p.insert("period_ms".into(), 50.into());
-    p.insert("timeout_ms".into(), 300.into());
-    p.insert("reconnect_backoff_ms".into(), 100.into());
-    p.insert("max_charge_current".into(), reg(100, 0.1));
-    p.insert("max_discharge_current".into(), reg(101, 0.1));
-    p.insert("heartbeat".into(), reg(102, 1.0));
-    t.insert("pcs".into(), toml::Value::Table(p));
+    bms_e2e::pcs_section(t, pcs_port, 50);
     let mut m = toml::Table::new();
     m.insert("bind".into(), "127.0.0.1:0".into());
     t.insert("modbus".into(), toml::Value::Table(m));
@@ -87,24 +39,7 @@ type Series = Vec<(i64, u16, u16)>;
 
 fn run_with(fault: InjectedFault) {
     let _one = bms_e2e::one_paced_rack();
-    let pcs_port = free_port();
-    let _pcs = Peer(
-        Command::new(bms_e2e::python(&["pymodbus"]))
-            .arg(workspace_root().join("tests/py/pcs_sim.py"))
-            .arg(pcs_port.to_string())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
-    let t = Instant::now();
-    while probe(pcs_port, 100, 1).is_none() {
-        assert!(
-            t.elapsed() < Duration::from_secs(20),
-            "PCS simulator did not start"
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    let (pcs_port, _pcs) = bms_e2e::start_pcs_sim();
     let cfg = demo_site(|t| pcs_and_modbus(t, pcs_port));
     let max_silence_ms = cfg.protection.period_ms * u64::from(cfg.protection.supervision_periods);
     let (mut site, _dir) = assemble(cfg);
@@ -129,7 +64,7 @@ fn run_with(fault: InjectedFault) {
         std::thread::spawn(move || {
             while !stop.load(Ordering::Relaxed) {
                 let at = inj.load(Ordering::Relaxed);
-                if let Some(r) = probe(pcs_port, 100, 3) {
+                if let Some(r) = bms_e2e::read_registers(pcs_port, 100, 3) {
                     let now = started.elapsed().as_millis() as i64;
                     let rel = if at == 0 { -1 } else { now - at as i64 };
                     series.lock().unwrap().push((rel, r[0], r[2]));

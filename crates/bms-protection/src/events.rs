@@ -79,10 +79,6 @@ impl MemoryLog {
     pub fn with(records: Vec<EventRecord>) -> Self {
         Self { records }
     }
-
-    pub fn into_records(self) -> Vec<EventRecord> {
-        self.records
-    }
 }
 
 impl EventSink for MemoryLog {

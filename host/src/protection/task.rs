@@ -61,9 +61,7 @@ pub struct Shared {
     holds: ArcSwap<Vec<Hold>>,
     bleed: ArcSwap<BleedCommand>,
     acquire_stats: ArcSwap<AcquireStats>,
-    /// Protection's liveness ([`Shared::protection_alive`]): ticks so far
-    /// and the clock time of the last one.
-    ticks: AtomicU64,
+    /// Clock time of protection's last tick, for [`Liveness`].
     last_tick_ms: AtomicU64,
 }
 
@@ -76,7 +74,6 @@ impl Shared {
             holds: ArcSwap::from_pointee(Vec::new()),
             bleed: ArcSwap::from_pointee(BleedCommand::default()),
             acquire_stats: ArcSwap::from_pointee(AcquireStats::default()),
-            ticks: AtomicU64::new(0),
             last_tick_ms: AtomicU64::new(0),
         })
     }
@@ -147,12 +144,6 @@ impl Shared {
         self.snapshot.store(snapshot);
         self.status.store(status);
         self.last_tick_ms.store(now_ms, Ordering::Release);
-        self.ticks.fetch_add(1, Ordering::AcqRel);
-    }
-
-    /// Ticks protection has run so far.
-    pub fn protection_ticks(&self) -> u64 {
-        self.ticks.load(Ordering::Acquire)
     }
 
     /// Clock time of protection's last tick, ms (0 before the first).
