@@ -29,7 +29,7 @@ use bmshost::plugins::{convert, PluginEngine, PluginInstance, Role};
 use bmshost::protection::events::EventLog;
 use bmshost::protection::task::{ProtectionTask, Shared};
 use bmshost::protection::Protection;
-use bmshost::sim::{Fault, FaultKind, Simulator};
+use bmshost::sim::{Fault, FaultKind};
 use bmshost::snapshot::{CommStatus, PackSnapshot};
 
 fn site() -> SiteConfig {
@@ -43,7 +43,8 @@ fn bench(c: &mut Criterion) {
     let map = Arc::new(RackMap::resolve(&cfg, dbc).unwrap());
     let bus = VirtualBus::new();
     let (_contactor, wiring) = SimulatedContactor::new();
-    let mut sim = Simulator::new(&cfg, map.dbc.clone(), Box::new(bus.endpoint()), wiring).unwrap();
+    let mut sim =
+        bmshost::sim::for_site(&cfg, map.dbc.clone(), Box::new(bus.endpoint()), wiring).unwrap();
     let rx = bus.endpoint();
     let mut acq = Acquisition::new(&cfg, map);
     // One second of traffic: every frame type several times.
@@ -176,7 +177,7 @@ fn trip_trial(cfg: &SiteConfig, map: &Arc<RackMap>, fault_s: f64) -> (u64, Durat
     }];
     let bus = VirtualBus::new();
     let (contactor, wiring) = SimulatedContactor::new();
-    let mut sim = Simulator::new(
+    let mut sim = bmshost::sim::for_site(
         &cfg,
         map.dbc.clone(),
         Box::new(bus.endpoint()),

@@ -204,7 +204,8 @@ fn rack_and_io(bus: &VirtualBus, t0: Instant) -> (Rack, IoServer) {
     let dbc = bmshost::site::load_dbc(&cfg).unwrap();
     let map = Arc::new(RackMap::resolve(&cfg, Arc::new(dbc)).unwrap());
     let (relays, wiring) = SimulatedContactor::new();
-    let sim = Simulator::new(&cfg, map.dbc.clone(), Box::new(bus.endpoint()), wiring).unwrap();
+    let sim =
+        bmshost::sim::for_site(&cfg, map.dbc.clone(), Box::new(bus.endpoint()), wiring).unwrap();
     (Rack::start(sim, t0), IoServer::start(relays, t0))
 }
 

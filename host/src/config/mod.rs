@@ -659,8 +659,8 @@ impl SiteConfig {
             // Per-rack simulation overrides must make a valid simulation.
             for i in 0..b.racks.len() {
                 if let Some(sim) = &b.rack_config(self, i).sim {
-                    sim.validate().map_err(|(field, msg)| {
-                        self.invalid(&format!("bank.racks[{i}] (sim.{field})"), msg)
+                    sim.validate().map_err(|e| {
+                        self.invalid(&format!("bank.racks[{i}] (sim.{})", e.field), e.message)
                     })?;
                 }
             }
@@ -671,7 +671,7 @@ impl SiteConfig {
         }
         if let Some(sim) = &self.sim {
             sim.validate()
-                .map_err(|(field, msg)| self.invalid(&format!("sim.{field}"), msg))?;
+                .map_err(|e| self.invalid(&format!("sim.{}", e.field), e.message))?;
         }
         match (&self.sim, &self.outputs) {
             (Some(_), Some(_)) => return Err(self.invalid(

@@ -6,7 +6,6 @@
 //! relay in series with the coils opens them when the heartbeat stops
 //! toggling, which covers a hung or dead protection thread.
 
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 
 use crate::protection::contactor::RelayOutputs;
@@ -18,33 +17,7 @@ pub trait ContactorOutput: Send {
     fn toggle_heartbeat(&mut self, now_ms: u64);
 }
 
-/// The wiring between the host's outputs and the simulated rack: coil
-/// commands and the heartbeat line, as atomics the simulator reads.
-#[derive(Debug, Default)]
-pub struct SimWiring {
-    precharge: AtomicBool,
-    main: AtomicBool,
-    heartbeat_level: AtomicBool,
-    last_toggle_ms: AtomicU64,
-    heartbeat_seen: AtomicBool,
-}
-
-impl SimWiring {
-    /// Commanded coil states.
-    pub fn commanded(&self) -> RelayOutputs {
-        RelayOutputs {
-            precharge: self.precharge.load(Ordering::Acquire),
-            main: self.main.load(Ordering::Acquire),
-        }
-    }
-
-    /// Host time of the last heartbeat toggle, if any.
-    pub fn last_heartbeat_ms(&self) -> Option<u64> {
-        self.heartbeat_seen
-            .load(Ordering::Acquire)
-            .then(|| self.last_toggle_ms.load(Ordering::Acquire))
-    }
-}
+pub use bms_sim::SimWiring;
 
 /// The simulator's contactor driver.
 pub struct SimulatedContactor {
@@ -66,16 +39,14 @@ impl SimulatedContactor {
 
 impl ContactorOutput for SimulatedContactor {
     fn set(&mut self, o: RelayOutputs) {
-        self.wiring.precharge.store(o.precharge, Ordering::Release);
-        self.wiring.main.store(o.main, Ordering::Release);
+        self.wiring.command(bms_sim::Coils {
+            precharge: o.precharge,
+            main: o.main,
+        });
     }
 
     fn toggle_heartbeat(&mut self, now_ms: u64) {
-        self.wiring
-            .heartbeat_level
-            .fetch_xor(true, Ordering::AcqRel);
-        self.wiring.last_toggle_ms.store(now_ms, Ordering::Release);
-        self.wiring.heartbeat_seen.store(true, Ordering::Release);
+        self.wiring.toggle_heartbeat(now_ms);
     }
 }
 
@@ -92,7 +63,7 @@ mod tests {
     #[test]
     fn starts_open_and_opens_on_drop() {
         let (mut out, wiring) = SimulatedContactor::new();
-        assert_eq!(wiring.commanded(), RelayOutputs::OPEN);
+        assert_eq!(wiring.commanded(), bms_sim::Coils::default());
         assert_eq!(wiring.last_heartbeat_ms(), None);
         out.set(RelayOutputs {
             precharge: false,
@@ -102,7 +73,7 @@ mod tests {
         assert!(wiring.commanded().main);
         assert_eq!(wiring.last_heartbeat_ms(), Some(10));
         drop(out);
-        assert_eq!(wiring.commanded(), RelayOutputs::OPEN);
+        assert_eq!(wiring.commanded(), bms_sim::Coils::default());
     }
 
     /// The owner of a closed output panics: unwinding drops the output,
@@ -120,6 +91,6 @@ mod tests {
             panic!("a stage failed while the contactors were closed");
         });
         assert!(owner.join().is_err());
-        assert_eq!(wiring.commanded(), RelayOutputs::OPEN);
+        assert_eq!(wiring.commanded(), bms_sim::Coils::default());
     }
 }

@@ -187,7 +187,7 @@ impl RackSite {
                 .unwrap_or_else(|| VirtualBus::with_clock(clock.clone()));
             let (host_port, sim_port) = ports(&cfg, &bus, &clock)?;
             let (contactor, wiring) = SimulatedContactor::new();
-            let sim = Simulator::new(&cfg, map.dbc.clone(), sim_port, wiring)?;
+            let sim = crate::sim::for_site(&cfg, map.dbc.clone(), sim_port, wiring)?;
             let contactor: Box<dyn ContactorOutput> = Box::new(contactor);
             (host_port, contactor, Some(Arc::new(Mutex::new(sim))), None)
         } else {

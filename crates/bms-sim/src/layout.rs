@@ -288,7 +288,7 @@ mod tests {
     use super::*;
 
     fn demo_dbc() -> Dbc {
-        let p = concat!(env!("CARGO_MANIFEST_DIR"), "/../configs/bmu-demo.dbc");
+        let p = concat!(env!("CARGO_MANIFEST_DIR"), "/../../configs/bmu-demo.dbc");
         Dbc::from_file(p).unwrap()
     }
 

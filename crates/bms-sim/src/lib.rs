@@ -1,16 +1,22 @@
-//! The simulated rack: battery physics behind simulated BMUs and a
+//! bms-sim: the simulated rack. Battery physics behind simulated BMUs and a
 //! simulated current sensor that talk to the host only through CAN frames
-//! on a [`VirtualBus`](crate::io::can::bus::VirtualBus).
+//! on a [`CanPort`].
 //!
-//! Owns: the cell and thermal models, the current profile, sensor noise,
-//! injected faults, and frame transmission. Obeys the host's bleed frames
-//! and the contactor output (a closed contactor is what lets current flow).
-//! May not touch: the host's state. The host reads the simulator's
-//! internals only through [`Simulator::truth`], to report estimation error
-//! in the summary.
+//! Owns: the cell and thermal models ([`model`]), the current profile,
+//! sensor noise, injected faults, the simulated firmware's own frame layout
+//! ([`layout`], built from `[sim.signals]` and the DBC through `bms-can`,
+//! never from the host's mapping), and the relay wiring ([`wiring`]). Obeys
+//! the host's bleed frames and the contactor output (a closed contactor is
+//! what lets current flow).
+//!
+//! May not touch: the host's state, its rack map or its acquisition code, so
+//! a mapping bug on one side cannot be hidden by the same bug on the other.
+//! The host reads the simulator's internals only through
+//! [`Simulator::truth`], to report estimation error in the summary.
 
 pub mod layout;
 pub mod model;
+pub mod wiring;
 
 use std::sync::Arc;
 
@@ -22,11 +28,12 @@ use serde::Deserialize;
 
 use bms_can::dbc::Dbc;
 
-use crate::io::can::bus::CanPort;
-use crate::io::can::CanFrame;
-use crate::io::contactor::SimWiring;
+use bms_can::port::CanPort;
+use bms_can::CanFrame;
+pub use layout::LayoutError;
 use layout::{OutFrame, SimLayout, SimSignals, SimValue};
 use model::RackModel;
+pub use wiring::{Coils, SimWiring};
 
 /// `[sim]` section of a site file.
 #[derive(Debug, Clone, Deserialize)]
@@ -171,14 +178,55 @@ pub enum FaultKind {
     PrechargeOpen,
 }
 
+/// A `[sim]` value out of range.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[error("{field}: {message}")]
+pub struct SimConfigError {
+    /// The field inside `[sim]`, e.g. `profile[2]`.
+    pub field: String,
+    pub message: String,
+}
+
+impl SimConfigError {
+    fn new(field: &str, message: impl Into<String>) -> Self {
+        Self {
+            field: field.to_string(),
+            message: message.into(),
+        }
+    }
+}
+
+/// Why a simulated rack cannot be built.
+#[derive(Debug, thiserror::Error)]
+pub enum SimError {
+    #[error("sim: {0}")]
+    Config(#[from] SimConfigError),
+    #[error("`sim.faults` message_silent: the DBC {dbc} has no message `{message}`")]
+    UnknownMessage { dbc: String, message: String },
+    #[error(transparent)]
+    Layout(#[from] LayoutError),
+}
+
+/// The rack's shape, as the site declares it.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct RackShape {
+    pub modules: usize,
+    pub cells_per_module: usize,
+    pub temp_sensors_per_module: usize,
+    pub capacity_ah: f64,
+    /// The external watchdog relay drops the coils when the heartbeat has
+    /// not toggled for this long, ms.
+    pub watchdog_timeout_ms: u64,
+}
+
 impl SimConfig {
-    /// Check values; errors are (field, message).
-    pub fn validate(&self) -> Result<(), (String, String)> {
+    /// Check values; the error names the field inside `[sim]`.
+    pub fn validate(&self) -> Result<(), SimConfigError> {
         let pos = |f: &str, v: f64| {
             if v.is_finite() && v > 0.0 {
                 Ok(())
             } else {
-                Err((f.to_string(), format!("must be > 0, got {v}")))
+                Err(SimConfigError::new(f, format!("must be > 0, got {v}")))
             }
         };
         pos("tau1_s", self.tau1_s)?;
@@ -195,16 +243,16 @@ impl SimConfig {
         pos("current_period_ms", self.current_period_ms as f64)?;
         pos("step_ms", self.step_ms as f64)?;
         if !(0.0..=100.0).contains(&self.initial_soc_pct) {
-            return Err((
-                "initial_soc_pct".into(),
+            return Err(SimConfigError::new(
+                "initial_soc_pct",
                 format!("must be 0..=100, got {}", self.initial_soc_pct),
             ));
         }
         for (i, s) in self.profile.iter().enumerate() {
             if !(s.duration_s.is_finite() && s.duration_s > 0.0 && s.current_a.is_finite()) {
-                return Err((
-                    format!("profile[{i}]"),
-                    "duration_s must be > 0 and current_a finite".into(),
+                return Err(SimConfigError::new(
+                    &format!("profile[{i}]"),
+                    "duration_s must be > 0 and current_a finite",
                 ));
             }
         }
@@ -288,53 +336,43 @@ impl Simulator {
     /// and heartbeat: current flows only through a closed main contactor,
     /// and only while the watchdog relay sees the heartbeat.
     pub fn new(
-        site: &crate::config::SiteConfig,
+        mut cfg: SimConfig,
+        rack: RackShape,
+        ocv: OcvTable,
         dbc: Arc<Dbc>,
         port: Box<dyn CanPort>,
         wiring: Arc<SimWiring>,
-    ) -> anyhow::Result<Self> {
-        use anyhow::Context;
-        let cfg = site
-            .sim
-            .clone()
-            .context("site config has no [sim] section")?;
-        let mut cfg = cfg;
+    ) -> Result<Self, SimError> {
+        cfg.validate()?;
         cfg.faults.sort_by(|a, b| a.at_s.total_cmp(&b.at_s));
-        let ocv_path = site.resolve(&cfg.ocv_table);
-        let text = std::fs::read_to_string(&ocv_path)
-            .with_context(|| format!("reading sim.ocv_table {}", ocv_path.display()))?;
-        let ocv: OcvTable = toml::from_str(&text)
-            .with_context(|| format!("{}: not a valid OCV table", ocv_path.display()))?;
         let mut rng = ChaCha8Rng::seed_from_u64(cfg.seed);
-        let r = &site.rack;
+        let r = rack;
         let model = RackModel::new(
             &cfg,
             ocv,
-            r.modules as usize,
-            r.cells_per_module as usize,
-            r.capacity_ah as f64,
+            r.modules,
+            r.cells_per_module,
+            r.capacity_ah,
             &mut rng,
         );
         for f in &cfg.faults {
             if let FaultKind::MessageSilent { message } = &f.kind {
                 if dbc.message_index(message).is_none() {
-                    anyhow::bail!(
-                        "{}: `sim.faults` message_silent: the DBC {} has no message `{message}`",
-                        site.source.display(),
-                        dbc.origin()
-                    );
+                    return Err(SimError::UnknownMessage {
+                        dbc: dbc.origin().to_string(),
+                        message: message.clone(),
+                    });
                 }
             }
         }
-        let cells = r.cell_count();
+        let cells = r.modules * r.cells_per_module;
         let layout = SimLayout::build(
             &dbc,
             &cfg.signals,
-            r.modules as usize,
-            r.cells_per_module as usize,
-            r.temp_sensors_per_module as usize,
-        )
-        .with_context(|| site.source.display().to_string())?;
+            r.modules,
+            r.cells_per_module,
+            r.temp_sensors_per_module,
+        )?;
         let (bmu_frames, current_frames) = (layout.bmu.clone(), layout.sensor.clone());
         Ok(Self {
             model,
@@ -342,8 +380,7 @@ impl Simulator {
             dbc,
             layout,
             wiring,
-            watchdog_timeout_ms: site.protection.period_ms
-                * site.protection.watchdog_periods as u64,
+            watchdog_timeout_ms: r.watchdog_timeout_ms,
             link_v: 0.0,
             main_welded: false,
             precharge_open: false,
@@ -356,13 +393,13 @@ impl Simulator {
             bmu_frames,
             current_frames,
             voltage_offset_v: vec![0.0; cells],
-            silent_modules: vec![false; r.modules as usize],
+            silent_modules: vec![false; r.modules],
             silent_messages: Vec::new(),
             current_stuck_a: None,
             next_fault: 0,
             current_a: 0.0,
-            cells_per_module: r.cells_per_module as usize,
-            sensors_per_module: r.temp_sensors_per_module as usize,
+            cells_per_module: r.cells_per_module,
+            sensors_per_module: r.temp_sensors_per_module,
             rx: Vec::new(),
             cfg,
         })
