@@ -35,7 +35,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::plugins::events::PluginJournal;
 use crate::plugins::manager::Board;
-use crate::plugins::reload::{Order, ReloadHandle};
+use crate::plugins::reload::{Order, Refused, ReloadHandle};
 use crate::plugins::Role;
 use crate::protection::task::Shared;
 use crate::protection::Protection;
@@ -130,10 +130,10 @@ pub struct ApiContext {
     pub plugins: Option<PluginControl>,
 }
 
-fn wait(rx: std::sync::mpsc::Receiver<Result<String, String>>) -> Response {
+fn wait(rx: std::sync::mpsc::Receiver<Result<String, Refused>>) -> Response {
     match rx.recv_timeout(ORDER_TIMEOUT) {
         Ok(Ok(msg)) => Response::ok(msg),
-        Ok(Err(e)) => Response::err(e),
+        Ok(Err(e)) => Response::err(e.0),
         Err(_) => Response::err(format!(
             "no answer within {} s: is the control cycle running?",
             ORDER_TIMEOUT.as_secs()

@@ -11,7 +11,7 @@ pub mod clock;
 pub mod config;
 pub mod control;
 pub mod io;
-pub mod journal;
+pub use bms_journal as journal;
 pub mod plugins;
 pub mod protection;
 pub mod sim;

@@ -8,7 +8,6 @@ use std::sync::Arc;
 
 use anyhow::Context;
 use bms_can::dbc::Dbc;
-use bms_plugin_sdk::ocv::OcvTable;
 
 pub use bms_sim::*;
 
@@ -31,7 +30,7 @@ pub fn for_site(
     let ocv_path = site.resolve(&cfg.ocv_table);
     let text = std::fs::read_to_string(&ocv_path)
         .with_context(|| format!("reading sim.ocv_table {}", ocv_path.display()))?;
-    let ocv: OcvTable = toml::from_str(&text)
+    let ocv: OcvCurve = toml::from_str(&text)
         .with_context(|| format!("{}: not a valid OCV table", ocv_path.display()))?;
     let r = &site.rack;
     let shape = RackShape {

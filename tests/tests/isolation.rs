@@ -47,7 +47,7 @@ fn a_component_asking_for_a_contactor_cannot_be_linked() {
             .check_linkable(&component_importing(interface))
             .unwrap_err();
         assert!(
-            err.contains(interface),
+            err.to_string().contains(interface),
             "error must name `{interface}`: {err}"
         );
     }

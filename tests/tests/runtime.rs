@@ -414,7 +414,10 @@ fn bad_candidates_never_replace_a_working_plugin_and_rollback_restores_the_previ
         Step::Rollback,
     ];
     let mut steps = steps.into_iter();
-    let mut pending: Option<(Receiver<Result<String, String>>, &'static str)> = None;
+    let mut pending: Option<(
+        Receiver<Result<String, bmshost::plugins::reload::Refused>>,
+        &'static str,
+    )> = None;
     let mut outcomes = Vec::new();
     let mut labels = Vec::new();
     let mut socs: Vec<Option<f32>> = Vec::new();
@@ -476,7 +479,7 @@ fn bad_candidates_never_replace_a_working_plugin_and_rollback_restores_the_previ
     let results: Vec<_> = outcomes.iter().map(|(r, _)| r.clone()).collect();
     for (i, (r, expect)) in outcomes.iter().enumerate() {
         let text = match r {
-            Ok(t) | Err(t) => t,
+            Ok(t) | Err(bmshost::plugins::reload::Refused(t)) => t,
         };
         assert!(text.contains(expect), "step {i}: `{text}` lacks `{expect}`");
         assert_eq!(r.is_ok(), i >= 3, "step {i}: {r:?}");

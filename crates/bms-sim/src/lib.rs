@@ -16,11 +16,11 @@
 
 pub mod layout;
 pub mod model;
+pub mod ocv;
 pub mod wiring;
 
 use std::sync::Arc;
 
-use bms_plugin_sdk::ocv::OcvTable;
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use rand_distr::{Distribution, Normal};
@@ -33,6 +33,7 @@ use bms_can::CanFrame;
 pub use layout::LayoutError;
 use layout::{OutFrame, SimLayout, SimSignals, SimValue};
 use model::RackModel;
+pub use ocv::{OcvCurve, OcvError};
 pub use wiring::{Coils, SimWiring};
 
 /// `[sim]` section of a site file.
@@ -338,7 +339,7 @@ impl Simulator {
     pub fn new(
         mut cfg: SimConfig,
         rack: RackShape,
-        ocv: OcvTable,
+        ocv: OcvCurve,
         dbc: Arc<Dbc>,
         port: Box<dyn CanPort>,
         wiring: Arc<SimWiring>,

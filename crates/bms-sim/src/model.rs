@@ -4,7 +4,7 @@
 //! resistances, starting SOC and self-discharge. Each module is one thermal
 //! mass exchanging heat with ambient. Pure numbers: no CAN, no noise.
 
-use bms_plugin_sdk::ocv::OcvTable;
+use super::ocv::OcvCurve;
 use rand::Rng;
 use rand_distr::{Distribution, Normal};
 
@@ -46,7 +46,7 @@ pub struct RackModel {
     pub module_temp_c: Vec<f64>,
     /// Extra heat per module (fault injection), in W.
     pub module_extra_heat_w: Vec<f64>,
-    ocv: OcvTable,
+    ocv: OcvCurve,
     ambient_c: f64,
     heat_capacity_j_per_k: f64,
     thermal_resistance_k_per_w: f64,
@@ -56,7 +56,7 @@ pub struct RackModel {
 impl RackModel {
     pub fn new(
         cfg: &SimConfig,
-        ocv: OcvTable,
+        ocv: OcvCurve,
         modules: usize,
         cells_per_module: usize,
         capacity_ah: f64,
@@ -104,11 +104,11 @@ impl RackModel {
     pub fn ocv_v(&self, cell: usize) -> f64 {
         let soc_pct = self.cells[cell].soc * 100.0;
         let (lo, hi) = self.ocv.soc_range();
-        let table = self.ocv.ocv_v(soc_pct as f32) as f64;
-        if soc_pct > hi as f64 {
-            table + (soc_pct - hi as f64) * OVERCHARGE_V_PER_PCT
-        } else if soc_pct < lo as f64 {
-            table - (lo as f64 - soc_pct) * OVERDISCHARGE_V_PER_PCT
+        let table = self.ocv.ocv_v(soc_pct);
+        if soc_pct > hi {
+            table + (soc_pct - hi) * OVERCHARGE_V_PER_PCT
+        } else if soc_pct < lo {
+            table - (lo - soc_pct) * OVERDISCHARGE_V_PER_PCT
         } else {
             table
         }
@@ -171,7 +171,7 @@ mod tests {
 
     fn model() -> RackModel {
         let cfg = SimConfig::for_tests();
-        let ocv = OcvTable::new(vec![0.0, 100.0], vec![3.0, 3.4]).unwrap();
+        let ocv = OcvCurve::new(vec![0.0, 100.0], vec![3.0, 3.4]).unwrap();
         let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(1);
         RackModel::new(&cfg, ocv, 2, 4, 100.0, &mut rng)
     }

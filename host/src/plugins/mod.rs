@@ -1,89 +1,10 @@
-//! Strategy plugins: WebAssembly components behind the WIT contract.
+//! Strategy plugins in the host: the `bms-plugin-runtime` crate (runtime,
+//! slots, manager, persistence) plus the reloader, which watches the site
+//! file and plugin files and is the one part that reads the whole site
+//! config.
 //!
-//! Owns: the runtime (`runtime`), conversion between the host's snapshot
-//! and the WIT types (`convert`), native fallbacks that serve a role when
-//! its plugin is missing or broken (`fallback`), and the per-role slot that
-//! chooses between them (`slot`).
-//!
-//! May not touch: protection, contactors, limits, I/O. Plugin outputs leave
-//! this module unclamped; the control cycle passes them through protection.
+//! Owns: [`reload`]. May not touch: protection, contactors, limits, I/O.
 
-pub mod bindings;
-pub mod cache;
-pub mod canary;
-pub mod check;
-pub mod convert;
-pub mod events;
-pub mod fallback;
-pub mod manager;
-pub mod persist;
+pub use bms_plugin_runtime::*;
+
 pub mod reload;
-pub mod runtime;
-pub mod slot;
-pub mod validate;
-
-pub use manager::{PluginManager, PluginSet};
-pub use runtime::{Artifact, PluginEngine, PluginError, PluginInfo, PluginInstance};
-pub use slot::RoleSlot;
-
-/// The four plugin roles.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Role {
-    Soc,
-    Soh,
-    Balancer,
-    Ems,
-}
-
-impl Role {
-    pub const ALL: [Role; 4] = [Role::Soc, Role::Soh, Role::Balancer, Role::Ems];
-
-    /// The WIT world a plugin for this role must target.
-    pub fn world(self) -> &'static str {
-        match self {
-            Role::Soc => "soc-estimator",
-            Role::Soh => "soh-estimator",
-            Role::Balancer => "balancer",
-            Role::Ems => "ems-advisor",
-        }
-    }
-
-    /// Key of the role in the site config's `[plugins]` table.
-    pub fn key(self) -> &'static str {
-        match self {
-            Role::Soc => "soc",
-            Role::Soh => "soh",
-            Role::Balancer => "balancer",
-            Role::Ems => "ems",
-        }
-    }
-}
-
-impl std::fmt::Display for Role {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(self.key())
-    }
-}
-
-/// Lower-case hex of `bytes`.
-pub(crate) fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
-
-/// sha256 of `bytes` as lower-case hex: how components, state and
-/// credentials are identified.
-pub fn sha256_hex(bytes: &[u8]) -> String {
-    use sha2::Digest;
-    hex(&sha2::Sha256::digest(bytes))
-}
-
-impl std::str::FromStr for Role {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
-        Role::ALL
-            .into_iter()
-            .find(|r| r.key() == s)
-            .ok_or_else(|| format!("unknown role `{s}`: expected soc, soh, balancer or ems"))
-    }
-}

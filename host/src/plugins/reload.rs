@@ -27,7 +27,6 @@ use notify::{EventKind, RecursiveMode, Watcher};
 use super::canary::{self, SharedHistory};
 use super::events::{record, PluginEventKind as K, PluginJournal};
 use super::manager::Board;
-use super::slot::Candidate;
 use super::{Artifact, PluginEngine, Role};
 use crate::config::SiteConfig;
 
@@ -35,15 +34,7 @@ use crate::config::SiteConfig;
 /// several steps.
 const DEBOUNCE: Duration = Duration::from_millis(150);
 
-/// Where the outcome of an order goes (the operator's request waits on it).
-pub type Reply = Sender<Result<String, String>>;
-
-/// Work for the control thread, applied at a cycle boundary.
-pub enum Order {
-    Install(Box<Candidate>, Option<Reply>),
-    Rollback(Role, Option<Reply>),
-    Disable(Role, String, Option<Reply>),
-}
+pub use bms_plugin_runtime::orders::{Order, Refused, Reply};
 
 enum Request {
     Reload(Role, Option<Reply>),
@@ -124,14 +115,14 @@ impl ReloadHandle {
     /// Re-read the site file and reload `role` from it, even if nothing
     /// changed (this also lifts a quarantine). The outcome arrives on the
     /// returned channel once the control thread has committed or refused.
-    pub fn reload(&self, role: Role) -> Receiver<Result<String, String>> {
+    pub fn reload(&self, role: Role) -> Receiver<Result<String, Refused>> {
         let (tx, rx) = mpsc::channel();
         if self
             .0
             .send(Request::Reload(role, Some(tx.clone())))
             .is_err()
         {
-            let _ = tx.send(Err("the reloader has stopped".into()));
+            let _ = tx.send(Err(Refused("the reloader has stopped".into())));
         }
         rx
     }
@@ -251,10 +242,10 @@ impl Worker {
     fn operator_reload(&mut self, role: Role, reply: Option<Reply>) {
         let Some(cfg) = self.reread_config() else {
             if let Some(r) = reply {
-                let _ = r.send(Err(format!(
+                let _ = r.send(Err(Refused(format!(
                     "{}: the site file does not load; see `bmsctl events`",
                     self.parts.cfg.source.display()
-                )));
+                ))));
             }
             return;
         };
@@ -334,7 +325,7 @@ impl Worker {
                 ),
             );
             if let Some(r) = reply {
-                let _ = r.send(Err(message));
+                let _ = r.send(Err(Refused(message)));
             }
         };
         let artifact = match Artifact::load(&self.parts.engine, role, &path) {

@@ -1,34 +1,16 @@
-//! The durable protection event record: [`bms_protection::events`] on the
-//! host's [`crate::journal`]. Every record is one JSON line in
-//! `events.jsonl`, written and `fsync`ed before `append` returns.
+//! The durable protection event record: [`bms_protection::events`] on
+//! [`crate::journal`] (which also implements protection's `EventSink`).
+//! Every record is one JSON line in `events.jsonl`, written and `fsync`ed
+//! before `append` returns.
 
 pub use bms_protection::events::*;
 
-use crate::journal::{Journal, JournalError, ReadJournal, Record};
-
-impl Record for EventRecord {
-    fn seq(&self) -> u64 {
-        self.seq
-    }
-    fn stamp(&mut self, seq: u64, unix_ms: u64) {
-        self.seq = seq;
-        self.unix_ms = unix_ms;
-    }
-}
+use crate::journal::{Journal, JournalError, ReadJournal};
 
 /// The protection event record on disk (or in memory).
 pub type EventLog = Journal<EventRecord>;
 pub type EventLogError = JournalError;
 pub type ReadEvents = ReadJournal<EventRecord>;
-
-impl EventSink for Journal<EventRecord> {
-    fn append(&mut self, rec: EventRecord) {
-        Journal::append(self, rec);
-    }
-    fn records(&self) -> &[EventRecord] {
-        Journal::records(self)
-    }
-}
 
 #[cfg(test)]
 mod tests {

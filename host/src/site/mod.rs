@@ -204,7 +204,7 @@ impl RackSite {
                 .context("starting the wasm engine")?
                 .with_cache(state_dir.join("cache")),
         };
-        let plugins = PluginManager::start(&engine, &cfg, Some(&state_dir))?;
+        let plugins = PluginManager::start(&engine, &cfg.plugins, &cfg.base_dir, Some(&state_dir))?;
         let first_plugin_seq = plugins.first_seq;
         let reloader = Reloader::spawn(ReloaderParts {
             engine: engine.clone(),

@@ -1,7 +1,7 @@
 //! Host snapshot → WIT types.
 
 use super::bindings::types as w;
-use crate::snapshot::{CommStatus, PackSnapshot};
+use bms_protection::snapshot::{CommStatus, PackSnapshot};
 
 pub fn snapshot(s: &PackSnapshot) -> w::PackSnapshot {
     w::PackSnapshot {

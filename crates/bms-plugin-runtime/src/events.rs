@@ -10,7 +10,7 @@ use std::sync::{Arc, Mutex};
 use serde::{Deserialize, Serialize};
 
 use super::Role;
-use crate::journal::{Journal, Record};
+use bms_journal::{Journal, Record};
 
 /// What happened to a role's plugin.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

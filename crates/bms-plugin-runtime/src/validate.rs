@@ -40,8 +40,24 @@ pub fn compatible(host: &Version, plugin: &Version) -> bool {
     host.minor == plugin.minor && (host.minor > 0 || host.patch == plugin.patch)
 }
 
+/// Why a component does not fit this host: the message names the import,
+/// export or version that does not match.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct Mismatch(pub String);
+
+impl From<String> for Mismatch {
+    fn from(s: String) -> Self {
+        Self(s)
+    }
+}
+
 /// Check imports and their versions (steps 1 and 2).
-pub fn check_imports(engine: &Engine, component: &Component) -> Result<(), String> {
+pub fn check_imports(engine: &Engine, component: &Component) -> Result<(), Mismatch> {
+    imports_fit(engine, component).map_err(Mismatch)
+}
+
+fn imports_fit(engine: &Engine, component: &Component) -> Result<(), String> {
     let host = Version::parse(HOST_WIT_VERSION).expect("valid constant");
     let ty = component.component_type();
     for (name, item) in ty.imports(engine) {
@@ -90,6 +106,15 @@ pub type WorldProbe<'a> = &'a dyn Fn(Role) -> Result<(), String>;
 /// Check the exports (step 3): the names first, then the types through
 /// `fits`, which tries the generated bindings of a role's world.
 pub fn check_world(
+    engine: &Engine,
+    component: &Component,
+    role: Role,
+    fits: WorldProbe<'_>,
+) -> Result<(), Mismatch> {
+    world_fits(engine, component, role, fits).map_err(Mismatch)
+}
+
+fn world_fits(
     engine: &Engine,
     component: &Component,
     role: Role,

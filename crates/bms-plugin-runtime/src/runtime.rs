@@ -20,7 +20,8 @@ use wasmtime::{Config, Engine, Store, StoreLimits, StoreLimitsBuilder};
 
 use super::bindings::{balancer, ems, log, soc, soh, types};
 use super::cache::{ArtifactCache, Lookup};
-use super::{validate, Role};
+use super::validate::{self, Mismatch};
+use super::Role;
 use crate::config::SandboxConfig;
 
 /// Epoch ticker period: the granularity of call deadlines.
@@ -82,6 +83,15 @@ pub enum PluginError {
         plugin: String,
         message: String,
     },
+}
+
+/// Why the engine could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum EngineError {
+    #[error("cannot set up the wasmtime engine: {0}")]
+    Wasmtime(String),
+    #[error("cannot start the plugin-epoch thread: {0}")]
+    Thread(#[from] std::io::Error),
 }
 
 impl PluginError {
@@ -161,7 +171,7 @@ impl Drop for Ticker {
 }
 
 impl PluginEngine {
-    pub fn new() -> anyhow::Result<Self> {
+    pub fn new() -> Result<Self, EngineError> {
         let mut config = Config::new();
         config
             .epoch_interruption(true)
@@ -214,21 +224,22 @@ impl PluginEngine {
     /// provides. The host's linker defines only `bms:plugin/log` (and the
     /// type-only `bms:plugin/types`), so anything else — a contactor, a
     /// limit, WASI — fails here, and the error names the import.
-    pub fn check_linkable(&self, bytes: &[u8]) -> Result<(), String> {
+    pub fn check_linkable(&self, bytes: &[u8]) -> Result<(), Mismatch> {
         let component = Component::new(&self.engine, bytes)
-            .map_err(|e| format!("not a valid component: {e:#}"))?;
+            .map_err(|e| Mismatch(format!("not a valid component: {e:#}")))?;
         validate::check_imports(&self.engine, &component)?;
         self.linker
             .instantiate_pre(&component)
             .map(|_| ())
-            .map_err(|e| format!("{e:#}"))
+            .map_err(|e| Mismatch(format!("{e:#}")))
     }
 
     /// What a component imports: each imported instance with the names it
     /// exports to the component (functions and types).
-    pub fn describe_imports(&self, bytes: &[u8]) -> Result<Vec<(String, Vec<String>)>, String> {
+    pub fn describe_imports(&self, bytes: &[u8]) -> Result<Vec<(String, Vec<String>)>, Mismatch> {
         use wasmtime::component::types::ComponentItem;
-        let component = Component::new(&self.engine, bytes).map_err(|e| format!("{e:#}"))?;
+        let component =
+            Component::new(&self.engine, bytes).map_err(|e| Mismatch(format!("{e:#}")))?;
         let ty = component.component_type();
         Ok(ty
             .imports(&self.engine)
@@ -364,13 +375,14 @@ impl Artifact {
                 message: format!("{e:#}"),
             })?,
         };
-        validate::check_imports(&engine.engine, &component).map_err(rejected)?;
+        validate::check_imports(&engine.engine, &component).map_err(|m| rejected(m.0))?;
         let pre = engine
             .linker
             .instantiate_pre(&component)
             .map_err(|e| rejected(format!("cannot be linked: {e:#}")))?;
         let fits = |r: Role| RolePre::new(r, pre.clone()).map(|_| ());
-        validate::check_world(&engine.engine, &component, role, &fits).map_err(rejected)?;
+        validate::check_world(&engine.engine, &component, role, &fits)
+            .map_err(|m| rejected(m.0))?;
         let pre = RolePre::new(role, pre).map_err(rejected)?;
         if let (Some(cache), CodeSource::Compiled) = (engine.cache(), source) {
             // Only now, after validation, may native code reach the disk.
@@ -643,6 +655,6 @@ fn trap_message(e: &wasmtime::Error, sandbox: SandboxConfig) -> String {
 }
 
 /// wasmtime's error type is not `std::error::Error`; keep its full chain.
-fn wt(e: wasmtime::Error) -> anyhow::Error {
-    anyhow::anyhow!("{e:#}")
+fn wt(e: wasmtime::Error) -> EngineError {
+    EngineError::Wasmtime(format!("{e:#}"))
 }

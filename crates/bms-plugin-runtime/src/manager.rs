@@ -16,12 +16,12 @@ use std::sync::{Arc, Mutex};
 
 use super::canary::{role_index, CanaryReport, History, HistoryEntry, SharedHistory};
 use super::events::{record, PluginEventKind as K, PluginJournal};
+use super::orders::Order;
 use super::persist::{StateMeta, StateStore};
-use super::reload::Order;
 use super::slot::{RoleSlot, SlotStatus};
 use super::{PluginEngine, Role};
-use crate::config::SiteConfig;
-use crate::journal::{Journal, JournalError};
+use crate::config::PluginsConfig;
+use bms_journal::{Journal, JournalError};
 
 /// Slots by role.
 pub struct PluginSet {
@@ -170,11 +170,13 @@ impl Drop for StateWriter {
 
 impl PluginManager {
     /// Load every enabled role's plugin and restore its saved state.
-    /// With a `state_dir`, the journal, state files and `.cwasm` cache live
-    /// there; without, everything stays in memory.
+    /// Component paths are relative to `base_dir` (the site file's
+    /// directory). With a `state_dir`, the journal, state files and
+    /// `.cwasm` cache live there; without, everything stays in memory.
     pub fn start(
         engine: &PluginEngine,
-        cfg: &SiteConfig,
+        cfg: &PluginsConfig,
+        base_dir: &Path,
         state_dir: Option<&Path>,
     ) -> Result<Self, JournalError> {
         let mut journal = match state_dir {
@@ -188,10 +190,10 @@ impl PluginManager {
         let first_seq = journal.next_seq();
         let journal = Arc::new(Mutex::new(journal));
         let store = state_dir.map(|d| StateStore::new(d.join("plugins")));
-        let policy = cfg.plugins.policy;
+        let policy = cfg.policy;
         let slot = |role: Role| {
             let mut s = RoleSlot::new(engine.clone(), role, policy, journal.clone());
-            let section = cfg.plugins.slot(role);
+            let section = cfg.slot(role);
             let saved = match store.as_ref().map(|st| st.load(role)) {
                 Some(Ok(v)) => v,
                 Some(Err(e)) => {
@@ -213,9 +215,9 @@ impl PluginManager {
             }
             let json = serde_json::to_string(&section.config).unwrap_or_else(|_| "{}".into());
             s.start(
-                &cfg.resolve(&section.path),
+                &base_dir.join(&section.path),
                 json,
-                cfg.plugins.sandbox_for(role),
+                cfg.sandbox_for(role),
                 saved,
             );
             s

@@ -1,4 +1,4 @@
-//! Durable JSON-lines journals: the protection event record and the
+//! bms-journal: durable JSON-lines journals: the protection event record and the
 //! plugin runtime's record.
 //!
 //! Owns: the file discipline. Each record is one line, written in one call
@@ -14,6 +14,7 @@ use std::fs::{File, OpenOptions};
 use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
 
+use bms_protection::events::{EventRecord, EventSink};
 use serde::{de::DeserializeOwned, Serialize};
 
 /// A journal line: the journal assigns its sequence number and wall time.
@@ -205,5 +206,26 @@ impl<R: Record> Journal<R> {
 
     pub fn records(&self) -> &[R] {
         &self.records
+    }
+}
+
+// Protection may not depend on an I/O crate, so the journal carries the
+// glue that makes it protection's durable sink.
+impl Record for EventRecord {
+    fn seq(&self) -> u64 {
+        self.seq
+    }
+    fn stamp(&mut self, seq: u64, unix_ms: u64) {
+        self.seq = seq;
+        self.unix_ms = unix_ms;
+    }
+}
+
+impl EventSink for Journal<EventRecord> {
+    fn append(&mut self, rec: EventRecord) {
+        Journal::append(self, rec);
+    }
+    fn records(&self) -> &[EventRecord] {
+        Journal::records(self)
     }
 }

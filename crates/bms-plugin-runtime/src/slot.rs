@@ -21,6 +21,7 @@ use super::events::{record, PluginEventKind as K, PluginJournal};
 use super::persist::StateMeta;
 use super::{Artifact, PluginEngine, PluginError, PluginInfo, PluginInstance, Role};
 use crate::config::{PluginPolicy, SandboxConfig, StateRejectedPolicy};
+use crate::orders::Refused;
 
 /// Who serves the role now.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -470,7 +471,7 @@ impl RoleSlot {
     /// Commit a prepared candidate: a fresh instance, the running version's
     /// state handed over, and the old version kept for rollback. A failure
     /// leaves the running version untouched.
-    pub fn install(&mut self, mut c: Candidate, now_ms: u64) -> Result<String, String> {
+    pub fn install(&mut self, mut c: Candidate, now_ms: u64) -> Result<String, Refused> {
         let began = std::time::Instant::now();
         let refuse = |me: &Self, why: String| {
             me.event(
@@ -483,7 +484,7 @@ impl RoleSlot {
                     c.trigger
                 ),
             );
-            Err(why)
+            Err(Refused(why))
         };
         let mut new = match c.fresh.take() {
             Some(i) => i,
@@ -580,7 +581,7 @@ impl RoleSlot {
     /// Return to the version before the last swap. The running state is
     /// handed back; if the old version cannot read it, it resumes from its
     /// own state at the time of the swap.
-    pub fn rollback(&mut self, now_ms: u64) -> Result<String, String> {
+    pub fn rollback(&mut self, now_ms: u64) -> Result<String, Refused> {
         let result = self.try_rollback(now_ms);
         if let Err(e) = &result {
             self.event(
@@ -590,7 +591,7 @@ impl RoleSlot {
                 format!("rollback refused: {e}"),
             );
         }
-        result
+        result.map_err(Refused)
     }
 
     fn try_rollback(&mut self, now_ms: u64) -> Result<String, String> {

@@ -5,14 +5,14 @@
 pub mod soc {
     wasmtime::component::bindgen!({
         world: "soc-estimator",
-        path: "../wit",
+        path: "../../wit",
     });
 }
 
 pub mod soh {
     wasmtime::component::bindgen!({
         world: "soh-estimator",
-        path: "../wit",
+        path: "../../wit",
         with: {
             "bms:plugin/types": super::soc::bms::plugin::types,
             "bms:plugin/log": super::soc::bms::plugin::log,
@@ -23,7 +23,7 @@ pub mod soh {
 pub mod balancer {
     wasmtime::component::bindgen!({
         world: "balancer",
-        path: "../wit",
+        path: "../../wit",
         with: {
             "bms:plugin/types": super::soc::bms::plugin::types,
             "bms:plugin/log": super::soc::bms::plugin::log,
@@ -34,7 +34,7 @@ pub mod balancer {
 pub mod ems {
     wasmtime::component::bindgen!({
         world: "ems-advisor",
-        path: "../wit",
+        path: "../../wit",
         with: {
             "bms:plugin/types": super::soc::bms::plugin::types,
             "bms:plugin/log": super::soc::bms::plugin::log,
