@@ -247,8 +247,6 @@ pub struct Protection {
     /// The first tick's time, for the start-up communication grace.
     started_ms: Option<u64>,
     log: Box<dyn EventSink>,
-    /// Events of the call in progress, recorded by `flush_events`.
-    pending: Vec<EventRecord>,
     /// External hold requests (see [`HoldSource`]), sorted by source.
     holds: Vec<Hold>,
     pub clamp_stats: ClampStats,
@@ -317,7 +315,6 @@ impl Protection {
             arm_ms,
             started_ms: None,
             log,
-            pending: Vec::new(),
             holds: Vec::new(),
             clamp_stats: ClampStats::default(),
             status: Status::initial(),
@@ -371,6 +368,7 @@ impl Protection {
             )
         });
         let changes: Vec<_> = released.chain(raised).collect();
+        let mut ev = Events::default();
         for (kind, action, message) in changes {
             let detail = Detail {
                 time_ms: now_ms,
@@ -380,44 +378,21 @@ impl Protection {
                 action,
                 message,
             };
-            self.record(kind, None, None, detail);
+            ev.push(kind, None, None, detail);
         }
         self.holds = next;
-        self.flush_events();
+        self.record(ev);
     }
 
     pub fn holds(&self) -> &[Hold] {
         &self.holds
     }
 
-    fn record(
-        &mut self,
-        kind: EventKind,
-        quantity: Option<Quantity>,
-        tier: Option<TierLevel>,
-        detail: Detail,
-    ) {
-        let rec = EventRecord {
-            seq: 0,
-            time_ms: detail.time_ms,
-            unix_ms: 0,
-            kind,
-            quantity,
-            tier,
-            location: detail.location,
-            value: detail.value.filter(|v| v.is_finite()),
-            limit: detail.limit.filter(|v| v.is_finite()),
-            action: detail.action.to_string(),
-            message: detail.message,
-        };
-        self.pending.push(rec);
-    }
-
-    /// The one place events are recorded: every stage's events, in order,
-    /// logged and appended to the sink before the call that made them
-    /// returns.
-    fn flush_events(&mut self) {
-        for rec in self.pending.drain(..) {
+    /// The one place events are recorded: a call's events, in the order
+    /// its stages returned them, logged and appended to the sink before
+    /// the call that made them returns.
+    fn record(&mut self, ev: Events) {
+        for rec in ev.0 {
             let (kind, quantity, tier) = (rec.kind, rec.quantity, rec.tier);
             let level_error = kind == EventKind::Latched || tier == Some(TierLevel::Msl);
             if kind == EventKind::Contactor {
@@ -431,7 +406,8 @@ impl Protection {
         }
     }
 
-    fn latch(&mut self, l: Latch) {
+    /// Latch `l` (once per quantity and location) and add its event.
+    fn latch(&mut self, ev: &mut Events, l: Latch) {
         if self
             .latched
             .iter()
@@ -439,7 +415,7 @@ impl Protection {
         {
             return;
         }
-        self.record(
+        ev.push(
             EventKind::Latched,
             Some(l.quantity),
             Some(TierLevel::Msl),
@@ -493,15 +469,16 @@ impl Protection {
     ) -> &Status {
         // inputs -> monitors -> latches -> permit -> contactor -> derating -> status
         let d = self.derive(s, now_ms);
-        let soc = self.estimate_soc(s, &d, reported_soc_pct, now_ms);
-        self.run_monitors(&d, s.cells_per_module.max(1) as usize, now_ms);
-        self.check_plausibility(s, &d, now_ms);
-        self.check_communication(s, &d, now_ms);
+        let mut ev = Events::default();
+        let soc = ev.and(self.estimate_soc(s, &d, reported_soc_pct, now_ms));
+        ev.add(self.run_monitors(&d, s.cells_per_module.max(1) as usize, now_ms));
+        ev.add(self.check_plausibility(s, &d, now_ms));
+        ev.add(self.check_communication(s, &d, now_ms));
         let permit = self.permit(&d, now_ms);
-        let outputs = self.drive_contactor(s, &d, &permit, now_ms);
+        let outputs = ev.and(self.drive_contactor(s, &d, &permit, now_ms));
         self.derate(&d, &soc, now_ms);
         self.publish(outputs, permit, soc, now_ms);
-        self.flush_events();
+        self.record(ev);
         &self.status
     }
 
@@ -513,16 +490,17 @@ impl Protection {
         d: &Derived,
         reported_soc_pct: Option<f32>,
         now_ms: u64,
-    ) -> soc::SocBasis {
+    ) -> (soc::SocBasis, Events) {
         self.soc.update(s, d.age_ok);
         let basis = self.soc.basis(reported_soc_pct);
-        self.check_soc_disagreement(&basis, now_ms);
-        basis
+        let ev = self.check_soc_disagreement(&basis, now_ms);
+        (basis, ev)
     }
 
     /// Every tier of every tiered quantity on this snapshot's values, as
     /// the limit table says where each comes from; a raised MSL latches.
-    fn run_monitors(&mut self, d: &Derived, per: usize, now_ms: u64) {
+    fn run_monitors(&mut self, d: &Derived, per: usize, now_ms: u64) -> Events {
+        let mut ev = Events::default();
         for k in 0..self.tracked.len() {
             let quantity = self.tracked[k].quantity;
             let row = quantity.row();
@@ -559,19 +537,23 @@ impl Protection {
                     action,
                     message: message.clone(),
                 };
-                self.record(kind, Some(quantity), Some(level), detail);
+                ev.push(kind, Some(quantity), Some(level), detail);
                 if tr == Transition::Raised && level == TierLevel::Msl {
-                    self.latch(Latch {
-                        quantity,
-                        location,
-                        value,
-                        limit: Some(limit),
-                        time_ms: now_ms,
-                        message,
-                    });
+                    self.latch(
+                        &mut ev,
+                        Latch {
+                            quantity,
+                            location,
+                            value,
+                            limit: Some(limit),
+                            time_ms: now_ms,
+                            message,
+                        },
+                    );
                 }
             }
         }
+        ev
     }
 
     /// Whether the contactors may stay closed and may close, and why not.
@@ -631,7 +613,8 @@ impl Protection {
         d: &Derived,
         permit: &Permit,
         now_ms: u64,
-    ) -> RelayOutputs {
+    ) -> (RelayOutputs, Events) {
+        let mut ev = Events::default();
         let inputs = ContactorInputs {
             pack_v: if d.fresh { s.pack_voltage_v } else { f32::NAN },
             link_v: if d.fresh { s.link_voltage_v } else { f32::NAN },
@@ -657,7 +640,7 @@ impl Protection {
                 action: contactor_action(from, to),
                 message: format!("{from:?} -> {to:?}: {reason}"),
             };
-            self.record(EventKind::Contactor, None, None, detail);
+            ev.push(EventKind::Contactor, None, None, detail);
         }
         if let Some(f) = step.fault {
             let (quantity, message, value) = match f {
@@ -672,16 +655,19 @@ impl Protection {
                     Some(current_a),
                 ),
             };
-            self.latch(Latch {
-                quantity,
-                location: None,
-                value,
-                limit: None,
-                time_ms: now_ms,
-                message,
-            });
+            self.latch(
+                &mut ev,
+                Latch {
+                    quantity,
+                    location: None,
+                    value,
+                    limit: None,
+                    time_ms: now_ms,
+                    message,
+                },
+            );
         }
-        step.outputs
+        (step.outputs, ev)
     }
 
     /// The allowed currents: drop at once, rise at the ramp rate, zero
@@ -747,7 +733,8 @@ impl Protection {
         };
     }
 
-    fn check_plausibility(&mut self, s: &PackSnapshot, d: &Derived, now_ms: u64) {
+    fn check_plausibility(&mut self, s: &PackSnapshot, d: &Derived, now_ms: u64) -> Events {
+        let mut ev = Events::default();
         let p = self.cfg.plausibility;
         let per = s.cells_per_module.max(1) as usize;
         let fresh = |i: usize| s.module_comm.get(i / per) == Some(&CommStatus::Ok);
@@ -778,7 +765,7 @@ impl Protection {
             .range
             .update_gated(Some(if out { 1.0 } else { 0.0 }), now_ms, gate);
         if tr == Some(Transition::Cleared) {
-            self.record(
+            ev.push(
                 EventKind::Cleared,
                 Some(Quantity::SensorOutOfRange),
                 Some(TierLevel::Msl),
@@ -805,7 +792,7 @@ impl Protection {
                 "{what} reading outside its sensor's physical range for {} ms",
                 p.range_delay_ms
             );
-            self.record(
+            ev.push(
                 EventKind::Raised,
                 Some(Quantity::SensorOutOfRange),
                 Some(TierLevel::Msl),
@@ -818,14 +805,17 @@ impl Protection {
                     message: message.clone(),
                 },
             );
-            self.latch(Latch {
-                quantity: Quantity::SensorOutOfRange,
-                location,
-                value,
-                limit: None,
-                time_ms: now_ms,
-                message,
-            });
+            self.latch(
+                &mut ev,
+                Latch {
+                    quantity: Quantity::SensorOutOfRange,
+                    location,
+                    value,
+                    limit: None,
+                    time_ms: now_ms,
+                    message,
+                },
+            );
         }
         if p.current_frozen_ms > 0 && self.contactor.state() == ContactorState::Closed {
             let frozen_for = now_ms.saturating_sub(s.current_changed_ms);
@@ -834,28 +824,33 @@ impl Protection {
                     "current reading stuck at {:.3} A for {frozen_for} ms while connected: sensor implausible",
                     s.current_a
                 );
-                self.latch(Latch {
-                    quantity: Quantity::CurrentSensorFrozen,
-                    location: None,
-                    value: Some(s.current_a),
-                    limit: None,
-                    time_ms: now_ms,
-                    message,
-                });
+                self.latch(
+                    &mut ev,
+                    Latch {
+                        quantity: Quantity::CurrentSensorFrozen,
+                        location: None,
+                        value: Some(s.current_a),
+                        limit: None,
+                        time_ms: now_ms,
+                        message,
+                    },
+                );
             }
         }
+        ev
     }
 
-    fn check_communication(&mut self, s: &PackSnapshot, d: &Derived, now_ms: u64) {
+    fn check_communication(&mut self, s: &PackSnapshot, d: &Derived, now_ms: u64) -> Events {
+        let mut ev = Events::default();
         let started = *self.started_ms.get_or_insert(now_ms);
         if d.fresh {
-            return;
+            return ev;
         }
         if !self.seen_complete {
             // Start-up: give every source two timeouts to report once, then
             // name the ones that never did.
             if now_ms.saturating_sub(started) < 2 * self.data_timeout_ms {
-                return;
+                return ev;
             }
             let missing: Vec<usize> = (0..s.module_comm.len())
                 .filter(|m| s.module_comm[*m] == CommStatus::Stale)
@@ -864,18 +859,21 @@ impl Protection {
             if s.current_comm == CommStatus::Stale {
                 what.push("the current sensor".into());
             }
-            self.latch(Latch {
-                quantity: Quantity::CommunicationLoss,
-                location: missing.first().map(|m| Location {
-                    module: *m,
-                    cell: 0,
-                }),
-                value: None,
-                limit: None,
-                time_ms: now_ms,
-                message: format!("never heard from {} since start-up", what.join(", ")),
-            });
-            return;
+            self.latch(
+                &mut ev,
+                Latch {
+                    quantity: Quantity::CommunicationLoss,
+                    location: missing.first().map(|m| Location {
+                        module: *m,
+                        cell: 0,
+                    }),
+                    value: None,
+                    limit: None,
+                    time_ms: now_ms,
+                    message: format!("never heard from {} since start-up", what.join(", ")),
+                },
+            );
+            return ev;
         }
         let age = now_ms.saturating_sub(s.timestamp_ms);
         let (location, message) = if age > self.data_timeout_ms {
@@ -891,18 +889,23 @@ impl Protection {
         } else {
             (None, "current sensor stopped communicating".to_string())
         };
-        self.latch(Latch {
-            quantity: Quantity::CommunicationLoss,
-            location,
-            value: None,
-            limit: None,
-            time_ms: now_ms,
-            message,
-        });
+        self.latch(
+            &mut ev,
+            Latch {
+                quantity: Quantity::CommunicationLoss,
+                location,
+                value: None,
+                limit: None,
+                time_ms: now_ms,
+                message,
+            },
+        );
+        ev
     }
 
     /// The warning tier for a plugin SOC that disagrees with protection's.
-    fn check_soc_disagreement(&mut self, b: &soc::SocBasis, now_ms: u64) {
+    fn check_soc_disagreement(&mut self, b: &soc::SocBasis, now_ms: u64) -> Events {
+        let mut ev = Events::default();
         let gate = Gate {
             raise_applies: true,
             may_clear: true,
@@ -911,7 +914,7 @@ impl Protection {
             .soc_disagreement
             .update_gated(b.disagreement_pct, now_ms, gate)
         else {
-            return;
+            return ev;
         };
         let band = self.cfg.soc.disagreement_pct.limit;
         let show = |x: Option<f32>| x.map_or("unknown".to_string(), |v| format!("{v:.1} %"));
@@ -946,12 +949,13 @@ impl Protection {
             action,
             message,
         };
-        self.record(
+        ev.push(
             kind,
             Some(Quantity::SocDisagreement),
             Some(TierLevel::Mol),
             detail,
         );
+        ev
     }
 
     fn derate_target(&self, d: &Derived, soc: &soc::SocBasis) -> AllowedCurrent {
@@ -1046,8 +1050,9 @@ impl Protection {
         let cleared = std::mem::take(&mut self.latched);
         // Re-arm: closing again needs a full arming window of fresh data.
         self.fresh_since_ms = Some(now_ms);
+        let mut ev = Events::default();
         for l in &cleared {
-            self.record(
+            ev.push(
                 EventKind::Reset,
                 Some(l.quantity),
                 Some(TierLevel::Msl),
@@ -1061,8 +1066,49 @@ impl Protection {
                 },
             );
         }
-        self.flush_events();
+        self.record(ev);
         Ok(cleared)
+    }
+}
+
+/// The events a stage returns, in the order it raised them; the tick
+/// gathers every stage's and [`Protection::record`]s them in one place.
+#[derive(Default)]
+#[must_use]
+struct Events(Vec<EventRecord>);
+
+impl Events {
+    fn push(
+        &mut self,
+        kind: EventKind,
+        quantity: Option<Quantity>,
+        tier: Option<TierLevel>,
+        detail: Detail,
+    ) {
+        self.0.push(EventRecord {
+            seq: 0,
+            time_ms: detail.time_ms,
+            unix_ms: 0,
+            kind,
+            quantity,
+            tier,
+            location: detail.location,
+            value: detail.value.filter(|v| v.is_finite()),
+            limit: detail.limit.filter(|v| v.is_finite()),
+            action: detail.action.to_string(),
+            message: detail.message,
+        });
+    }
+
+    /// Append a stage's events.
+    fn add(&mut self, stage: Events) {
+        self.0.extend(stage.0);
+    }
+
+    /// Append a stage's events and hand back its result.
+    fn and<T>(&mut self, (value, stage): (T, Events)) -> T {
+        self.add(stage);
+        value
     }
 }
 
