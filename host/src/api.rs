@@ -171,7 +171,11 @@ impl ApiContext {
                 let now_ms = self.shared.status().time_ms;
                 let snap = self.shared.snapshot();
                 let mut p = self.protection.lock().unwrap_or_else(|e| e.into_inner());
-                match p.reset(&snap, now_ms) {
+                match p.reset(
+                    &snap,
+                    now_ms,
+                    "an operator (credential) over the control socket",
+                ) {
                     Ok(cleared) => {
                         tracing::warn!(count = cleared.len(), "protection reset by operator");
                         Response::ok(cleared)

@@ -190,3 +190,112 @@ fn bad_requests_get_the_modbus_exception_codes_and_writes_are_authorised() {
     assert_eq!(a(&["write", &ctrl_hb.to_string(), "7"])["exception"], 1);
     handle.join().unwrap();
 }
+
+/// A latch-producing sensor fault (cell 10 reads 500 mV high from 1 s to
+/// 5 s) on a site whose Modbus server lets 127.0.0.1 write.
+fn latching_site(remote_msl_reset: bool) -> bmshost::config::SiteConfig {
+    demo_site(|t| {
+        let mut m = toml::Table::new();
+        m.insert("bind".into(), "127.0.0.1:0".into());
+        m.insert(
+            "allowed_writers".into(),
+            toml::Value::Array(vec!["127.0.0.1".into()]),
+        );
+        m.insert("remote_msl_reset".into(), remote_msl_reset.into());
+        t.insert("modbus".into(), toml::Value::Table(m));
+        section(t, &["control"]).insert("status_interval_ms".into(), 1_000_000.into());
+        let fault = |at_s: f64, offset_mv: f64| {
+            let mut f = toml::Table::new();
+            f.insert("kind".into(), "cell_voltage_offset".into());
+            f.insert("at_s".into(), at_s.into());
+            f.insert("cell".into(), 10.into());
+            f.insert("offset_mv".into(), offset_mv.into());
+            toml::Value::Table(f)
+        };
+        section(t, &["sim"]).insert(
+            "faults".into(),
+            toml::Value::Array(vec![fault(1.0, 500.0), fault(5.0, 0.0)]),
+        );
+    })
+}
+
+#[test]
+fn alm_rst_from_an_allowed_writer_cannot_clear_an_msl_latch_unless_the_site_opts_in() {
+    use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+    let _one = bms_e2e::one_paced_rack();
+    let alm_rst = (40072 + 18).to_string();
+    for opt_in in [false, true] {
+        let dir = tempfile::tempdir().unwrap();
+        let mut site =
+            RackSite::assemble_in(latching_site(opt_in), dir.path().to_path_buf()).unwrap();
+        let server = site.start_modbus().unwrap().expect("[modbus] configured");
+        let port = server.local_addr.port().to_string();
+        let latched = Arc::new(AtomicBool::new(false));
+        let t_ms = Arc::new(AtomicU64::new(0));
+        let (l2, t2) = (latched.clone(), t_ms.clone());
+        let handle = std::thread::spawn(move || {
+            let _server = server;
+            site.run(
+                &RunOptions {
+                    speed: Speed::Factor(5.0),
+                    duration_s: Some(30.0),
+                    print_status: false,
+                    stop: None,
+                },
+                |o| {
+                    l2.store(!o.status.latched.is_empty(), Ordering::Relaxed);
+                    t2.store(o.t_ms, Ordering::Relaxed);
+                },
+            )
+            .unwrap();
+        });
+        // Latched at ~1.5 s; the condition clears at 5 s and a reset needs
+        // 5 s of fresh data after that.
+        let start = std::time::Instant::now();
+        while !(latched.load(Ordering::Relaxed) && t_ms.load(Ordering::Relaxed) > 14_000) {
+            assert!(start.elapsed() < Duration::from_secs(20), "no latch");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let reply = py(
+            "modbus_probe.py",
+            &[
+                "127.0.0.1".into(),
+                port,
+                "1".into(),
+                "write".into(),
+                alm_rst.clone(),
+                "1".into(),
+            ],
+        );
+        if opt_in {
+            assert_eq!(reply["ok"], true, "{reply}");
+            std::thread::sleep(Duration::from_millis(300));
+            assert!(
+                !latched.load(Ordering::Relaxed),
+                "the opted-in reset clears"
+            );
+        } else {
+            assert_eq!(reply["exception"], 4, "{reply}");
+            std::thread::sleep(Duration::from_millis(300));
+            assert!(latched.load(Ordering::Relaxed), "the latch holds");
+        }
+        handle.join().unwrap();
+        let record =
+            bmshost::protection::events::EventLog::read(&dir.path().join("events.jsonl")).unwrap();
+        let resets: Vec<_> = record
+            .records
+            .iter()
+            .filter(|r| r.kind == bmshost::protection::events::EventKind::Reset)
+            .collect();
+        if opt_in {
+            assert_eq!(resets.len(), 1, "{resets:?}");
+            assert!(
+                resets[0].message.contains("SunSpec AlmRst from 127.0.0.1"),
+                "the record says who and how: {}",
+                resets[0].message
+            );
+        } else {
+            assert!(resets.is_empty(), "{resets:?}");
+        }
+    }
+}

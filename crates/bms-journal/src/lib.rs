@@ -1,21 +1,30 @@
-//! bms-journal: durable JSON-lines journals: the protection event record and the
-//! plugin runtime's record.
+//! bms-journal: durable JSON-lines journals: the protection event record and
+//! the plugin runtime's record.
 //!
-//! Owns: the file discipline. Each record is one line, written in one call
-//! and `fsync`ed — before `append` returns (the protection record), or
-//! shortly after by a writer thread ([`Journal::write_in_background`], the
-//! plugin record, journaled from the control thread). A torn last line (the process died mid-write) is
-//! skipped and counted when reading, never fatal; the next append starts on
-//! a fresh line.
+//! Owns: the file discipline. Each record is one line, written and
+//! `fsync`ed before `append` returns (the protection record), or shortly
+//! after by a writer thread ([`Journal::write_in_background`], the plugin
+//! record, journaled from the control thread). The disk side ([`file`])
+//! never glues a record to a fragment: after a failed write it cuts the
+//! file back to its last whole record and writes the queued records again.
+//! On open, a torn tail (a crash mid-write) is truncated and reported, and
+//! every unparsable line inside the file is reported by number ([`read`]).
 //!
 //! May not touch: what the records mean.
 
-use std::fs::{File, OpenOptions};
-use std::io::{BufRead, BufReader, Write};
+pub mod file;
+pub mod read;
+
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use bms_protection::events::{EventRecord, EventSink};
 use serde::{de::DeserializeOwned, Serialize};
+
+pub use file::{Health, HealthSnapshot, MAX_QUEUED_BYTES};
+pub use read::ReadJournal;
+
+use file::DurableFile;
 
 /// A journal line: the journal assigns its sequence number and wall time.
 pub trait Record: Serialize + DeserializeOwned {
@@ -33,35 +42,39 @@ pub enum JournalError {
     },
 }
 
-/// Result of reading a journal file.
-#[derive(Debug)]
-pub struct ReadJournal<R> {
-    pub records: Vec<R>,
-    /// Lines that did not parse (a torn final write).
-    pub torn_lines: usize,
+/// What opening a journal found and repaired.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Recovery {
+    /// Bytes of a torn final record cut from the end of the file.
+    pub torn_tail_bytes: u64,
+    /// 1-based numbers of lines inside the file that do not parse.
+    pub corrupt_lines: Vec<usize>,
+}
+
+enum Disk {
+    Memory,
+    Inline(DurableFile),
+    Background(Background),
 }
 
 /// A journal: in memory always, on disk when opened with a path.
 pub struct Journal<R> {
-    file: Option<(File, PathBuf)>,
-    /// Set by [`Journal::write_in_background`]: lines go to a writer thread.
-    background: Option<Background>,
+    disk: Disk,
+    health: Arc<Health>,
     records: Vec<R>,
     next_seq: u64,
-    /// Appends that failed to reach the disk (the record is kept in memory).
-    pub write_errors: u64,
+    recovery: Recovery,
 }
 
 struct Background {
-    tx: std::sync::mpsc::Sender<Vec<u8>>,
+    tx: Option<std::sync::mpsc::Sender<Vec<u8>>>,
     handle: Option<std::thread::JoinHandle<()>>,
 }
 
 impl Drop for Background {
     fn drop(&mut self) {
         // Close the channel, then wait for the queued lines to be written.
-        let (tx, _) = std::sync::mpsc::channel();
-        drop(std::mem::replace(&mut self.tx, tx));
+        drop(self.tx.take());
         if let Some(h) = self.handle.take() {
             let _ = h.join();
         }
@@ -72,16 +85,17 @@ impl<R: Record> Journal<R> {
     /// A log kept only in memory (tests, dry runs).
     pub fn memory() -> Self {
         Self {
-            file: None,
-            background: None,
+            disk: Disk::Memory,
+            health: Arc::default(),
             records: Vec::new(),
             next_seq: 1,
-            write_errors: 0,
+            recovery: Recovery::default(),
         }
     }
 
     /// Open (or create) `path` for appending; earlier records are loaded so
-    /// sequence numbers continue and persistent latches can be restored.
+    /// sequence numbers continue and persistent latches can be restored. A
+    /// torn tail is cut off (see [`Journal::recovery`]).
     pub fn open(path: &Path) -> Result<Self, JournalError> {
         let io = |source| JournalError::Io {
             path: path.to_owned(),
@@ -91,83 +105,52 @@ impl<R: Record> Journal<R> {
             std::fs::create_dir_all(dir).map_err(io)?;
         }
         let previous = if path.exists() {
-            Self::read(path)?
+            read::scan::<R>(path)?
         } else {
-            ReadJournal {
-                records: Vec::new(),
-                torn_lines: 0,
-            }
+            read::ReadJournal::empty()
         };
-        if previous.torn_lines > 0 {
-            tracing::warn!(path = %path.display(), torn = previous.torn_lines, "journal had unreadable lines (torn write); skipped");
-        }
-        let mut file = OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(path)
-            .map_err(io)?;
-        // Terminate a torn last line so the next record starts clean.
-        let ends_clean = std::fs::read(path)
-            .map(|b| b.last().is_none_or(|c| *c == b'\n'))
-            .map_err(io)?;
-        if !ends_clean {
-            file.write_all(b"\n")
-                .and_then(|_| file.sync_data())
-                .map_err(io)?;
+        let recovery = repair(path, &previous).map_err(io)?;
+        let health = Arc::new(Health::default());
+        let mut disk = DurableFile::open(path, previous.good_len, health.clone()).map_err(io)?;
+        if previous.unterminated {
+            disk.terminate();
         }
         let next_seq = previous.records.last().map_or(1, |r| r.seq() + 1);
         Ok(Self {
-            file: Some((file, path.to_owned())),
-            background: None,
+            disk: Disk::Inline(disk),
+            health,
             records: previous.records,
             next_seq,
-            write_errors: 0,
+            recovery,
         })
     }
 
-    /// Read every record of an event file.
+    /// Read every record of a journal file (without repairing it).
     pub fn read(path: &Path) -> Result<ReadJournal<R>, JournalError> {
-        let io = |source| JournalError::Io {
-            path: path.to_owned(),
-            source,
-        };
-        let f = File::open(path).map_err(io)?;
-        let mut out = ReadJournal {
-            records: Vec::new(),
-            torn_lines: 0,
-        };
-        for line in BufReader::new(f).split(b'\n') {
-            let line = line.map_err(io)?;
-            if line.iter().all(u8::is_ascii_whitespace) {
-                continue;
-            }
-            match serde_json::from_slice::<R>(&line) {
-                Ok(r) => out.records.push(r),
-                Err(_) => out.torn_lines += 1,
-            }
-        }
-        Ok(out)
+        read::scan(path)
     }
 
-    /// Append a record durably; fills in `seq` and `unix_ms`.
+    /// Append a record durably; fills in `seq` and `unix_ms`. A record the
+    /// disk refuses stays in memory and queued for the next attempt; see
+    /// [`Journal::health`].
     pub fn append(&mut self, mut rec: R) -> &R {
         let unix_ms = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.as_millis() as u64);
         rec.stamp(self.next_seq, unix_ms);
         self.next_seq += 1;
-        if let Some(bg) = &self.background {
+        let line = || {
             let mut line = serde_json::to_vec(&rec).unwrap_or_default();
             line.push(b'\n');
-            let _ = bg.tx.send(line);
-        } else if let Some((file, path)) = &mut self.file {
-            let mut line = serde_json::to_vec(&rec).unwrap_or_default();
-            line.push(b'\n');
-            // One write of the whole line, then fsync: the record is
-            // either complete on disk or absent (torn at worst).
-            if let Err(e) = file.write_all(&line).and_then(|_| file.sync_data()) {
-                self.write_errors += 1;
-                tracing::error!(path = %path.display(), error = %e, "cannot persist journal record");
+            line
+        };
+        match &mut self.disk {
+            Disk::Memory => {}
+            Disk::Inline(f) => f.push(&line()),
+            Disk::Background(bg) => {
+                if let Some(tx) = &bg.tx {
+                    let _ = tx.send(line());
+                }
             }
         }
         self.records.push(rec);
@@ -179,21 +162,18 @@ impl<R: Record> Journal<R> {
     /// For callers that must not wait on a disk (the control thread); the
     /// protection record stays synchronous. Dropping the journal flushes.
     pub fn write_in_background(&mut self) -> std::io::Result<()> {
-        let Some((mut file, path)) = self.file.take() else {
+        let Disk::Inline(_) = self.disk else {
             return Ok(());
+        };
+        let Disk::Inline(mut file) = std::mem::replace(&mut self.disk, Disk::Memory) else {
+            unreachable!("checked above");
         };
         let (tx, rx) = std::sync::mpsc::channel::<Vec<u8>>();
         let handle = std::thread::Builder::new()
             .name("journal-writer".into())
-            .spawn(move || {
-                for line in rx {
-                    if let Err(e) = file.write_all(&line).and_then(|_| file.sync_data()) {
-                        tracing::error!(path = %path.display(), error = %e, "cannot persist journal record");
-                    }
-                }
-            })?;
-        self.background = Some(Background {
-            tx,
+            .spawn(move || writer(&mut file, rx))?;
+        self.disk = Disk::Background(Background {
+            tx: Some(tx),
             handle: Some(handle),
         });
         Ok(())
@@ -207,6 +187,47 @@ impl<R: Record> Journal<R> {
     pub fn records(&self) -> &[R] {
         &self.records
     }
+
+    /// What opening the file repaired.
+    pub fn recovery(&self) -> &Recovery {
+        &self.recovery
+    }
+
+    /// Write failures and records not yet durable.
+    pub fn health(&self) -> HealthSnapshot {
+        self.health.snapshot()
+    }
+}
+
+/// Retry interval of a writer thread whose disk refused a record.
+const RETRY: std::time::Duration = std::time::Duration::from_secs(1);
+
+fn writer(file: &mut DurableFile, rx: std::sync::mpsc::Receiver<Vec<u8>>) {
+    use std::sync::mpsc::RecvTimeoutError;
+    loop {
+        match rx.recv_timeout(RETRY) {
+            Ok(line) => file.push(&line),
+            Err(RecvTimeoutError::Timeout) => file.flush(),
+            Err(RecvTimeoutError::Disconnected) => return file.flush(),
+        }
+    }
+}
+
+/// Cut a torn tail and report damage inside the file.
+fn repair<R>(path: &Path, found: &ReadJournal<R>) -> std::io::Result<Recovery> {
+    if found.torn_tail_bytes > 0 {
+        let f = std::fs::OpenOptions::new().write(true).open(path)?;
+        f.set_len(found.good_len)?;
+        f.sync_all()?;
+        tracing::warn!(path = %path.display(), bytes = found.torn_tail_bytes, "journal ended in a torn record (a write that did not finish); truncated");
+    }
+    if !found.corrupt_lines.is_empty() {
+        tracing::error!(path = %path.display(), lines = ?found.corrupt_lines, "journal has lines that do not parse; kept as evidence, not read");
+    }
+    Ok(Recovery {
+        torn_tail_bytes: found.torn_tail_bytes,
+        corrupt_lines: found.corrupt_lines.clone(),
+    })
 }
 
 // Protection may not depend on an I/O crate, so the journal carries the
@@ -227,5 +248,8 @@ impl EventSink for Journal<EventRecord> {
     }
     fn records(&self) -> &[EventRecord] {
         Journal::records(self)
+    }
+    fn failing(&self) -> bool {
+        self.health.failing()
     }
 }

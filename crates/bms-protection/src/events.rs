@@ -62,6 +62,11 @@ pub struct EventRecord {
 pub trait EventSink: Send {
     fn append(&mut self, rec: EventRecord);
     fn records(&self) -> &[EventRecord];
+    /// Whether appended records are not (yet) on durable storage: raises
+    /// the `EventRecordFailing` warning.
+    fn failing(&self) -> bool {
+        false
+    }
 }
 
 /// An in-memory sink (tests, benchmarks, dry runs).

@@ -66,6 +66,10 @@ pub enum Quantity {
     /// Protection's own SOC and the plugin's differ by more than the band
     /// (MOL only: a warning; derating already uses the safer of the two).
     SocDisagreement,
+    /// The event record cannot reach its disk (full, failing): records
+    /// are kept in memory and retried. MOL only: protection keeps running
+    /// and latches stay latched.
+    EventRecordFailing,
 }
 
 impl Quantity {
@@ -247,6 +251,8 @@ pub struct Protection {
     /// The first tick's time, for the start-up communication grace.
     started_ms: Option<u64>,
     log: Box<dyn EventSink>,
+    /// Whether the sink reported that records do not reach the disk.
+    record_failing: bool,
     /// External hold requests (see [`HoldSource`]), sorted by source.
     holds: Vec<Hold>,
     pub clamp_stats: ClampStats,
@@ -315,6 +321,7 @@ impl Protection {
             arm_ms,
             started_ms: None,
             log,
+            record_failing: false,
             holds: Vec::new(),
             clamp_stats: ClampStats::default(),
             status: Status::initial(),
@@ -474,6 +481,7 @@ impl Protection {
         ev.add(self.run_monitors(&d, s.cells_per_module.max(1) as usize, now_ms));
         ev.add(self.check_plausibility(s, &d, now_ms));
         ev.add(self.check_communication(s, &d, now_ms));
+        ev.add(self.check_record(now_ms));
         let permit = self.permit(&d, now_ms);
         let outputs = ev.and(self.drive_contactor(s, &d, &permit, now_ms));
         self.derate(&d, &soc, now_ms);
@@ -719,6 +727,10 @@ impl Protection {
                 quantity: Quantity::SocDisagreement,
                 tier: TierLevel::Mol,
             }))
+            .chain(self.record_failing.then_some(ActiveTier {
+                quantity: Quantity::EventRecordFailing,
+                tier: TierLevel::Mol,
+            }))
             .collect();
         self.status = Status {
             time_ms: now_ms,
@@ -903,6 +915,48 @@ impl Protection {
         ev
     }
 
+    /// The warning tier for an event record that cannot reach its disk.
+    /// Its own events are queued with the rest and reach the disk with
+    /// them once it takes writes again.
+    fn check_record(&mut self, now_ms: u64) -> Events {
+        let mut ev = Events::default();
+        let failing = self.log.failing();
+        if failing == self.record_failing {
+            return ev;
+        }
+        self.record_failing = failing;
+        let (kind, action, message) = if failing {
+            (
+                EventKind::Raised,
+                "warn; keep protecting, latches held in memory",
+                "the event record cannot reach its disk: records are kept in memory and \
+                 retried; a restart before the disk recovers loses them"
+                    .to_string(),
+            )
+        } else {
+            (
+                EventKind::Cleared,
+                "none",
+                "the event record reaches its disk again; queued records written".to_string(),
+            )
+        };
+        let detail = Detail {
+            time_ms: now_ms,
+            location: None,
+            value: None,
+            limit: None,
+            action,
+            message,
+        };
+        ev.push(
+            kind,
+            Some(Quantity::EventRecordFailing),
+            Some(TierLevel::Mol),
+            detail,
+        );
+        ev
+    }
+
     /// The warning tier for a plugin SOC that disagrees with protection's.
     fn check_soc_disagreement(&mut self, b: &soc::SocBasis, now_ms: u64) -> Events {
         let mut ev = Events::default();
@@ -998,8 +1052,15 @@ impl Protection {
 
     /// Authorised reset (the caller has checked the credential): clear every
     /// latch, but only if every latched condition has cleared. All or
-    /// nothing, so a reset never half-arms a faulted rack.
-    pub fn reset(&mut self, s: &PackSnapshot, now_ms: u64) -> Result<Vec<Latch>, ResetError> {
+    /// nothing, so a reset never half-arms a faulted rack. `by` says who
+    /// asked and through which path (e.g. "operator `ana` over the control
+    /// socket"); it goes into every reset record.
+    pub fn reset(
+        &mut self,
+        s: &PackSnapshot,
+        now_ms: u64,
+        by: &str,
+    ) -> Result<Vec<Latch>, ResetError> {
         if self.latched.is_empty() {
             return Err(ResetError::NothingLatched);
         }
@@ -1062,7 +1123,7 @@ impl Protection {
                     value: None,
                     limit: None,
                     action: "latch cleared by authorised reset",
-                    message: format!("reset of: {}", l.message),
+                    message: format!("reset by {by} of: {}", l.message),
                 },
             );
         }
@@ -1207,7 +1268,8 @@ impl Derived {
             | S::SensorRanges
             | S::CurrentChanges
             | S::ContactorFeedback
-            | S::SocEstimates => (None, None),
+            | S::SocEstimates
+            | S::EventRecord => (None, None),
         }
     }
 }

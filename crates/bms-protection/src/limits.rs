@@ -352,7 +352,8 @@ impl ProtectionConfig {
             | Q::CurrentSensorFrozen
             | Q::ContactorWelded
             | Q::PrechargeFailed
-            | Q::SocDisagreement => return None,
+            | Q::SocDisagreement
+            | Q::EventRecordFailing => return None,
         };
         Some(t)
     }

@@ -51,6 +51,8 @@ pub enum Source {
     ContactorFeedback,
     /// Protection's own SOC against the SOC plugin's.
     SocEstimates,
+    /// The event sink's report of records not on disk.
+    EventRecord,
 }
 
 /// When a raised MSL may latch. Charge temperature limits apply while
@@ -157,7 +159,7 @@ use Quantity as Q;
 use Source as S;
 
 /// Every quantity, in [`Quantity`] order.
-pub const TABLE: [Row; 18] = [
+pub const TABLE: [Row; 19] = [
     tiered(
         Q::CellOverVoltage,
         "cell_over_voltage_v",
@@ -311,6 +313,16 @@ pub const TABLE: [Row; 18] = [
             Q::SocDisagreement,
             "soc.disagreement_pct",
             S::SocEstimates,
+            ResetRule::NeverLatches,
+        )
+    },
+    Row {
+        blocks: B::Nothing,
+        tiering: Tiering::MolOnly,
+        ..untiered(
+            Q::EventRecordFailing,
+            "(none: raised by the event sink)",
+            S::EventRecord,
             ResetRule::NeverLatches,
         )
     },

@@ -13,7 +13,7 @@ use proptest::prelude::*;
 
 use super::clamp::Clamp;
 use super::contactor::ContactorState;
-use super::events::{EventKind, MemoryLog};
+use super::events::{EventKind, EventRecord, EventSink, MemoryLog};
 use super::limits::{Direction, TierLevel};
 use super::table::Blocks;
 use super::*;
@@ -339,7 +339,7 @@ fn latched_fault_keeps_contactors_open_until_an_allowed_reset() {
     let mut s = base(t);
     apply("cell_over_voltage_v", &mut s, 3.7);
     feed(&mut p, s.clone(), None, t);
-    let err = p.reset(&s, t).unwrap_err();
+    let err = p.reset(&s, t, "test").unwrap_err();
     assert!(
         matches!(&err, ResetError::NotCleared(m) if m.contains("CellOverVoltage")),
         "{err}"
@@ -350,10 +350,10 @@ fn latched_fault_keeps_contactors_open_until_an_allowed_reset() {
         feed(&mut p, base(t), None, t);
         assert!(!p.status().outputs.main && !p.status().outputs.precharge);
     }
-    let cleared = p.reset(&base(t), t).unwrap();
+    let cleared = p.reset(&base(t), t, "test").unwrap();
     assert_eq!(cleared.len(), 1, "{cleared:?}");
     assert_eq!(
-        p.reset(&base(t), t).unwrap_err(),
+        p.reset(&base(t), t, "test").unwrap_err(),
         ResetError::NothingLatched
     );
     assert!(p.events().iter().any(|e| e.kind == EventKind::Reset));
@@ -402,7 +402,7 @@ fn deep_under_voltage_latch_survives_a_restart_until_reset() {
     // is one after the arming window (the tier has re-raised).
     let mut p = Protection::new(cfg.clone(), 500, MemoryLog::with(record));
     feed(&mut p, deep(0), None, 0);
-    assert!(p.reset(&deep(0), 0).is_err());
+    assert!(p.reset(&deep(0), 0, "test").is_err());
     for t in (10..=6000).step_by(PERIOD as usize) {
         feed(&mut p, deep(t), None, t);
         assert!(
@@ -410,7 +410,7 @@ fn deep_under_voltage_latch_survives_a_restart_until_reset() {
             "closing at {t}"
         );
     }
-    let err = p.reset(&deep(6000), 6000).unwrap_err();
+    let err = p.reset(&deep(6000), 6000, "test").unwrap_err();
     assert!(err.to_string().contains("CellDeepUnderVoltage"), "{err}");
     // Restart with a healthy cell: blocked until reset, reset after arming.
     record = p.events().to_vec();
@@ -425,7 +425,7 @@ fn deep_under_voltage_latch_survives_a_restart_until_reset() {
     }
     let reason = p.status().blocked_reason.clone().unwrap();
     assert!(reason.contains("restored"), "{reason}");
-    p.reset(&base(6000), 6000).unwrap();
+    p.reset(&base(6000), 6000, "test").unwrap();
     record = p.events().to_vec();
     drop(p);
     let p = Protection::new(cfg, 500, MemoryLog::with(record));
@@ -1281,5 +1281,67 @@ fn an_implausible_pack_or_link_voltage_trips_after_the_range_delay() {
         t - start >= cfg.plausibility.range_delay_ms,
         "{} ms",
         t - start
+    );
+}
+
+/// A sink whose disk can be made to refuse writes.
+struct FlakyDisk {
+    records: Vec<EventRecord>,
+    failing: std::sync::Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl EventSink for FlakyDisk {
+    fn append(&mut self, rec: EventRecord) {
+        self.records.push(rec);
+    }
+    fn records(&self) -> &[EventRecord] {
+        &self.records
+    }
+    fn failing(&self) -> bool {
+        self.failing.load(std::sync::atomic::Ordering::Relaxed)
+    }
+}
+
+#[test]
+fn a_failing_event_record_warns_and_protection_keeps_its_latch() {
+    let cfg = cfg();
+    let failing = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let sink = FlakyDisk {
+        records: Vec::new(),
+        failing: failing.clone(),
+    };
+    let (mut p, mut t) = latch_over_voltage(&cfg);
+    p.log = Box::new(sink);
+    failing.store(true, std::sync::atomic::Ordering::Relaxed);
+    for _ in 0..50 {
+        t += PERIOD;
+        let st = feed(&mut p, base(t), None, t);
+        assert!(!st.outputs.main, "latched: stays open while the disk fails");
+        assert!(
+            st.active
+                .iter()
+                .any(|a| a.quantity == Quantity::EventRecordFailing && a.tier == TierLevel::Mol),
+            "{:?}",
+            st.active
+        );
+    }
+    assert_eq!(p.latched().len(), 1, "the latch is held in memory");
+    let raised: Vec<_> = p
+        .events()
+        .iter()
+        .filter(|e| e.quantity == Some(Quantity::EventRecordFailing))
+        .map(|e| e.kind)
+        .collect();
+    assert_eq!(raised, [EventKind::Raised], "raised once, not every tick");
+    failing.store(false, std::sync::atomic::Ordering::Relaxed);
+    t += PERIOD;
+    let st = feed(&mut p, base(t), None, t);
+    assert!(!st
+        .active
+        .iter()
+        .any(|a| a.quantity == Quantity::EventRecordFailing));
+    assert_eq!(
+        p.events().last().map(|e| (e.kind, e.quantity)),
+        Some((EventKind::Cleared, Some(Quantity::EventRecordFailing)))
     );
 }

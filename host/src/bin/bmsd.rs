@@ -101,10 +101,19 @@ fn main() -> Result<()> {
             for r in &read.records {
                 println!("{}", bmshost::telemetry::event_line(r));
             }
-            if read.torn_lines > 0 {
+            if !read.corrupt_lines.is_empty() {
                 println!(
-                    "({} torn line(s) skipped: the writer died mid-record)",
-                    read.torn_lines
+                    "({}: line(s) {:?} do not parse: damaged inside the file, not shown)",
+                    path.display(),
+                    read.corrupt_lines
+                );
+            }
+            if read.torn_tail_bytes > 0 {
+                println!(
+                    "({}: ends in a torn record of {} bytes: a write that did not finish; \
+                     the next start cuts it)",
+                    path.display(),
+                    read.torn_tail_bytes
                 );
             }
             Ok(())

@@ -259,6 +259,17 @@ pub struct ModbusConfig {
     /// open). Withdrawn when the heartbeat comes back.
     #[serde(default)]
     pub on_heartbeat_loss: HeartbeatLoss,
+    /// Let an allowed writer's `AlmRst` clear MSL latches. Off (default):
+    /// a latch needs an authenticated operator reset over the control
+    /// socket, whoever can reach the Modbus port. On: warned at start-up.
+    #[serde(default)]
+    pub remote_msl_reset: bool,
+    /// Clients served at once; a connection beyond is closed on accept.
+    #[serde(default = "default_max_connections")]
+    pub max_connections: usize,
+    /// A client that sends no request for this long is disconnected, s.
+    #[serde(default = "default_idle_timeout_s")]
+    pub idle_timeout_s: f64,
     #[serde(default = "default_manufacturer")]
     pub manufacturer: String,
 }
@@ -288,6 +299,13 @@ fn default_unit_id() -> u8 {
 fn default_sunspec_base() -> u16 {
     40000
 }
+fn default_max_connections() -> usize {
+    64
+}
+fn default_idle_timeout_s() -> f64 {
+    60.0
+}
+
 fn default_manufacturer() -> String {
     "bmshost".into()
 }
@@ -513,6 +531,18 @@ impl SiteConfig {
                 return Err(self.invalid(
                     "modbus.unit_id",
                     format!("must be 1..=247, got {}", m.unit_id),
+                ));
+            }
+            if !(1..=4096).contains(&m.max_connections) {
+                return Err(self.invalid(
+                    "modbus.max_connections",
+                    format!("must be 1..=4096, got {}", m.max_connections),
+                ));
+            }
+            if !(m.idle_timeout_s.is_finite() && (0.1..=86_400.0).contains(&m.idle_timeout_s)) {
+                return Err(self.invalid(
+                    "modbus.idle_timeout_s",
+                    format!("must be 0.1..=86400 s, got {}", m.idle_timeout_s),
                 ));
             }
             if m.heartbeat_timeout_s

@@ -60,7 +60,7 @@ mod tests {
     }
 
     #[test]
-    fn a_torn_last_line_is_skipped_and_counted() {
+    fn a_torn_last_line_is_cut_on_reopen_and_never_merged() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("events.jsonl");
         let mut log = EventLog::open(&path).unwrap();
@@ -71,16 +71,12 @@ mod tests {
         let read = EventLog::read(&path).unwrap();
         assert_eq!(read.records.len(), 1);
         assert_eq!(read.torn_lines, 1);
-        // Appending after a torn line still produces readable records.
         let mut log = EventLog::open(&path).unwrap();
-        log.append(rec(EventKind::Cleared));
+        assert_eq!(log.recovery().torn_tail_bytes, 19);
+        log.append(rec(EventKind::Latched));
         let read = EventLog::read(&path).unwrap();
-        assert_eq!(
-            read.records.len(),
-            2,
-            "the new record must not be glued to the torn line"
-        );
-        assert_eq!(read.records[1].kind, EventKind::Cleared);
-        assert_eq!(read.torn_lines, 1);
+        let kinds: Vec<_> = read.records.iter().map(|r| r.kind).collect();
+        assert_eq!(kinds, [EventKind::Raised, EventKind::Latched]);
+        assert_eq!(read.torn_lines, 0, "the fragment was cut, not glued");
     }
 }

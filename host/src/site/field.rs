@@ -47,11 +47,20 @@ impl FieldIo {
         let (Some(m), Some(publisher)) = (&cfg.modbus, &self.publisher) else {
             return Ok(None);
         };
+        if m.remote_msl_reset {
+            tracing::warn!(
+                writers = ?m.allowed_writers,
+                "modbus.remote_msl_reset is on: a SunSpec AlmRst from an allowed writer clears MSL latches without an operator"
+            );
+        }
         let server = SunSpecServer::start(
             ServerConfig {
                 bind: m.bind,
                 unit_id: m.unit_id,
                 allowed_writers: m.allowed_writers.clone(),
+                remote_msl_reset: m.remote_msl_reset,
+                max_connections: m.max_connections,
+                idle_timeout: std::time::Duration::from_secs_f64(m.idle_timeout_s),
             },
             publisher.board.clone(),
             self.racks.clone(),

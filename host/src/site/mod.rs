@@ -323,13 +323,13 @@ impl RackSite {
     }
 
     /// Authorised reset of latched faults at host time `now_ms` (the caller
-    /// has verified the operator's credential).
-    pub fn reset(&self, now_ms: u64) -> Result<Vec<Latch>, ResetError> {
+    /// has verified the operator's credential); `by` names who and how.
+    pub fn reset(&self, now_ms: u64, by: &str) -> Result<Vec<Latch>, ResetError> {
         let snap = self.shared.snapshot();
         self.protection
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .reset(&snap, now_ms)
+            .reset(&snap, now_ms, by)
     }
 
     /// Run for the configured duration; `observe` sees every protection

@@ -5,6 +5,7 @@
 //! control cycle published.
 
 pub mod client;
+pub mod idle;
 pub mod pcs;
 pub mod server;
 pub mod sunspec;

@@ -5,8 +5,11 @@
 //! client address, and the writable points:
 //! - `CtrlHb` (controller heartbeat): stored with its arrival time; a
 //!   heartbeat that stops for `heartbeat_timeout_s` is logged as lost;
-//! - `AlmRst` = 1: asks each rack's protection for a reset, which succeeds
-//!   only if protection allows it (every latched condition cleared);
+//! - `AlmRst` = 1: refused while `modbus.remote_msl_reset` is off (the
+//!   default: MSL latches need an authenticated operator reset; MOL and
+//!   RSL clear by themselves); with it on, asks each rack's protection for
+//!   a reset, which succeeds only if protection allows it (every latched
+//!   condition cleared) and is recorded with the client's address;
 //! - `SetOp` = 2 (disconnect): an operator hold on every rack, which opens
 //!   the contactors; `SetOp` = 1 (connect) withdraws it. Connect never
 //!   closes anything by itself: protection closes when its own conditions
@@ -30,6 +33,7 @@ use std::time::Instant;
 use tokio_modbus::prelude::*;
 use tokio_modbus::server::tcp::{accept_tcp_connection, Server};
 
+use super::idle::IdleTimeout;
 use super::sunspec::Writable;
 use crate::protection::task::Shared;
 use crate::protection::{HoldKind, HoldSource, Protection};
@@ -49,6 +53,12 @@ pub struct ServerStats {
     pub requests: AtomicU64,
     pub exceptions: AtomicU64,
     pub writes: AtomicU64,
+    /// Connections closed on accept because `max_connections` were open.
+    pub refused_connections: AtomicU64,
+    /// `accept` calls that failed (e.g. out of file descriptors).
+    pub accept_errors: AtomicU64,
+    /// Most connections served at once.
+    pub peak_connections: AtomicU64,
 }
 
 /// What the server shares with the control cycle.
@@ -91,6 +101,25 @@ pub struct ServerConfig {
     pub bind: SocketAddr,
     pub unit_id: u8,
     pub allowed_writers: Vec<IpAddr>,
+    /// Whether `AlmRst` may clear MSL latches (`modbus.remote_msl_reset`).
+    pub remote_msl_reset: bool,
+    /// Connections served at once; more are closed on accept.
+    pub max_connections: usize,
+    /// A connection without a request for this long is closed.
+    pub idle_timeout: std::time::Duration,
+}
+
+/// Wait after a failed `accept` (EMFILE, ENFILE, ENOBUFS...) before the
+/// next: the server backs off and keeps listening, never exits.
+const ACCEPT_BACKOFF: std::time::Duration = std::time::Duration::from_millis(100);
+
+/// Counts a connection while its service lives.
+struct Slot(Arc<std::sync::atomic::AtomicUsize>);
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
 }
 
 /// One rack's protection, as far as Modbus may reach it: the authorised
@@ -108,6 +137,9 @@ const SET_OP_DISCONNECT: u16 = 2;
 /// A running server; stops on drop.
 pub struct SunSpecServer {
     pub local_addr: SocketAddr,
+    /// The image and the counters (requests, refused connections, accept
+    /// errors).
+    pub board: Arc<RegisterBoard>,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
     handle: Option<std::thread::JoinHandle<()>>,
 }
@@ -125,34 +157,60 @@ impl SunSpecServer {
         let listener = rt.block_on(tokio::net::TcpListener::bind(cfg.bind))?;
         let local_addr = listener.local_addr()?;
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let shown = board.clone();
         let handle = std::thread::Builder::new()
             .name("modbus-server".into())
             .spawn(move || {
                 let server = Server::new(listener);
                 let cfg = Arc::new(cfg);
+                let open = Arc::new(std::sync::atomic::AtomicUsize::new(0));
                 let new_service = |peer: SocketAddr| {
+                    let before = open.fetch_add(1, Ordering::AcqRel);
+                    if before >= cfg.max_connections {
+                        open.fetch_sub(1, Ordering::AcqRel);
+                        board.stats.refused_connections.fetch_add(1, Ordering::Relaxed);
+                        tracing::debug!(%peer, max = cfg.max_connections, "modbus connection refused: too many open");
+                        return Ok(None);
+                    }
+                    board
+                        .stats
+                        .peak_connections
+                        .fetch_max(before as u64 + 1, Ordering::Relaxed);
                     Ok(Some(Connection {
                         peer,
                         cfg: cfg.clone(),
                         board: board.clone(),
                         racks: racks.clone(),
+                        _slot: Slot(open.clone()),
                     }))
                 };
                 let on_connected = |stream, peer| {
-                    let r = accept_tcp_connection(stream, peer, new_service);
+                    let r = accept_tcp_connection(stream, peer, new_service)
+                        .map(|o| o.map(|(svc, s)| (svc, IdleTimeout::new(s, cfg.idle_timeout))));
                     async move { r }
                 };
                 let on_error = |e| tracing::debug!(error = %e, "modbus connection ended");
-                let abort = Box::pin(async move {
-                    let _ = stopped.await;
+                rt.block_on(async {
+                    let mut stopped = stopped;
+                    loop {
+                        tokio::select! {
+                            r = server.serve(&on_connected, on_error) => {
+                                // Only a failed accept ends `serve`: back off, go on.
+                                let n = board.stats.accept_errors.fetch_add(1, Ordering::Relaxed);
+                                if n.is_multiple_of(100) {
+                                    tracing::error!(error = ?r.err(), failures = n + 1, "modbus accept failed; retrying");
+                                }
+                                tokio::time::sleep(ACCEPT_BACKOFF).await;
+                            }
+                            _ = &mut stopped => return,
+                        }
+                    }
                 });
-                if let Err(e) = rt.block_on(server.serve_until(&on_connected, on_error, abort)) {
-                    tracing::error!(error = %e, "modbus server stopped");
-                }
             })?;
         tracing::info!(%local_addr, "SunSpec Modbus TCP server listening");
         Ok(Self {
             local_addr,
+            board: shown,
             stop: Some(stop),
             handle: Some(handle),
         })
@@ -175,6 +233,7 @@ struct Connection {
     cfg: Arc<ServerConfig>,
     board: Arc<RegisterBoard>,
     racks: Arc<Vec<RackPath>>,
+    _slot: Slot,
 }
 
 impl Connection {
@@ -250,6 +309,16 @@ impl Connection {
         if v != 1 {
             return Err(ExceptionCode::IllegalDataValue);
         }
+        // MOL and RSL clear by themselves (hysteresis); what is latched is
+        // MSL, which a network write may clear only where the site opted in.
+        if !self.cfg.remote_msl_reset {
+            let latched = self
+                .racks
+                .iter()
+                .any(|r| !r.shared.status().latched.is_empty());
+            tracing::warn!(peer = %self.peer, latched, "SunSpec AlmRst refused: an MSL latch needs an authenticated operator reset (`bmsctl reset`); modbus.remote_msl_reset is off");
+            return Err(ExceptionCode::ServerDeviceFailure);
+        }
         // Every rack with a latch is asked; each decides for itself. The
         // write fails if any refused (or nothing was latched anywhere).
         let mut refused = false;
@@ -262,7 +331,11 @@ impl Connection {
                 continue;
             }
             any_latched = true;
-            match p.reset(&snap, now_ms) {
+            let by = format!(
+                "SunSpec AlmRst from {} (modbus.remote_msl_reset)",
+                self.peer
+            );
+            match p.reset(&snap, now_ms, &by) {
                 Ok(cleared) => {
                     tracing::warn!(peer = %self.peer, rack, count = cleared.len(), "protection reset by SunSpec AlmRst")
                 }
@@ -347,6 +420,9 @@ mod tests {
                 bind: "127.0.0.1:0".parse().unwrap(),
                 unit_id: 1,
                 allowed_writers: writers.iter().map(|w| w.parse().unwrap()).collect(),
+                remote_msl_reset: true,
+                max_connections: 4,
+                idle_timeout: std::time::Duration::from_secs(60),
             }),
             board: RegisterBoard::new(Image {
                 base: 40000,
@@ -369,6 +445,7 @@ mod tests {
                 ))),
                 shared: Shared::new(PackSnapshot::empty(128, 16)),
             }]),
+            _slot: Slot(Arc::new(std::sync::atomic::AtomicUsize::new(1))),
         }
     }
 

@@ -141,7 +141,8 @@ fn evt1_bits(q: Quantity) -> (u32, u32) {
         | Quantity::SensorOutOfRange
         | Quantity::CurrentSensorFrozen
         // 802 has no SOC bit: the estimator disagreement is OtherWarning.
-        | Quantity::SocDisagreement => (OTHER_ALARM, OTHER_WARNING),
+        | Quantity::SocDisagreement
+        | Quantity::EventRecordFailing => (OTHER_ALARM, OTHER_WARNING),
     }
 }
 
