@@ -116,6 +116,7 @@ fn per_call(cfg: &SiteConfig, engine: &PluginEngine, rows: &mut Vec<Row>) {
     let generous = bmshost::config::SandboxConfig {
         memory_mib: 256,
         deadline_ms: 1_000,
+        ..Default::default()
     };
     println!(
         "{:<16} {:>6} {:>12} {:>12} {:>7}",
@@ -293,6 +294,7 @@ fn lifecycle(cfg: &SiteConfig, rows: &mut Vec<Row>) {
         let big = bmshost::config::SandboxConfig {
             memory_mib: 256,
             deadline_ms: 1_000,
+            ..Default::default()
         };
         let mut warm = PluginInstance::instantiate(&cached, &art, &json, big).unwrap();
         let mut s = ws.clone();
@@ -400,7 +402,9 @@ fn swaps_on_a_running_rack(rows: &mut Vec<Row>) {
     );
     let cfg = SiteConfig::parse(&text, &configs.join("demo-site.toml")).unwrap();
     let mut site = RackSite::assemble_in(cfg, dir.path().join("state")).unwrap();
-    let board = site.plugin_control().board;
+    let board = site
+        .plugin_control(std::sync::Arc::new(bmshost::auth::Guard::new(None)))
+        .board;
     let stop = Arc::new(AtomicBool::new(false));
     let swapping = Arc::new(AtomicBool::new(false));
     let (b2, stop2, sw2, file2) = (

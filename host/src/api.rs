@@ -1,28 +1,33 @@
 //! The local control API: a Unix socket in the host's state directory,
 //! one JSON request per line, one JSON response per line.
 //!
-//! Owns: the socket, request parsing, and operator authorisation (the reset
-//! credential is checked here against the sha256 in `[operator]`). May not
-//! touch: protection internals; it calls only [`Protection::reset`] and
-//! reads the published status and the event record. Plugin requests go to
-//! the reloader or, as orders, to the control thread: the API never
-//! touches a plugin instance.
+//! Owns: the socket, request parsing, and which role each request needs
+//! (checked by [`Guard::authorize`], recorded in the [`Audit`] record,
+//! allowed or not). May not touch: protection internals; it calls only
+//! [`Protection::reset`] and reads the published status and the event
+//! record. Plugin requests go to the reloader or, as orders, to the
+//! control thread: the API never touches a plugin instance.
 //!
-//! Requests:
+//! Requests (`user`/`secret` where a role is needed):
 //! - `{"cmd": "status"}` → protection status (contactors, limits, latches)
 //! - `{"cmd": "events", "since_seq": 0}` → event records after `since_seq`
-//! - `{"cmd": "reset", "credential": "..."}` → clears latched faults, only
-//!   if authorised and every latched condition has cleared.
+//! - `{"cmd": "audit", "since_seq": 0}` → the audit record
+//! - `{"cmd": "reset", "user": .., "secret": ..}` (operator) → clears
+//!   latched faults, only if every latched condition has cleared.
+//! - `{"cmd": "open", "reason": .., "user": ..}` (no role: opening is
+//!   never refused) → an `open` hold; `{"cmd": "release", ..}` (operator)
+//!   withdraws it
 //! - `{"cmd": "plugins"}` → per role: plugin, version, sha256, state,
 //!   crashes, last swap, canary
-//! - `{"cmd": "reload", "role": "soc"}` → re-read the site file and swap
-//!   the role's plugin through validation and canary; waits for the outcome
-//! - `{"cmd": "rollback", "role": "soc"}` → back to the previous version
+//! - `{"cmd": "reload", "role": "soc", ..}` (operator) → re-read the site
+//!   file and swap the role's plugin through validation and canary; waits
+//!   for the outcome
+//! - `{"cmd": "rollback", "role": "soc", ..}` (operator) → back to the
+//!   previous version
 //! - `{"cmd": "plugin_events", "since_seq": 0}` → the plugin runtime record
 //!
-//! The socket is created with mode 0600 in the state directory: access to
-//! it is the authority to reload and roll back plugins (protection does not
-//! depend on plugins, so this cannot unsafe the rack).
+//! Reads need no user: the socket is created with mode 0600 in the state
+//! directory, and access to it is the authority to read.
 
 use std::io::{BufRead, BufReader, Write};
 use std::os::unix::net::{UnixListener, UnixStream};
@@ -33,12 +38,16 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use crate::plugins::events::PluginJournal;
+use crate::audit::Audit;
+use crate::auth::{Guard, Role as AuthRole};
+use crate::journal::Feed;
+use crate::plugins::events::PluginEvent;
 use crate::plugins::manager::Board;
 use crate::plugins::reload::{Order, Refused, ReloadHandle};
 use crate::plugins::Role;
+use crate::protection::events::EventRecord;
 use crate::protection::task::Shared;
-use crate::protection::Protection;
+use crate::protection::{HoldKind, HoldSource, Protection};
 
 /// How long a reload or rollback request waits for the control thread.
 const ORDER_TIMEOUT: Duration = Duration::from_secs(30);
@@ -52,20 +61,59 @@ pub enum Request {
         #[serde(default)]
         since_seq: u64,
     },
+    Audit {
+        #[serde(default)]
+        since_seq: u64,
+    },
     Reset {
-        credential: String,
+        #[serde(flatten)]
+        who: Who,
+    },
+    /// Hold the contactors open (no user needed: opening is never
+    /// refused; recorded with the user if one is given).
+    Open {
+        #[serde(default)]
+        reason: String,
+        #[serde(default)]
+        user: String,
+    },
+    /// Withdraw the `open` hold (operator).
+    Release {
+        #[serde(flatten)]
+        who: Who,
     },
     Plugins,
     Reload {
         role: Role,
+        #[serde(flatten)]
+        who: Who,
     },
     Rollback {
         role: Role,
+        #[serde(flatten)]
+        who: Who,
     },
     PluginEvents {
         #[serde(default)]
         since_seq: u64,
     },
+}
+
+/// Who asks: a user of `[operator] users_file` and their secret.
+#[derive(Clone, Default, Serialize, Deserialize)]
+pub struct Who {
+    #[serde(default)]
+    pub user: String,
+    #[serde(default)]
+    pub secret: String,
+}
+
+impl std::fmt::Debug for Who {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Who")
+            .field("user", &self.user)
+            .finish_non_exhaustive()
+    }
 }
 
 /// The answer: `ok` plus a result or an error message.
@@ -95,28 +143,15 @@ impl Response {
     }
 }
 
-/// sha256 of a credential, lower-case hex (what `[operator]` stores).
-pub fn hash_credential(credential: &str) -> String {
-    crate::plugins::sha256_hex(credential.as_bytes())
-}
-
-/// Compare without an early exit, so timing does not leak the hash.
-fn credential_matches(credential: &str, expected_sha256: &str) -> bool {
-    let got = hash_credential(credential);
-    let expected = expected_sha256.to_ascii_lowercase();
-    got.len() == expected.len()
-        && got
-            .bytes()
-            .zip(expected.bytes())
-            .fold(0u8, |acc, (a, b)| acc | (a ^ b))
-            == 0
-}
-
 /// The plugin side of the API.
 #[derive(Clone)]
 pub struct PluginControl {
     pub board: Arc<Board>,
-    pub journal: PluginJournal,
+    pub guard: Arc<Guard>,
+    pub audit: Arc<Audit>,
+    /// The plugin record's reader copy (not the journal: its lock is the
+    /// control thread's).
+    pub events: Arc<Mutex<Feed<PluginEvent>>>,
     pub orders: std::sync::mpsc::Sender<Order>,
     pub reload: ReloadHandle,
 }
@@ -124,10 +159,35 @@ pub struct PluginControl {
 /// What the API serves from.
 #[derive(Clone)]
 pub struct ApiContext {
+    /// Taken only by a reset (which must judge protection's own state).
     pub protection: Arc<Mutex<Protection>>,
+    /// Protection's event record, a reader copy: listing it never takes
+    /// the lock the protection tick takes.
+    pub events: Arc<Mutex<Feed<EventRecord>>>,
     pub shared: Arc<Shared>,
-    pub reset_credential_sha256: String,
+    pub guard: Arc<Guard>,
+    pub audit: Arc<Audit>,
     pub plugins: Option<PluginControl>,
+}
+
+/// Authorise `who` for `need`, recording a refusal; the caller records
+/// the outcome of an allowed request.
+fn admit(
+    guard: &Guard,
+    audit: &Audit,
+    who: &Who,
+    need: AuthRole,
+    action: &str,
+    target: &str,
+) -> Result<(), Response> {
+    guard
+        .authorize(&who.user, &who.secret, need)
+        .map(|_| ())
+        .map_err(|e| {
+            tracing::warn!(user = %who.user, action, error = %e, "control request refused");
+            audit.record(&who.user, "socket", action, target, &Err::<(), _>(&e));
+            Response::err(e.to_string())
+        })
 }
 
 fn wait(rx: std::sync::mpsc::Receiver<Result<String, Refused>>) -> Response {
@@ -147,14 +207,44 @@ impl ApiContext {
         match req {
             Request::Status => Response::ok(&*self.shared.status()),
             Request::Events { since_seq } => {
-                let p = self.protection.lock().unwrap_or_else(|e| e.into_inner());
-                let recs: Vec<_> = p
-                    .events()
-                    .iter()
-                    .filter(|r| r.seq > since_seq)
-                    .cloned()
-                    .collect();
+                let recs = self
+                    .events
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .since(since_seq, usize::MAX);
                 Response::ok(recs)
+            }
+            Request::Audit { since_seq } => Response::ok(self.audit.since(since_seq)),
+            Request::Open { reason, user } => {
+                let user = if user.is_empty() {
+                    "(anyone)".to_string()
+                } else {
+                    user
+                };
+                let why = format!("bmsctl open by {user}: {reason}");
+                self.shared
+                    .set_hold(HoldSource::ControlSocket, Some((HoldKind::Open, why)));
+                tracing::warn!(%user, %reason, "contactors held open from the control socket");
+                self.audit
+                    .record(&user, "socket", "open", "contactors", &Ok::<(), String>(()));
+                Response::ok("held open: protection opens the contactors at its next tick")
+            }
+            Request::Release { who } => {
+                let (action, target) = ("release", "contactors");
+                if let Err(r) = admit(
+                    &self.guard,
+                    &self.audit,
+                    &who,
+                    AuthRole::Operator,
+                    action,
+                    target,
+                ) {
+                    return r;
+                }
+                self.shared.set_hold(HoldSource::ControlSocket, None);
+                self.audit
+                    .record(&who.user, "socket", action, target, &Ok::<(), String>(()));
+                Response::ok("released: protection closes again on its own conditions")
             }
             Request::Plugins
             | Request::Reload { .. }
@@ -163,21 +253,31 @@ impl ApiContext {
                 Some(p) => p.handle(req),
                 None => Response::err("this daemon runs without plugin control"),
             },
-            Request::Reset { credential } => {
-                if !credential_matches(&credential, &self.reset_credential_sha256) {
-                    tracing::warn!("protection reset refused: wrong credential");
-                    return Response::err("not authorised: wrong credential");
+            Request::Reset { who } => {
+                let (action, target) = ("reset", "protection");
+                if let Err(r) = admit(
+                    &self.guard,
+                    &self.audit,
+                    &who,
+                    AuthRole::Operator,
+                    action,
+                    target,
+                ) {
+                    return r;
                 }
                 let now_ms = self.shared.status().time_ms;
                 let snap = self.shared.snapshot();
-                let mut p = self.protection.lock().unwrap_or_else(|e| e.into_inner());
-                match p.reset(
-                    &snap,
-                    now_ms,
-                    "an operator (credential) over the control socket",
-                ) {
+                let by = format!("operator `{}` over the control socket", who.user);
+                let outcome = self
+                    .protection
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .reset(&snap, now_ms, &by);
+                self.audit
+                    .record(&who.user, "socket", action, target, &outcome);
+                match outcome {
                     Ok(cleared) => {
-                        tracing::warn!(count = cleared.len(), "protection reset by operator");
+                        tracing::warn!(user = %who.user, count = cleared.len(), "protection reset by operator");
                         Response::ok(cleared)
                     }
                     Err(e) => Response::err(format!("reset refused: {e}")),
@@ -188,28 +288,59 @@ impl ApiContext {
 }
 
 impl PluginControl {
+    fn audit_outcome(&self, who: &Who, action: &str, role: Role, r: &Response) {
+        let outcome: Result<(), &str> = match &r.error {
+            None => Ok(()),
+            Some(e) => Err(e.as_str()),
+        };
+        self.audit
+            .record(&who.user, "socket", action, role.key(), &outcome);
+    }
+
     fn handle(&self, req: Request) -> Response {
         match req {
             Request::Plugins => Response::ok(self.board.statuses()),
-            Request::Reload { role } => wait(self.reload.reload(role)),
-            Request::Rollback { role } => {
-                let (tx, rx) = std::sync::mpsc::channel();
-                if self.orders.send(Order::Rollback(role, Some(tx))).is_err() {
-                    return Response::err("the control cycle has stopped");
+            Request::Reload { role, who } => {
+                if let Err(r) = admit(
+                    &self.guard,
+                    &self.audit,
+                    &who,
+                    AuthRole::Operator,
+                    "reload",
+                    role.key(),
+                ) {
+                    return r;
                 }
-                wait(rx)
+                let outcome = wait(self.reload.reload(role));
+                self.audit_outcome(&who, "reload", role, &outcome);
+                outcome
+            }
+            Request::Rollback { role, who } => {
+                if let Err(r) = admit(
+                    &self.guard,
+                    &self.audit,
+                    &who,
+                    AuthRole::Operator,
+                    "rollback",
+                    role.key(),
+                ) {
+                    return r;
+                }
+                let (tx, rx) = std::sync::mpsc::channel();
+                let outcome = if self.orders.send(Order::Rollback(role, Some(tx))).is_err() {
+                    Response::err("the control cycle has stopped")
+                } else {
+                    wait(rx)
+                };
+                self.audit_outcome(&who, "rollback", role, &outcome);
+                outcome
             }
             Request::PluginEvents { since_seq } => {
-                // Copy under the lock, serialise after: the control thread
-                // journals through the same lock.
-                let recs: Vec<_> = {
-                    let j = self.journal.lock().unwrap_or_else(|e| e.into_inner());
-                    j.records()
-                        .iter()
-                        .filter(|r| r.seq > since_seq)
-                        .cloned()
-                        .collect()
-                };
+                let recs = self
+                    .events
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .since(since_seq, usize::MAX);
                 Response::ok(recs)
             }
             _ => Response::err("not a plugin request"),
@@ -323,13 +454,57 @@ pub fn call(path: &Path, req: &Request) -> std::io::Result<Response> {
 mod tests {
     use super::*;
 
+    /// The demo site's protection on a real event file, its tick lock
+    /// held by another thread (a long tick, or a hung one).
     #[test]
-    fn credential_check_uses_the_hash() {
-        let h = hash_credential("open sesame");
-        assert_eq!(h.len(), 64);
-        assert!(credential_matches("open sesame", &h));
-        assert!(credential_matches("open sesame", &h.to_uppercase()));
-        assert!(!credential_matches("open sesame!", &h));
-        assert!(!credential_matches("", &h));
+    fn events_are_listed_while_the_protection_lock_is_held() {
+        use crate::protection::events::{EventKind, EventLog};
+        let cfg = crate::config::SiteConfig::load(
+            &std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../configs/demo-site.toml"),
+        )
+        .unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let mut log = EventLog::open(&dir.path().join("events.jsonl")).unwrap();
+        let events = Arc::new(Mutex::new(log.feed()));
+        let mut p = Protection::new(cfg.protection.clone(), 500, log);
+        p.set_holds(
+            &[crate::protection::Hold {
+                source: crate::protection::HoldSource::Operator,
+                kind: crate::protection::HoldKind::Open,
+                reason: "test".into(),
+            }],
+            0,
+        );
+        let ctx = ApiContext {
+            protection: Arc::new(Mutex::new(p)),
+            events,
+            shared: Shared::new(crate::snapshot::PackSnapshot::empty(128, 16)),
+            guard: Arc::new(Guard::new(None)),
+            audit: Arc::new(Audit::memory()),
+            plugins: None,
+        };
+        let held = ctx.protection.clone();
+        let _tick = held.lock().unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        let c = ctx.clone();
+        std::thread::spawn(move || {
+            let _ =
+                tx.send(serde_json::to_value(c.handle(Request::Events { since_seq: 0 })).unwrap());
+        });
+        let got = rx
+            .recv_timeout(Duration::from_secs(5))
+            .expect("`events` waited on the protection lock");
+        assert_eq!(got["ok"], true, "{got}");
+        let kinds: Vec<_> = got["result"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| r["kind"].clone())
+            .collect();
+        assert_eq!(
+            kinds,
+            [serde_json::to_value(EventKind::Hold).unwrap()],
+            "{got}"
+        );
     }
 }

@@ -6,6 +6,8 @@
 //! `ARCHITECTURE.md` at the repository root for the map and invariants.
 
 pub mod api;
+pub mod audit;
+pub mod auth;
 pub mod bank;
 pub mod clock;
 pub mod config;

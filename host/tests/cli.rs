@@ -143,3 +143,61 @@ fn check_loads_plugins_and_names_a_bad_plugin_config() {
         String::from_utf8_lossy(&ok.stderr)
     );
 }
+
+/// A hardware site (no `[sim]`) with the demo users file: refused before
+/// anything starts, naming the file and the user; an open users file is
+/// refused naming its mode.
+#[test]
+fn a_hardware_site_refuses_to_start_with_a_published_secret_or_an_open_users_file() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let configs = root().join("configs");
+    for f in ["ocv-lfp.toml", "users-demo.toml", "bmu-demo.dbc"] {
+        std::fs::copy(configs.join(f), dir.path().join(f)).unwrap();
+    }
+    let users = dir.path().join("users-demo.toml");
+    std::fs::set_permissions(&users, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let mut t: toml::Table =
+        toml::from_str(&std::fs::read_to_string(configs.join("demo-site.toml")).unwrap()).unwrap();
+    t.remove("sim");
+    let mut o = toml::Table::new();
+    o.insert("driver".into(), "modbus-coils".into());
+    o.insert("address".into(), "127.0.0.1:1".into());
+    o.insert("precharge_coil".into(), 0.into());
+    o.insert("main_coil".into(), 1.into());
+    o.insert("heartbeat_coil".into(), 2.into());
+    t.insert("outputs".into(), o.into());
+    t["site"].as_table_mut().unwrap().insert(
+        "state_dir".into(),
+        dir.path()
+            .join("state")
+            .to_string_lossy()
+            .into_owned()
+            .into(),
+    );
+    let site = dir.path().join("hw-site.toml");
+    std::fs::write(&site, toml::to_string(&t).unwrap()).unwrap();
+    let run = || {
+        let out = Command::new(env!("CARGO_BIN_EXE_bmsd"))
+            .args(["run", "--duration", "1s", "--config"])
+            .arg(&site)
+            .output()
+            .unwrap();
+        assert!(!out.status.success());
+        String::from_utf8_lossy(&out.stderr).into_owned()
+    };
+    let stderr = run();
+    assert!(
+        stderr.contains("users-demo.toml")
+            && stderr.contains("`operator`")
+            && stderr.contains("published example secret"),
+        "{stderr}"
+    );
+    std::fs::set_permissions(&users, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let stderr = run();
+    assert!(stderr.contains("mode 644"), "{stderr}");
+    assert!(
+        !dir.path().join("state/events.jsonl").exists(),
+        "nothing was assembled"
+    );
+}

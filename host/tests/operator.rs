@@ -27,7 +27,10 @@ fn absolutize(v: &mut toml::Value, base: &Path, key: &str) {
             }
         }
         toml::Value::String(s)
-            if matches!(key, "include" | "dbc" | "ocv_table" | "path" | "state_dir") =>
+            if matches!(
+                key,
+                "include" | "dbc" | "ocv_table" | "path" | "state_dir" | "users_file"
+            ) =>
         {
             *s = base.join(&*s).to_string_lossy().into_owned();
         }
@@ -106,12 +109,21 @@ impl Drop for Daemon {
 }
 
 fn bmsctl(site: &Path, args: &[&str]) -> (bool, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_bmsctl"))
-        .arg("--config")
+    bmsctl_as(site, None, args)
+}
+
+/// `bmsctl` as `user` with `secret` (through $BMS_SECRET, never argv).
+fn bmsctl_as(site: &Path, who: Option<(&str, &str)>, args: &[&str]) -> (bool, String) {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_bmsctl"));
+    cmd.arg("--config")
         .arg(site)
         .args(args)
-        .output()
-        .unwrap();
+        .env_remove("BMS_SECRET")
+        .env_remove("BMS_USER");
+    if let Some((user, secret)) = who {
+        cmd.args(["--user", user]).env("BMS_SECRET", secret);
+    }
+    let out = cmd.output().unwrap();
     let text = format!(
         "{}{}",
         String::from_utf8_lossy(&out.stdout),
@@ -119,6 +131,10 @@ fn bmsctl(site: &Path, args: &[&str]) -> (bool, String) {
     );
     (out.status.success(), text)
 }
+
+/// The demo operator (`configs/users-demo.toml`; a published secret,
+/// accepted on simulated sites only).
+const OPERATOR: Option<(&str, &str)> = Some(("operator", "demo-reset"));
 
 fn wait_for(what: &str, timeout: Duration, mut f: impl FnMut() -> bool) {
     let start = Instant::now();
@@ -135,7 +151,7 @@ fn status(site: &Path) -> serde_json::Value {
 }
 
 #[test]
-fn reset_needs_the_credential_and_a_cleared_condition_and_the_record_survives_kill_9() {
+fn reset_needs_an_operator_and_a_cleared_condition_and_the_record_survives_kill_9() {
     let _one = one_daemon();
     let dir = tempfile::tempdir().unwrap();
     let site = site_file(dir.path());
@@ -152,8 +168,12 @@ fn reset_needs_the_credential_and_a_cleared_condition_and_the_record_survives_ki
     assert_eq!(st["latched"][0]["location"]["module"], 0);
     assert_eq!(st["latched"][0]["location"]["cell"], 10);
 
-    // Wrong credential: refused, nothing changes.
-    let (ok, text) = bmsctl(&site, &["reset", "--credential", "guess"]);
+    // No user, a viewer, a wrong secret: refused, nothing changes.
+    let (ok, text) = bmsctl(&site, &["reset"]);
+    assert!(!ok && text.contains("--user"), "{text}");
+    let (ok, text) = bmsctl_as(&site, Some(("viewer", "demo-viewer")), &["reset"]);
+    assert!(!ok && text.contains("is a viewer"), "{text}");
+    let (ok, text) = bmsctl_as(&site, Some(("operator", "guess")), &["reset"]);
     assert!(!ok && text.contains("not authorised"), "{text}");
 
     // Right credential while the condition still holds (until 5 s):
@@ -162,7 +182,7 @@ fn reset_needs_the_credential_and_a_cleared_condition_and_the_record_survives_ki
         st["time_ms"].as_u64().unwrap() < 4800,
         "test machine too slow to check the refusal"
     );
-    let (ok, text) = bmsctl(&site, &["reset", "--credential", "demo-reset"]);
+    let (ok, text) = bmsctl_as(&site, OPERATOR, &["reset"]);
     assert!(!ok && text.contains("condition not cleared"), "{text}");
 
     // After the sensor recovers, the authorised reset succeeds.
@@ -170,7 +190,7 @@ fn reset_needs_the_credential_and_a_cleared_condition_and_the_record_survives_ki
     wait_for("the sensor fault to clear", Duration::from_secs(15), || {
         status(&site)["time_ms"].as_u64().unwrap() > 7000
     });
-    let (ok, text) = bmsctl(&site, &["reset", "--credential", "demo-reset"]);
+    let (ok, text) = bmsctl_as(&site, OPERATOR, &["reset"]);
     assert!(ok, "{text}");
     assert!(status(&site)["latched"].as_array().unwrap().is_empty());
     // After the reset, a new arming window, then the contactors close.
@@ -178,6 +198,70 @@ fn reset_needs_the_credential_and_a_cleared_condition_and_the_record_survives_ki
         "the contactors to close after the reset",
         Duration::from_secs(20),
         || status(&site)["contactor_state"] == "closed",
+    );
+
+    // The audit record has every attempt: who, where, what, outcome.
+    let (ok, audit) = bmsctl(&site, &["audit", "--json"]);
+    assert!(ok, "{audit}");
+    let audit: Vec<serde_json::Value> = serde_json::from_str(&audit).unwrap();
+    let seen: Vec<(String, String)> = audit
+        .iter()
+        .map(|r| {
+            (
+                r["user"].as_str().unwrap().to_string(),
+                r["result"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+    // (Without --user, bmsctl asks for one and sends nothing.)
+    assert_eq!(seen.len(), 4, "{seen:?}");
+    assert!(
+        seen[0].0 == "viewer" && seen[0].1.contains("is a viewer"),
+        "{seen:?}"
+    );
+    assert!(
+        seen[1].0 == "operator" && seen[1].1.contains("wrong user or secret"),
+        "{seen:?}"
+    );
+    assert!(seen[2].1.contains("condition not cleared"), "{seen:?}");
+    assert_eq!(seen[3], ("operator".to_string(), "ok".to_string()));
+    assert!(audit
+        .iter()
+        .all(|r| r["source"] == "socket" && r["action"] == "reset"));
+    let events_text = std::fs::read_to_string(dir.path().join("state/events.jsonl")).unwrap();
+    assert!(
+        events_text.contains("reset by operator `operator` over the control socket"),
+        "the reset record names who and how"
+    );
+
+    // Opening is never refused: no user, no secret. Releasing needs one.
+    let (ok, text) = bmsctl(&site, &["open", "--reason", "drill"]);
+    assert!(ok, "{text}");
+    wait_for("the open hold", Duration::from_secs(5), || {
+        status(&site)["contactor_state"] == "open"
+    });
+    let (ok, text) = bmsctl(&site, &["release"]);
+    assert!(!ok && text.contains("--user"), "{text}");
+    let (ok, text) = bmsctl_as(&site, OPERATOR, &["release"]);
+    assert!(ok, "{text}");
+    wait_for(
+        "the contactors to close after the release",
+        Duration::from_secs(20),
+        || status(&site)["contactor_state"] == "closed",
+    );
+    let (_, audit) = bmsctl(&site, &["audit", "--json", "--since", "4"]);
+    let audit: Vec<serde_json::Value> = serde_json::from_str(&audit).unwrap();
+    let acts: Vec<_> = audit
+        .iter()
+        .map(|r| (r["action"].clone(), r["result"].clone()))
+        .collect();
+    assert_eq!(
+        acts,
+        [
+            (serde_json::json!("open"), serde_json::json!("ok")),
+            (serde_json::json!("release"), serde_json::json!("ok"))
+        ],
+        "{audit:?}"
     );
 
     // The record lists raise, latch and reset, over the socket ...
@@ -224,8 +308,8 @@ fn reset_needs_the_credential_and_a_cleared_condition_and_the_record_survives_ki
     }
 }
 
-/// SOC in a soc-counting state file: the host's `BMSPST01` frame (magic,
-/// sha256, header) around the plugin's `BMSS` blob of JSON.
+/// SOC in a soc-counting state file: the host's `BMSPST02` frame (magic,
+/// HMAC, header) around the plugin's `BMSS` blob of JSON.
 fn saved_soc(path: &Path) -> Option<f64> {
     let bytes = std::fs::read(path).ok()?;
     let body = &bytes[40..];
@@ -302,7 +386,7 @@ fn operator_swaps_and_rolls_back_plugins_and_a_killed_daemon_keeps_its_soc() {
                 .into(),
         );
     });
-    let (ok, out) = bmsctl(&site, &["reload", "soc"]);
+    let (ok, out) = bmsctl_as(&site, OPERATOR, &["reload", "soc"]);
     assert!(
         ok && out.contains("soc-counting 0.1.0 -> soc-counting-next 0.2.0"),
         "{out}"
@@ -324,7 +408,7 @@ fn operator_swaps_and_rolls_back_plugins_and_a_killed_daemon_keeps_its_soc() {
             .unwrap()
             .insert("soc_min_pct".into(), 150.0.into());
     });
-    let (ok, out) = bmsctl(&site, &["reload", "ems"]);
+    let (ok, out) = bmsctl_as(&site, OPERATOR, &["reload", "ems"]);
     assert!(!ok && out.contains("soc_min_pct"), "{out}");
     let (_, json) = bmsctl(&site, &["plugins", "--json"]);
     let slots: serde_json::Value = serde_json::from_str(&json).unwrap();
@@ -345,12 +429,12 @@ fn operator_swaps_and_rolls_back_plugins_and_a_killed_daemon_keeps_its_soc() {
     });
 
     // Roll SOC back, with its state.
-    let (ok, out) = bmsctl(&site, &["rollback", "soc"]);
+    let (ok, out) = bmsctl_as(&site, OPERATOR, &["rollback", "soc"]);
     assert!(
         ok && out.contains("soc-counting-next 0.2.0 -> soc-counting 0.1.0"),
         "{out}"
     );
-    let (ok, out) = bmsctl(&site, &["rollback", "soh"]);
+    let (ok, out) = bmsctl_as(&site, OPERATOR, &["rollback", "soh"]);
     assert!(!ok && out.contains("no previous version"), "{out}");
 
     let (ok, events) = bmsctl(&site, &["events"]);

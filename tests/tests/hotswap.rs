@@ -41,7 +41,7 @@ fn hundred_hot_swaps_miss_no_deadline_and_keep_soc_continuous() {
     let capacity_ah = cfg.plugins.soc.config["capacity_ah"].as_float().unwrap() as f32;
     let flowing_after_ms = 8_000;
     let mut site = RackSite::assemble_in(cfg, dir.path().join("state")).unwrap();
-    let control = site.plugin_control();
+    let control = site.plugin_control(std::sync::Arc::new(bmshost::auth::Guard::new(None)));
 
     // The operator's side: replace the file, wait until the new version
     // serves, measure, repeat.

@@ -124,6 +124,7 @@ fn calibrate(target_ms: f64) -> u64 {
     let sandbox = bmshost::config::SandboxConfig {
         memory_mib: 32,
         deadline_ms: 10_000,
+        ..Default::default()
     };
     let path = bms_e2e::component("hostile-soh");
     let mut p = PluginInstance::load(&engine, Role::Soh, &path, &json, sandbox).unwrap();

@@ -22,6 +22,13 @@ fn pcs_section(t: &mut toml::Table, port: u16) {
     // 100 ms) can take from the protection thread; this test is about the
     // PCS link, not the watchdog relay (tests/tests/watchdog.rs is).
     bms_e2e::section(t, &["protection"]).insert("watchdog_periods".into(), 25.into());
+    // Likewise the CAN deadlines: 200 ms of site time is 40 ms of wall
+    // time, less than a stall this 2-core machine was measured to take
+    // (bench-jitter: ~60-70 ms). protection.rs tests them at real time.
+    let can = bms_e2e::section(t, &["can"]);
+    can.insert("module_timeout_ms".into(), 3000.into());
+    can.insert("current_timeout_ms".into(), 2000.into());
+    can.insert("stale_after_periods".into(), 20.into());
 }
 
 #[test]

@@ -52,6 +52,15 @@ fn hostile(mode: &str, expect: &str) {
     let cfg = demo_site(|t| {
         policy(t);
         use_plugin(t, "soc", "hostile-soc", hostile_soc(mode));
+        if mode == "hog" {
+            // Only the memory cap may stop the hog: a CPU deadline far
+            // beyond the time to fill 32 MiB, however loaded the machine
+            // (so the cycle is longer too: the deadlines must fit in it).
+            section(t, &["control"]).insert("cycle_ms".into(), 200.into());
+            let mut sb = toml::Table::new();
+            sb.insert("deadline_ms".into(), 100.into());
+            section(t, &["plugins", "soc"]).insert("sandbox".into(), sb.into());
+        }
     });
     let cycles = 30_000 / cfg.control.cycle_ms;
     let (mut site, _dir) = assemble(cfg);
@@ -261,24 +270,56 @@ fn cwasm_cache_is_used_and_a_corrupt_entry_is_recompiled_never_trusted() {
         .unwrap();
         i.save_state().unwrap();
     }
-    // A cache directory others may write is not trusted at all; the next
-    // store closes it again.
+    // An entry from another host (valid format, another key) is refused.
+    {
+        let other_dir = tempfile::tempdir().unwrap();
+        let other = PluginEngine::new()
+            .unwrap()
+            .with_cache(other_dir.path().join("cache"));
+        let theirs = Artifact::load(&other, Role::Soc, &path).unwrap();
+        let foreign = std::fs::read(other.cache().unwrap().entry_path(&theirs.sha256)).unwrap();
+        assert_ne!(foreign, good, "another host's key makes another entry");
+        std::fs::write(&entry, &foreign).unwrap();
+        let c = Artifact::load(&engine, Role::Soc, &path).unwrap();
+        assert_eq!(c.source, CodeSource::Compiled, "foreign entry loaded");
+        assert!(c
+            .cache_note
+            .as_deref()
+            .unwrap_or_default()
+            .contains("not written by this host"));
+        // The file name reveals neither the component nor the engine.
+        let name = entry.file_name().unwrap().to_string_lossy().into_owned();
+        assert!(!name.contains(&a.sha256[..16]), "{name}");
+    }
+    // A cache directory others may write is not trusted at all: a planted
+    // entry is deleted, nothing is loaded or stored, and the directory is
+    // left as found (tightening it would bless what was planted).
     {
         use std::os::unix::fs::PermissionsExt;
         let cache_dir = dir.path().join("cache");
         std::fs::set_permissions(&cache_dir, std::fs::Permissions::from_mode(0o777)).unwrap();
-        let c = Artifact::load(&engine, Role::Soc, &path).unwrap();
-        assert_eq!(c.source, CodeSource::Compiled);
-        assert!(
-            c.cache_note
-                .as_deref()
-                .unwrap_or_default()
-                .contains("not trusted"),
-            "{:?}",
-            c.cache_note
-        );
+        std::fs::write(&entry, &good).unwrap();
+        for _ in 0..2 {
+            let c = Artifact::load(&engine, Role::Soc, &path).unwrap();
+            assert_eq!(c.source, CodeSource::Compiled);
+            assert!(
+                c.cache_note
+                    .as_deref()
+                    .unwrap_or_default()
+                    .contains("not trusted"),
+                "{:?}",
+                c.cache_note
+            );
+            assert!(!entry.exists(), "the planted entry is deleted");
+        }
         let mode = std::fs::metadata(&cache_dir).unwrap().permissions().mode();
-        assert_eq!(mode & 0o777, 0o700);
+        assert_eq!(mode & 0o777, 0o777, "left for the operator");
+        // The operator closes it: the cache works again.
+        std::fs::set_permissions(&cache_dir, std::fs::Permissions::from_mode(0o700)).unwrap();
+        assert_eq!(
+            Artifact::load(&engine, Role::Soc, &path).unwrap().source,
+            CodeSource::Compiled
+        );
         assert_eq!(
             Artifact::load(&engine, Role::Soc, &path).unwrap().source,
             CodeSource::Cache
@@ -391,7 +432,7 @@ fn bad_candidates_never_replace_a_working_plugin_and_rollback_restores_the_previ
     let cfg = bmshost::config::SiteConfig::load(&site_path).unwrap();
     let soc_config = cfg.plugins.soc.config.as_table().unwrap().clone();
     let mut site = RackSite::assemble_in(cfg, dir.path().join("state")).unwrap();
-    let control = site.plugin_control();
+    let control = site.plugin_control(std::sync::Arc::new(bmshost::auth::Guard::new(None)));
     let path_of = |n: &str| component(n).to_string_lossy().into_owned();
 
     let mut picky = toml::Table::new();
@@ -515,7 +556,7 @@ fn a_new_version_crashing_during_its_probation_is_rolled_back_automatically() {
     let cfg = bmshost::config::SiteConfig::load(&site_path).unwrap();
     let probation = cfg.plugins.policy.probation_cycles;
     let mut site = RackSite::assemble_in(cfg, dir.path().join("state")).unwrap();
-    let control = site.plugin_control();
+    let control = site.plugin_control(std::sync::Arc::new(bmshost::auth::Guard::new(None)));
     // Passes the canary (at most canary + checkpoint cycles of replay),
     // then panics well inside its probation.
     let mut late_trap = toml::Table::new();
@@ -571,7 +612,7 @@ fn a_new_version_crashing_during_its_probation_is_rolled_back_automatically() {
     let at = swapped_at.expect("the swap happened");
     assert!(names[at..].iter().any(|n| n == "hostile-soc"));
     assert_eq!(names.last().unwrap(), "soc-counting", "rolled back");
-    let events = control.journal.lock().unwrap().records().to_vec();
+    let events = control.events.lock().unwrap().since(0, usize::MAX);
     let rollback = events
         .iter()
         .find(|e| e.kind == K::RolledBack)
@@ -594,4 +635,39 @@ fn a_new_version_crashing_during_its_probation_is_rolled_back_automatically() {
         .find(|s| s.role == Role::Soc)
         .unwrap();
     assert_eq!(soc.state, SlotState::Active, "{soc:?}");
+}
+
+#[test]
+fn a_state_bomb_is_refused_with_the_plugin_and_the_size() {
+    use bmshost::plugins::{PluginError, PluginInstance};
+    let engine = PluginEngine::new().unwrap();
+    // 2 MiB: over the default 1 MiB cap, and quick to build (a bigger
+    // bomb only costs the plugin's own CPU deadline).
+    let json = r#"{"mode": "state-bomb", "state_bytes": 2097152}"#;
+    let sandbox = SandboxConfig {
+        memory_mib: 64,
+        deadline_ms: 2_000,
+        ..SandboxConfig::default()
+    };
+    let path = component("hostile-soc");
+    let mut p = PluginInstance::load(&engine, Role::Soc, &path, json, sandbox).unwrap();
+    match p.save_state() {
+        Err(PluginError::BadOutput {
+            plugin, message, ..
+        }) => {
+            assert_eq!(plugin, "hostile-soc");
+            assert!(
+                message.contains("2097152 bytes") && message.contains("1024 KiB"),
+                "{message}"
+            );
+        }
+        other => panic!(
+            "a 24 MiB state was not refused: {:?}",
+            other.map(|b| b.len())
+        ),
+    }
+    // Under the cap it is an ordinary state.
+    let small = r#"{"mode": "state-bomb", "state_bytes": 1000}"#;
+    let mut p = PluginInstance::load(&engine, Role::Soc, &path, small, sandbox).unwrap();
+    assert_eq!(p.save_state().unwrap().len(), 1000);
 }

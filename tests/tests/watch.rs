@@ -54,7 +54,7 @@ fn file_and_site_watches_swap_the_changed_role_only() {
     let cfg = bmshost::config::SiteConfig::load(&site_path).unwrap();
     assert!(cfg.plugins.policy.watch, "watching is on by default");
     let mut site = RackSite::assemble_in(cfg, dir.path().join("state")).unwrap();
-    let control = site.plugin_control();
+    let control = site.plugin_control(std::sync::Arc::new(bmshost::auth::Guard::new(None)));
 
     let stop = Arc::new(AtomicBool::new(false));
     let operator = {
@@ -84,12 +84,26 @@ fn file_and_site_watches_swap_the_changed_role_only() {
             assert!(r.is_ok(), "rollback: {r:?}");
             assert_eq!(running(Role::Soc).as_deref(), Some(shas[0].as_str()));
 
-            // The same bytes as the version just rolled back from: the
-            // operator re-applies it, and the reloader must not take it for
-            // an unchanged file.
+            // The rollback pins: the bytes it rolled back from, written
+            // again (or a late event of the first write), are not applied.
             write_atomic(&soc_file, &versions[1]);
-            wait_for("the re-applied SOC version", || {
-                running(Role::Soc).as_deref() == Some(shas[1].as_str())
+            let pinned_until = board.time_ms() + 3_000;
+            while board.time_ms() < pinned_until {
+                assert_eq!(
+                    running(Role::Soc).as_deref(),
+                    Some(shas[0].as_str()),
+                    "the watcher undid the operator's rollback"
+                );
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            // Different bytes lift the pin: a rebuild of the new version
+            // (the same code with a custom section appended).
+            let mut rebuilt = versions[1].clone();
+            rebuilt.extend_from_slice(&[0, 6, 5, b'b', b'u', b'i', b'l', b'd']);
+            let rebuilt_sha = sha256_hex(&rebuilt);
+            write_atomic(&soc_file, &rebuilt);
+            wait_for("the rebuilt SOC version", || {
+                running(Role::Soc).as_deref() == Some(rebuilt_sha.as_str())
             });
 
             let ems_swap = || {

@@ -12,6 +12,7 @@
 //!
 //! May not touch: what the records mean.
 
+pub mod feed;
 pub mod file;
 pub mod read;
 
@@ -21,13 +22,14 @@ use std::sync::Arc;
 use bms_protection::events::{EventRecord, EventSink};
 use serde::{de::DeserializeOwned, Serialize};
 
+pub use feed::Feed;
 pub use file::{Health, HealthSnapshot, MAX_QUEUED_BYTES};
 pub use read::ReadJournal;
 
 use file::DurableFile;
 
 /// A journal line: the journal assigns its sequence number and wall time.
-pub trait Record: Serialize + DeserializeOwned {
+pub trait Record: Serialize + DeserializeOwned + Clone + Send + 'static {
     fn seq(&self) -> u64;
     fn stamp(&mut self, seq: u64, unix_ms: u64);
 }
@@ -60,6 +62,8 @@ enum Disk {
 /// A journal: in memory always, on disk when opened with a path.
 pub struct Journal<R> {
     disk: Disk,
+    /// Readers' copies: every record is sent on, never waited for.
+    feeds: Vec<std::sync::mpsc::Sender<R>>,
     health: Arc<Health>,
     records: Vec<R>,
     next_seq: u64,
@@ -86,6 +90,7 @@ impl<R: Record> Journal<R> {
     pub fn memory() -> Self {
         Self {
             disk: Disk::Memory,
+            feeds: Vec::new(),
             health: Arc::default(),
             records: Vec::new(),
             next_seq: 1,
@@ -118,6 +123,7 @@ impl<R: Record> Journal<R> {
         let next_seq = previous.records.last().map_or(1, |r| r.seq() + 1);
         Ok(Self {
             disk: Disk::Inline(disk),
+            feeds: Vec::new(),
             health,
             records: previous.records,
             next_seq,
@@ -153,8 +159,22 @@ impl<R: Record> Journal<R> {
                 }
             }
         }
+        // Only readers that asked for a feed pay for the clone.
+        self.feeds.retain(|f| f.send(rec.clone()).is_ok());
         self.records.push(rec);
         self.records.last().expect("just pushed")
+    }
+
+    /// A reader's copy of the record, starting with every record so far.
+    /// The journal only sends to it (a channel send, never a wait), so a
+    /// request served from a feed holds no lock the writer takes.
+    pub fn feed(&mut self) -> Feed<R> {
+        let (tx, rx) = std::sync::mpsc::channel();
+        for r in &self.records {
+            let _ = tx.send(r.clone());
+        }
+        self.feeds.push(tx);
+        Feed::new(rx)
     }
 
     /// Hand the file to a writer thread: `append` returns at once and the

@@ -95,7 +95,7 @@ mod tests {
     use crate::{Journal, Record, Recovery};
     use std::io::Write;
 
-    #[derive(Debug, serde::Serialize, serde::Deserialize)]
+    #[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
     struct Rec {
         seq: u64,
         unix_ms: u64,

@@ -11,7 +11,7 @@ use std::path::Path;
 use bms_journal::{Journal, Record};
 use serde::{Deserialize, Serialize};
 
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 struct Rec {
     seq: u64,
     unix_ms: u64,

@@ -8,27 +8,32 @@
 //! - the key is the component's sha256 plus the engine's compatibility hash
 //!   (wasmtime version, target, compiler settings), so a different engine
 //!   never finds another engine's code;
-//! - every entry carries a sha256 over its key (component sha256 and engine
-//!   hash) and its payload, so an entry renamed to another component's key
-//!   fails too; a mismatch, a truncated file or an engine mismatch reported
-//!   by wasmtime is a miss: the entry is deleted, the component recompiled
-//!   and the entry rewritten;
-//! - the directory is created 0700, and a directory that group or others
-//!   may write is not trusted at all.
-//!
-//! The checksum catches corruption and mix-ups, not forgery by someone who
-//! can write the host's state directory (they could replace the binary
-//! too).
+//! - every entry carries an HMAC-SHA256, under this host's key
+//!   ([`HostKey`], `host.key` in the cache directory), over its key and
+//!   payload: an entry renamed to another component's key, copied from
+//!   another host or written by anyone without the key fails; a mismatch,
+//!   a truncated file or an engine mismatch reported by wasmtime is a miss:
+//!   the entry is deleted, the component recompiled and the entry
+//!   rewritten;
+//! - the file name is an HMAC of the component sha256 and the engine hash,
+//!   so it reveals neither;
+//! - the directory is created 0700 and checked (owner, mode, ancestors,
+//!   [`trust::check_private`]) before every read; in a directory that
+//!   fails, the entry is deleted, nothing is loaded and nothing is
+//!   written, and the directory is left for the operator to fix (tightening
+//!   it would bless whatever was planted while it was open).
 //!
 //! May not touch: anything but its directory.
 
 use std::hash::{Hash, Hasher};
-use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use sha2::{Digest, Sha256};
 use wasmtime::component::Component;
 use wasmtime::Engine;
+
+pub use super::trust::write_atomic;
+use super::trust::{self, HostKey, TrustError};
 
 const MAGIC: &[u8; 8] = b"BMSCW01\n";
 const HEADER_LEN: usize = MAGIC.len() + 32;
@@ -45,6 +50,7 @@ pub enum Lookup {
 pub struct ArtifactCache {
     dir: PathBuf,
     engine_key: String,
+    key: HostKey,
 }
 
 /// Feeds `Hash` output into sha256, for a key that is stable across runs.
@@ -60,11 +66,17 @@ impl Hasher for ShaHasher {
 }
 
 impl ArtifactCache {
-    pub fn new(dir: PathBuf, engine: &Engine) -> Self {
+    /// Open (creating it 0700) the cache in `dir`, with its host key.
+    pub fn open(dir: PathBuf, engine: &Engine) -> Result<Self, TrustError> {
+        let key = HostKey::load_or_create(&dir)?;
         let mut h = ShaHasher(Sha256::new());
         engine.precompile_compatibility_hash().hash(&mut h);
         let engine_key = super::hex(&h.0.finalize()[..8]);
-        Self { dir, engine_key }
+        Ok(Self {
+            dir,
+            engine_key,
+            key,
+        })
     }
 
     pub fn dir(&self) -> &Path {
@@ -73,31 +85,41 @@ impl ArtifactCache {
 
     /// File of the entry for a component.
     pub fn entry_path(&self, component_sha256: &str) -> PathBuf {
-        self.dir
-            .join(format!("{component_sha256}-{}.cwasm", self.engine_key))
+        let name = self.key.mac(&[
+            b"entry",
+            component_sha256.as_bytes(),
+            self.engine_key.as_bytes(),
+        ]);
+        self.dir.join(format!("{}.cwasm", super::hex(&name[..16])))
     }
 
     /// Find a trusted entry for the component with this sha256.
     pub fn load(&self, engine: &Engine, component_sha256: &str) -> Lookup {
         let path = self.entry_path(component_sha256);
+        if let Err(e) = trust::check_private(&self.dir) {
+            tracing::warn!(error = %e, "plugin cache directory not trusted; compiling");
+            let _ = std::fs::remove_file(&path);
+            return Lookup::Rejected(e.to_string());
+        }
         let bytes = match std::fs::read(&path) {
             Ok(b) => b,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Lookup::Miss,
             Err(e) => return self.reject(&path, format!("cannot read: {e}")),
         };
-        if let Err(why) = self.dir_is_private() {
-            return Lookup::Rejected(why);
-        }
         if bytes.len() < HEADER_LEN || &bytes[..MAGIC.len()] != MAGIC {
             return self.reject(&path, "not a bmshost cache entry (bad header)".into());
         }
         let (sum, payload) = bytes[MAGIC.len()..].split_at(32);
-        if self.checksum(component_sha256, payload).as_slice() != sum {
-            return self.reject(&path, "checksum mismatch: the entry is corrupt".into());
+        if !self.key.verify(&self.parts(component_sha256, payload), sum) {
+            return self.reject(
+                &path,
+                "checksum mismatch: corrupt, or not written by this host".into(),
+            );
         }
         // SAFETY: the payload is byte-for-byte what `store` wrote from a
         // component this engine configuration compiled and the host
-        // validated (checked by the sha256 above); wasmtime additionally
+        // validated (checked by the HMAC under this host's key, in a
+        // directory only this user can write); wasmtime additionally
         // checks the engine compatibility header.
         match unsafe { Component::deserialize(engine, payload) } {
             Ok(c) => Lookup::Hit(c),
@@ -105,32 +127,13 @@ impl ArtifactCache {
         }
     }
 
-    fn checksum(&self, component_sha256: &str, payload: &[u8]) -> Vec<u8> {
-        let mut h = Sha256::new();
-        h.update(component_sha256.as_bytes());
-        h.update(b"/");
-        h.update(self.engine_key.as_bytes());
-        h.update(b"/");
-        h.update(payload);
-        h.finalize().to_vec()
-    }
-
-    /// Native code is loaded only from a directory no one else can write.
-    fn dir_is_private(&self) -> Result<(), String> {
-        use std::os::unix::fs::PermissionsExt;
-        let mode = std::fs::metadata(&self.dir)
-            .map_err(|e| format!("{}: {e}", self.dir.display()))?
-            .permissions()
-            .mode();
-        if mode & 0o022 != 0 {
-            tracing::warn!(dir = %self.dir.display(), mode = format!("{mode:o}"), "plugin cache directory is writable by group or others; not using it");
-            return Err(format!(
-                "{}: mode {:o} lets group or others write native code; not trusted",
-                self.dir.display(),
-                mode & 0o777
-            ));
-        }
-        Ok(())
+    fn parts<'a>(&'a self, component_sha256: &'a str, payload: &'a [u8]) -> [&'a [u8]; 4] {
+        [
+            b"cwasm",
+            component_sha256.as_bytes(),
+            self.engine_key.as_bytes(),
+            payload,
+        ]
     }
 
     fn reject(&self, path: &Path, why: String) -> Lookup {
@@ -141,43 +144,14 @@ impl ArtifactCache {
 
     /// Write the entry for a validated component (temp file, fsync, rename).
     pub fn store(&self, component_sha256: &str, component: &Component) -> std::io::Result<()> {
-        {
-            use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
-            std::fs::DirBuilder::new()
-                .recursive(true)
-                .mode(0o700)
-                .create(&self.dir)?;
-            // Tighten a directory an older version (or a person) left open.
-            std::fs::set_permissions(&self.dir, std::fs::Permissions::from_mode(0o700))?;
-        }
+        trust::private_dir(&self.dir).map_err(std::io::Error::other)?;
         let payload = component
             .serialize()
             .map_err(|e| std::io::Error::other(format!("{e:#}")))?;
         let mut out = Vec::with_capacity(HEADER_LEN + payload.len());
         out.extend_from_slice(MAGIC);
-        out.extend_from_slice(&self.checksum(component_sha256, &payload));
+        out.extend_from_slice(&self.key.mac(&self.parts(component_sha256, &payload)));
         out.extend_from_slice(&payload);
         write_atomic(&self.entry_path(component_sha256), &out)
     }
-}
-
-/// Write `bytes` to `path` so that a crash leaves the old file or the new
-/// one, never a mix: temp file in the same directory, fsync, rename, fsync
-/// the directory.
-pub fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    use std::os::unix::fs::OpenOptionsExt;
-    let dir = path.parent().unwrap_or(Path::new("."));
-    std::fs::create_dir_all(dir)?;
-    let tmp = path.with_extension(format!("tmp{}", std::process::id()));
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(&tmp)?;
-    f.write_all(bytes)?;
-    f.sync_all()?;
-    drop(f);
-    std::fs::rename(&tmp, path)?;
-    std::fs::File::open(dir)?.sync_all()
 }

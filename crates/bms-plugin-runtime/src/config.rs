@@ -50,6 +50,7 @@ pub struct PluginSlot {
 pub struct SandboxOverride {
     pub memory_mib: Option<u32>,
     pub deadline_ms: Option<u64>,
+    pub max_state_kib: Option<u32>,
 }
 
 /// What to do when a new plugin version rejects the state handed over by
@@ -125,6 +126,9 @@ pub struct SandboxConfig {
     /// CPU deadline per call, in ms.
     #[serde(default = "default_deadline_ms")]
     pub deadline_ms: u64,
+    /// Largest state blob `save_state` may return, in KiB.
+    #[serde(default = "default_max_state_kib")]
+    pub max_state_kib: u32,
 }
 
 fn default_memory_mib() -> u32 {
@@ -133,12 +137,16 @@ fn default_memory_mib() -> u32 {
 fn default_deadline_ms() -> u64 {
     20
 }
+fn default_max_state_kib() -> u32 {
+    1024
+}
 
 impl Default for SandboxConfig {
     fn default() -> Self {
         Self {
             memory_mib: default_memory_mib(),
             deadline_ms: default_deadline_ms(),
+            max_state_kib: default_max_state_kib(),
         }
     }
 }
@@ -150,6 +158,7 @@ impl PluginsConfig {
         SandboxConfig {
             memory_mib: o.memory_mib.unwrap_or(self.sandbox.memory_mib),
             deadline_ms: o.deadline_ms.unwrap_or(self.sandbox.deadline_ms),
+            max_state_kib: o.max_state_kib.unwrap_or(self.sandbox.max_state_kib),
         }
     }
 

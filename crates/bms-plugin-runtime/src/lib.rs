@@ -29,6 +29,7 @@ pub mod orders;
 pub mod persist;
 pub mod runtime;
 pub mod slot;
+pub mod trust;
 pub mod validate;
 
 pub use manager::{PluginManager, PluginSet};

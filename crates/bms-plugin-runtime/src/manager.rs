@@ -66,6 +66,10 @@ pub struct Board {
     /// Install orders the control thread has decided per role (swapped or
     /// refused), counted after the board shows the outcome.
     installs_decided: [AtomicU64; 4],
+    /// Per role, the sha256 an operator rolled back from: file events
+    /// bringing those bytes again are not applied (a late event must not
+    /// undo the rollback); other bytes, or an operator reload, are.
+    pinned: Mutex<[Option<String>; 4]>,
 }
 
 impl Board {
@@ -77,6 +81,15 @@ impl Board {
 
     pub fn time_ms(&self) -> u64 {
         self.time_ms.load(Ordering::Relaxed)
+    }
+
+    /// The sha256 `role` was rolled back from, while that rollback holds.
+    pub fn pinned(&self, role: Role) -> Option<String> {
+        self.pinned.lock().unwrap_or_else(|e| e.into_inner())[role_index(role)].clone()
+    }
+
+    fn set_pinned(&self, role: Role, sha: Option<String>) {
+        self.pinned.lock().unwrap_or_else(|e| e.into_inner())[role_index(role)] = sha;
     }
 
     pub fn statuses(&self) -> Vec<SlotStatus> {
@@ -120,6 +133,9 @@ pub struct PluginManager {
     pub history: SharedHistory,
     pub board: Arc<Board>,
     pub journal: PluginJournal,
+    /// A copy of the journal for readers (the control API): reading it
+    /// never takes the journal's lock, which the control thread takes.
+    pub feed: Arc<Mutex<bms_journal::Feed<super::events::PluginEvent>>>,
     save_interval_ms: u64,
     last_save_ms: u64,
     /// Orders applied (swaps, rollbacks, disables), for tests and reports.
@@ -188,8 +204,15 @@ impl PluginManager {
             tracing::warn!(error = %e, "plugin journal writes synchronously");
         }
         let first_seq = journal.next_seq();
+        let feed = Arc::new(Mutex::new(journal.feed()));
         let journal = Arc::new(Mutex::new(journal));
-        let store = state_dir.map(|d| StateStore::new(d.join("plugins")));
+        let store = state_dir.and_then(|d| match StateStore::open(d.join("plugins")) {
+            Ok(s) => Some(s),
+            Err(e) => {
+                tracing::error!(error = %e, "plugin state directory not trusted: plugin state is neither read nor saved");
+                None
+            }
+        });
         let policy = cfg.policy;
         let slot = |role: Role| {
             let mut s = RoleSlot::new(engine.clone(), role, policy, journal.clone());
@@ -248,6 +271,7 @@ impl PluginManager {
             ))),
             board,
             journal,
+            feed,
             save_interval_ms: policy.state_save_interval_s * 1000,
             last_save_ms: 0,
             orders_applied: 0,
@@ -275,9 +299,20 @@ impl PluginManager {
                 Order::Install(c, reply) => {
                     let role = c.artifact.role;
                     decided = Some(role);
-                    (self.slots.get_mut(role).install(*c, now_ms), reply)
+                    let r = self.slots.get_mut(role).install(*c, now_ms);
+                    if r.is_ok() {
+                        self.board.set_pinned(role, None);
+                    }
+                    (r, reply)
                 }
-                Order::Rollback(role, reply) => (self.slots.get_mut(role).rollback(now_ms), reply),
+                Order::Rollback(role, reply) => {
+                    let from = self.board.running_sha256(role);
+                    let r = self.slots.get_mut(role).rollback(now_ms);
+                    if r.is_ok() {
+                        self.board.set_pinned(role, from);
+                    }
+                    (r, reply)
+                }
                 Order::Disable(role, why, reply) => {
                     self.slots.get_mut(role).disable(now_ms, why.clone());
                     (Ok(format!("{role}: {why}")), reply)

@@ -211,8 +211,16 @@ impl PluginEngine {
     }
 
     /// Keep precompiled `.cwasm` artifacts in `dir` (see [`super::cache`]).
+    /// A cache directory that cannot be trusted (see [`super::trust`])
+    /// disables the cache: every load compiles.
     pub fn with_cache(mut self, dir: PathBuf) -> Self {
-        self.cache = Some(Arc::new(ArtifactCache::new(dir, &self.engine)));
+        match ArtifactCache::open(dir, &self.engine) {
+            Ok(c) => self.cache = Some(Arc::new(c)),
+            Err(e) => {
+                tracing::warn!(error = %e, "plugin cache disabled: every load compiles");
+                self.cache = None;
+            }
+        }
         self
     }
 
@@ -572,11 +580,27 @@ impl PluginInstance {
         })
     }
 
+    /// The plugin's state, refused (not a crash) when it is larger than
+    /// the sandbox's `max_state_kib`: the previous checkpoint stays.
     pub fn save_state(&mut self) -> Result<Vec<u8>, PluginError> {
-        self.call(
+        let blob = self.call(
             "save-state",
             |b, s| each_world!(b, w => w.call_save_state(&mut *s)),
-        )
+        )?;
+        let cap = self.sandbox.max_state_kib as usize * 1024;
+        if blob.len() > cap {
+            return Err(PluginError::BadOutput {
+                role: self.role,
+                plugin: self.info.name.clone(),
+                message: format!(
+                    "save-state returned {} bytes, over the {} KiB cap \
+                     (plugins.sandbox.max_state_kib); state not kept",
+                    blob.len(),
+                    self.sandbox.max_state_kib
+                ),
+            });
+        }
+        Ok(blob)
     }
 
     pub fn restore_state(&mut self, state: &[u8]) -> Result<(), PluginError> {

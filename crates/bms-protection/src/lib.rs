@@ -171,6 +171,9 @@ impl Status {
 pub enum HoldSource {
     /// A SunSpec `SetOp` disconnect from an authorised Modbus client.
     Operator,
+    /// `bmsctl open` on the control socket (anyone who can reach it:
+    /// opening is never refused; releasing needs an operator).
+    ControlSocket,
     /// The SunSpec controller heartbeat (`CtrlHb`) was lost.
     ControllerHeartbeat,
     /// The bank controller: another rack faulted and isolation is off.

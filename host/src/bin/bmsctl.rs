@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use anyhow::{bail, Context, Result};
 use clap::{Parser, Subcommand};
 
-use bmshost::api::{call, hash_credential, Request, Response};
+use bmshost::api::{call, Request, Response, Who};
 use bmshost::config::SiteConfig;
 use bmshost::plugins::events::PluginEvent;
 use bmshost::plugins::slot::SlotStatus;
@@ -28,6 +28,14 @@ struct Cli {
     /// Print the daemon's JSON answer instead of a table.
     #[arg(long, global = true)]
     json: bool,
+    /// Who you are (a user of `[operator] users_file`), for reset, reload
+    /// and rollback. The secret is never an argument: it comes from
+    /// $BMS_SECRET, --secret-file, or a prompt.
+    #[arg(long, global = true, env = "BMS_USER")]
+    user: Option<String>,
+    /// A file whose first line is your secret (keep it 0600).
+    #[arg(long, global = true)]
+    secret_file: Option<PathBuf>,
     #[command(subcommand)]
     command: Command,
 }
@@ -42,14 +50,34 @@ enum Command {
         #[arg(long, default_value_t = 0)]
         since: u64,
     },
-    /// Reset latched protection faults (only once their conditions cleared).
-    Reset {
-        /// The operator credential; default: $BMS_RESET_CREDENTIAL.
-        #[arg(long, env = "BMS_RESET_CREDENTIAL", hide_env_values = true)]
-        credential: String,
+    /// Reset latched protection faults (only once their conditions
+    /// cleared). Needs an operator.
+    Reset,
+    /// Hold the contactors open. Never refused: no secret needed (the user,
+    /// if given, is recorded).
+    Open {
+        /// Why (recorded and shown in the hold).
+        #[arg(long, default_value = "")]
+        reason: String,
     },
-    /// Print the sha256 to put in `[operator] reset_credential_sha256`.
-    HashCredential { credential: String },
+    /// Withdraw the `open` hold: protection closes again on its own
+    /// conditions. Needs an operator.
+    Release,
+    /// The audit record: every attempt to change the site.
+    Audit {
+        /// Only records after this sequence number.
+        #[arg(long, default_value_t = 0)]
+        since: u64,
+    },
+    /// Read a secret (prompt, or the first line of stdin when it is not a
+    /// terminal) and print a `[[user]]` entry for the users file.
+    HashSecret {
+        /// The user's name.
+        name: String,
+        /// viewer, operator or admin.
+        #[arg(long, default_value = "operator")]
+        role: String,
+    },
     /// Per role: plugin, version, sha256, state, crashes, last swap, canary.
     Plugins,
     /// Re-read the site file and swap the role's plugin (validated and
@@ -88,6 +116,40 @@ fn socket(cli: &Cli) -> Result<PathBuf> {
     }
 }
 
+/// The caller's user and secret, for requests that need a role.
+fn who(cli: &Cli) -> Result<Who> {
+    let Some(user) = cli.user.clone() else {
+        bail!("this needs an operator: give --user NAME (or $BMS_USER)");
+    };
+    let secret = if let Ok(s) = std::env::var("BMS_SECRET") {
+        s
+    } else if let Some(f) = &cli.secret_file {
+        let text = std::fs::read_to_string(f)
+            .with_context(|| format!("reading --secret-file {}", f.display()))?;
+        text.lines().next().unwrap_or_default().to_string()
+    } else {
+        rpassword::prompt_password(format!("secret for {user}: "))
+            .context("reading the secret from the terminal")?
+    };
+    Ok(Who { user, secret })
+}
+
+fn read_new_secret() -> Result<String> {
+    use std::io::IsTerminal;
+    if std::io::stdin().is_terminal() {
+        let a = rpassword::prompt_password("new secret: ")?;
+        let b = rpassword::prompt_password("again: ")?;
+        if a != b {
+            bail!("the two entries differ");
+        }
+        Ok(a)
+    } else {
+        let mut line = String::new();
+        std::io::stdin().read_line(&mut line)?;
+        Ok(line.trim_end_matches(['\r', '\n']).to_string())
+    }
+}
+
 fn ask(path: &std::path::Path, req: &Request) -> Result<serde_json::Value> {
     let resp: Response = call(path, req)
         .with_context(|| format!("talking to bmsd at {} (is it running?)", path.display()))?;
@@ -100,18 +162,38 @@ fn ask(path: &std::path::Path, req: &Request) -> Result<serde_json::Value> {
 fn main() -> Result<()> {
     let cli = Cli::parse();
     let req = match &cli.command {
-        Command::HashCredential { credential } => {
-            println!("{}", hash_credential(credential));
+        Command::HashSecret { name, role } => {
+            if !["viewer", "operator", "admin"].contains(&role.as_str()) {
+                bail!("--role {role}: expected viewer, operator or admin");
+            }
+            let secret = read_new_secret()?;
+            if secret.len() < 8 {
+                bail!("the secret is {} characters; use at least 8", secret.len());
+            }
+            println!(
+                "[[user]]\nname = \"{name}\"\nrole = \"{role}\"\nargon2id = \"{}\"",
+                bmshost::auth::hash_secret(&secret)
+            );
             return Ok(());
         }
         Command::Status => Request::Status,
         Command::Events { since } => Request::Events { since_seq: *since },
-        Command::Reset { credential } => Request::Reset {
-            credential: credential.clone(),
+        Command::Audit { since } => Request::Audit { since_seq: *since },
+        Command::Open { reason } => Request::Open {
+            reason: reason.clone(),
+            user: cli.user.clone().unwrap_or_default(),
         },
+        Command::Release => Request::Release { who: who(&cli)? },
+        Command::Reset => Request::Reset { who: who(&cli)? },
         Command::Plugins => Request::Plugins,
-        Command::Reload { role } => Request::Reload { role: *role },
-        Command::Rollback { role } => Request::Rollback { role: *role },
+        Command::Reload { role } => Request::Reload {
+            role: *role,
+            who: who(&cli)?,
+        },
+        Command::Rollback { role } => Request::Rollback {
+            role: *role,
+            who: who(&cli)?,
+        },
     };
     let path = socket(&cli)?;
     let result = ask(&path, &req)?;
@@ -138,7 +220,10 @@ fn main() -> Result<()> {
             let slots: Vec<SlotStatus> = serde_json::from_value(result)?;
             print_plugins(&slots);
         }
-        Command::Reload { .. } | Command::Rollback { .. } => {
+        Command::Reload { .. }
+        | Command::Rollback { .. }
+        | Command::Open { .. }
+        | Command::Release => {
             println!("{}", result.as_str().unwrap_or_default());
         }
         _ => println!("{}", serde_json::to_string_pretty(&result)?),

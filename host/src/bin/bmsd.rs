@@ -128,6 +128,9 @@ fn main() -> Result<()> {
         } => {
             let cfg = SiteConfig::load(&config)?;
             let state_dir = state_dir.unwrap_or_else(|| cfg.resolve(&cfg.site.state_dir));
+            // Before anything is assembled: a hardware site with an open
+            // users file or a published secret does not start.
+            let guard = std::sync::Arc::new(guard(&cfg)?);
             // SIGTERM / SIGINT end the run at the next cycle: plugin state
             // is saved and the contactors open on the way out.
             let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
@@ -142,9 +145,9 @@ fn main() -> Result<()> {
                 stop: Some(stop),
             };
             let json = if cfg.bank.is_some() {
-                run_bank(cfg, state_dir, allow_fallback, &opts)?
+                run_bank(cfg, state_dir, allow_fallback, &opts, &guard)?
             } else {
-                run_rack(cfg, state_dir, allow_fallback, &opts)?
+                run_rack(cfg, state_dir, allow_fallback, &opts, &guard)?
             };
             if let Some(path) = summary {
                 std::fs::write(&path, json)
@@ -168,14 +171,39 @@ fn refuse_fallbacks(site: &RackSite, allow_fallback: bool, what: &str) -> Result
     Ok(())
 }
 
-fn start_api(site: &RackSite, socket: &std::path::Path) -> Result<bmshost::api::ApiServer> {
+/// The users of `[operator] users_file`, checked as the site requires.
+fn guard(cfg: &SiteConfig) -> Result<bmshost::auth::Guard> {
+    use bmshost::auth::{Guard, Users};
+    let Some(file) = &cfg.operator.users_file else {
+        tracing::warn!("no [operator] users_file: nobody can reset, reload or roll back over the control socket");
+        return Ok(Guard::new(None));
+    };
+    let path = cfg.resolve(file);
+    let hardware = cfg.sim.is_none();
+    let users = Users::load(&path, hardware)
+        .with_context(|| format!("{}: `operator.users_file`", cfg.source.display()))?;
+    if hardware {
+        users
+            .check_no_published_secret()
+            .with_context(|| format!("{}: `operator.users_file`", cfg.source.display()))?;
+    }
+    Ok(Guard::new(Some(users)))
+}
+
+fn start_api(
+    site: &RackSite,
+    socket: &std::path::Path,
+    guard: &std::sync::Arc<bmshost::auth::Guard>,
+) -> Result<bmshost::api::ApiServer> {
     let api = bmshost::api::ApiServer::start(
         socket,
         bmshost::api::ApiContext {
             protection: site.protection.clone(),
+            events: site.events.clone(),
             shared: site.shared.clone(),
-            reset_credential_sha256: site.cfg.operator.reset_credential_sha256.clone(),
-            plugins: Some(site.plugin_control()),
+            guard: guard.clone(),
+            audit: site.audit.clone(),
+            plugins: Some(site.plugin_control(guard.clone())),
         },
     )
     .with_context(|| format!("starting the control API on {}", socket.display()))?;
@@ -188,11 +216,12 @@ fn run_rack(
     state_dir: PathBuf,
     allow_fallback: bool,
     opts: &RunOptions,
+    guard: &std::sync::Arc<bmshost::auth::Guard>,
 ) -> Result<String> {
     let socket = state_dir.join("bmsd.sock");
     let mut site = RackSite::assemble_in(cfg, state_dir)?;
     refuse_fallbacks(&site, allow_fallback, "rack")?;
-    let _api = start_api(&site, &socket)?;
+    let _api = start_api(&site, &socket, guard)?;
     println!("control API: {}", socket.display());
     let _pcs = site.start_pcs_link()?;
     let _modbus = site.start_modbus()?;
@@ -211,13 +240,14 @@ fn run_bank(
     state_dir: PathBuf,
     allow_fallback: bool,
     opts: &RunOptions,
+    guard: &std::sync::Arc<bmshost::auth::Guard>,
 ) -> Result<String> {
     let mut site = BankSite::assemble_in(cfg, state_dir.clone())?;
     let mut apis = Vec::new();
     for (rack, name) in site.racks.iter().zip(&site.names) {
         refuse_fallbacks(rack, allow_fallback, &format!("rack {name}"))?;
         let socket = state_dir.join("racks").join(name).join("bmsd.sock");
-        apis.push(start_api(rack, &socket)?);
+        apis.push(start_api(rack, &socket, guard)?);
         println!("control API of rack {name}: {}", socket.display());
     }
     let _pcs = site.start_pcs_link()?;

@@ -100,9 +100,12 @@ pub struct SiteSection {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct OperatorConfig {
-    /// sha256 (hex) of the credential that authorises a protection reset.
-    /// Only the hash is stored; `bmsctl hash-credential` computes it.
-    pub reset_credential_sha256: String,
+    /// The users and their roles (relative to the site file): one
+    /// `[[user]]` with `name`, `role` (viewer, operator, admin) and the
+    /// `argon2id` hash of their secret (`bmsctl hash-secret`). Mode 0600 on
+    /// a hardware site. Absent: nobody may reset, reload or roll back.
+    #[serde(default)]
+    pub users_file: Option<PathBuf>,
 }
 
 /// Geometry and rating of one rack.
@@ -461,13 +464,6 @@ impl SiteConfig {
         self.protection
             .validate()
             .map_err(|e| self.invalid(&format!("protection.{}", e.field()), e.message()))?;
-        let h = &self.operator.reset_credential_sha256;
-        if h.len() != 64 || !h.bytes().all(|b| b.is_ascii_hexdigit()) {
-            return Err(self.invalid(
-                "operator.reset_credential_sha256",
-                "must be 64 hex digits (sha256 of the credential)",
-            ));
-        }
         let mut deadline_sum_ms = 0;
         for role in Role::ALL {
             let sb = self.plugins.sandbox_for(role);
@@ -483,6 +479,9 @@ impl SiteConfig {
             }
             if sb.deadline_ms == 0 {
                 return Err(self.invalid(&field("deadline_ms"), "must be > 0"));
+            }
+            if !(1..=65_536).contains(&sb.max_state_kib) {
+                return Err(self.invalid(&field("max_state_kib"), "must be 1..=65536 KiB"));
             }
             deadline_sum_ms += sb.deadline_ms + 1;
         }

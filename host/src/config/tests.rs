@@ -115,16 +115,13 @@ fn derating_curves_must_be_monotonic_where_required() {
 }
 
 #[test]
-fn credential_hash_is_checked() {
+fn the_old_unsalted_credential_is_refused_by_name() {
     let e = with(
-        "reset_credential_sha256 = \"75197bba",
-        "reset_credential_sha256 = \"zz197bba",
+        "users_file = \"users-demo.toml\"",
+        "reset_credential_sha256 = \"75197bba5447b7df1b3b5247c83efd984494a7973bb3bb5cecd992e0ab69e606\"",
     )
     .unwrap_err();
-    assert!(
-        e.to_string().contains("operator.reset_credential_sha256"),
-        "{e}"
-    );
+    assert!(e.to_string().contains("reset_credential_sha256"), "{e}");
 }
 
 #[test]

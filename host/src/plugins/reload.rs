@@ -332,6 +332,10 @@ impl Worker {
             Ok(a) => a,
             Err(e) => return refuse(e.to_string(), reply),
         };
+        if !force && self.parts.board.pinned(role).as_deref() == Some(artifact.sha256.as_str()) {
+            tracing::info!(%role, "plugin file holds the version an operator rolled back from; not applied (change the file or `bmsctl reload`)");
+            return;
+        }
         // While an install is queued, compare with what was sent (it is not
         // on the board yet); once decided, with what runs, so the file can
         // be re-applied after a refusal or a rollback.

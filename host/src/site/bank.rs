@@ -100,6 +100,7 @@ impl BankSite {
             })
             .collect();
         let bank = Arc::new(Bank::new(Some(&bank_cfg), handles));
+        let audit = Arc::new(crate::audit::Audit::open(&state_dir)?);
         let field = FieldIo::new(
             &cfg,
             bank,
@@ -107,6 +108,7 @@ impl BankSite {
                 .iter()
                 .map(|s| (s.protection.clone(), s.shared.clone()))
                 .collect(),
+            audit,
         );
         Ok(Self {
             cfg,

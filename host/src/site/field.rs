@@ -21,6 +21,8 @@ pub struct FieldIo {
     pub bank: Arc<Bank>,
     racks: Vec<RackPath>,
     publisher: Option<Publisher>,
+    /// Where Modbus write attempts are recorded.
+    audit: Arc<crate::audit::Audit>,
 }
 
 impl FieldIo {
@@ -28,6 +30,7 @@ impl FieldIo {
         cfg: &SiteConfig,
         bank: Arc<Bank>,
         racks: Vec<(Arc<Mutex<Protection>>, Arc<Shared>)>,
+        audit: Arc<crate::audit::Audit>,
     ) -> Self {
         let racks: Vec<RackPath> = racks
             .into_iter()
@@ -38,6 +41,7 @@ impl FieldIo {
             bank,
             racks,
             publisher,
+            audit,
         }
     }
 
@@ -60,6 +64,7 @@ impl FieldIo {
                 allowed_writers: m.allowed_writers.clone(),
                 remote_msl_reset: m.remote_msl_reset,
                 max_connections: m.max_connections,
+                audit: self.audit.clone(),
                 idle_timeout: std::time::Duration::from_secs_f64(m.idle_timeout_s),
             },
             publisher.board.clone(),

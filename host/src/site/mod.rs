@@ -143,6 +143,11 @@ pub struct RackSite {
     supervisor: supervise::Supervisor,
     /// Protection, shared with the protection thread and the control API.
     pub protection: Arc<Mutex<Protection>>,
+    /// A copy of protection's event record for readers (the control API):
+    /// reading it never takes `protection`'s lock.
+    pub events: Arc<Mutex<crate::journal::Feed<crate::protection::events::EventRecord>>>,
+    /// Every attempt to change this site (`audit.jsonl`).
+    pub audit: Arc<crate::audit::Audit>,
     /// Present until a run starts: lock-step runs tick it directly, paced
     /// runs move it onto its thread.
     task: Option<ProtectionTask>,
@@ -216,7 +221,8 @@ impl RackSite {
         })
         .context("starting the plugin reloader")?;
         let events_path = state_dir.join("events.jsonl");
-        let log = EventLog::open(&events_path)?;
+        let mut log = EventLog::open(&events_path)?;
+        let events = Arc::new(Mutex::new(log.feed()));
         let data_timeout_ms = cfg.can.module_timeout_ms.max(cfg.can.current_timeout_ms);
         let first_seq = log.records().last().map_or(1, |r| r.seq + 1);
         let protection = Protection::new(cfg.protection.clone(), data_timeout_ms, log);
@@ -248,9 +254,17 @@ impl RackSite {
                 liveness: liveness.clone(),
             }],
         ));
-        let field = FieldIo::new(&cfg, bank, vec![(task.protection.clone(), shared.clone())]);
+        let audit = Arc::new(crate::audit::Audit::open(&state_dir)?);
+        let field = FieldIo::new(
+            &cfg,
+            bank,
+            vec![(task.protection.clone(), shared.clone())],
+            audit.clone(),
+        );
         Ok(Self {
             protection: task.protection.clone(),
+            events,
+            audit,
             task: Some(task),
             thread: None,
             first_seq,
@@ -296,10 +310,12 @@ impl RackSite {
     }
 
     /// What the control API needs to list and steer plugins.
-    pub fn plugin_control(&self) -> crate::api::PluginControl {
+    pub fn plugin_control(&self, guard: Arc<crate::auth::Guard>) -> crate::api::PluginControl {
         crate::api::PluginControl {
             board: self.controller.plugins.board.clone(),
-            journal: self.controller.plugins.journal.clone(),
+            guard,
+            audit: self.audit.clone(),
+            events: self.controller.plugins.feed.clone(),
             orders: self.controller.plugins.orders(),
             reload: self.reload_handle(),
         }

@@ -107,6 +107,8 @@ pub struct ServerConfig {
     pub max_connections: usize,
     /// A connection without a request for this long is closed.
     pub idle_timeout: std::time::Duration,
+    /// Every write attempt (`AlmRst`, `SetOp`, refused writers) goes here.
+    pub audit: Arc<crate::audit::Audit>,
 }
 
 /// Wait after a failed `accept` (EMFILE, ENFILE, ENOBUFS...) before the
@@ -258,6 +260,11 @@ impl Connection {
         }
         if !self.cfg.allowed_writers.contains(&self.peer.ip()) {
             tracing::warn!(peer = %self.peer, addr, "modbus write refused: client not in modbus.allowed_writers");
+            self.audit(
+                "write",
+                &format!("register {addr}"),
+                &Err::<(), _>("client not in modbus.allowed_writers"),
+            );
             return Err(ExceptionCode::IllegalFunction);
         }
         let img = self.board.image();
@@ -293,16 +300,33 @@ impl Connection {
         ops.sort_by_key(|(off, _)| *off != w.alm_rst);
         for (off, v) in ops {
             if off == w.alm_rst {
-                self.alarm_reset(v)?;
+                let r = self.alarm_reset(v);
+                self.audit(
+                    "alm_rst",
+                    "protection",
+                    &r.as_ref().map_err(|e| format!("exception {e:?}")),
+                );
+                r?;
             } else if off == w.ctrl_hb {
                 *self.board.ctrl_hb.lock().unwrap_or_else(|e| e.into_inner()) =
                     Some((v, Instant::now()));
             } else {
-                self.set_op(v)?;
+                let r = self.set_op(v);
+                self.audit(
+                    "set_op",
+                    &format!("value {v}"),
+                    &r.as_ref().map_err(|e| format!("exception {e:?}")),
+                );
+                r?;
             }
         }
         self.board.stats.writes.fetch_add(1, Ordering::Relaxed);
         Ok(())
+    }
+
+    fn audit<T, E: std::fmt::Display>(&self, action: &str, target: &str, r: &Result<T, E>) {
+        let user = format!("modbus:{}", self.peer.ip());
+        self.cfg.audit.record(&user, "modbus", action, target, r);
     }
 
     fn alarm_reset(&self, v: u16) -> Result<(), ExceptionCode> {
@@ -423,6 +447,7 @@ mod tests {
                 remote_msl_reset: true,
                 max_connections: 4,
                 idle_timeout: std::time::Duration::from_secs(60),
+                audit: Arc::new(crate::audit::Audit::memory()),
             }),
             board: RegisterBoard::new(Image {
                 base: 40000,

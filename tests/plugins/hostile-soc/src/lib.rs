@@ -5,7 +5,8 @@
 //! `short` (too few cells), `honest` (50 %), `picky` (honest, but its
 //! state format is one no other version writes or reads), `spin` (honest,
 //! but every `step` and `save_state` first burns `spin_iterations` of CPU:
-//! slow but legal when tests pick it under the deadline).
+//! slow but legal when tests pick it under the deadline), `state-bomb`
+//! (honest, but `save_state` returns `state_bytes` bytes).
 
 use bms_plugin_sdk::prelude::*;
 
@@ -19,6 +20,8 @@ pub struct Config {
     after_steps: u32,
     #[serde(default)]
     spin_iterations: u64,
+    #[serde(default)]
+    state_bytes: usize,
 }
 
 pub struct HostileSoc {
@@ -26,6 +29,7 @@ pub struct HostileSoc {
     after_steps: u32,
     steps: u32,
     spin_iterations: u64,
+    state_bytes: usize,
 }
 
 fn spin(iterations: u64) {
@@ -44,11 +48,12 @@ impl Plugin for HostileSoc {
     fn init(c: Config) -> Result<Self, String> {
         match c.mode.as_str() {
             "nan" | "huge" | "trap" | "hang" | "slow" | "hog" | "short" | "honest" | "picky"
-            | "spin" => Ok(Self {
+            | "spin" | "state-bomb" => Ok(Self {
                 mode: c.mode,
                 after_steps: c.after_steps,
                 steps: 0,
                 spin_iterations: c.spin_iterations,
+                state_bytes: c.state_bytes,
             }),
             m => Err(format!("mode: unknown mode `{m}`")),
         }
@@ -56,6 +61,9 @@ impl Plugin for HostileSoc {
     fn save_state(&self) -> Vec<u8> {
         if self.mode == "spin" {
             spin(self.spin_iterations);
+        }
+        if self.mode == "state-bomb" {
+            return vec![0x42; self.state_bytes];
         }
         bms_plugin_sdk::state::encode(PICKY_STATE_VERSION, &self.steps)
     }
