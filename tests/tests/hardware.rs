@@ -200,6 +200,11 @@ fn rack_and_io(bus: &VirtualBus, t0: Instant) -> (Rack, IoServer) {
         step.insert("duration_s".into(), 600.0.into());
         step.insert("current_a".into(), 100.0.into());
         section(t, &["sim"]).insert("profile".into(), vec![toml::Value::from(step)].into());
+        // The simulated relay board's watchdog: 250 ms, not the demo's
+        // 50 ms. Its heartbeat crosses Modbus TCP and two threads here, and
+        // this 2-core machine was measured to stall 60-70 ms (bench-jitter);
+        // the loss test's bound (1 s) still holds it to a real watchdog.
+        section(t, &["protection"]).insert("watchdog_periods".into(), 25.into());
     });
     let dbc = bmshost::site::load_dbc(&cfg).unwrap();
     let map = Arc::new(RackMap::resolve(&cfg, Arc::new(dbc)).unwrap());
@@ -232,6 +237,9 @@ fn paced(duration_s: f64) -> RunOptions {
 
 #[test]
 fn a_hardware_site_closes_through_its_coils_and_opens_them_on_exit() {
+    // Three paced racks at once on 2 cores starve each other (the race
+    // behind a CI failure of the first test).
+    let _one = bms_e2e::one_paced_rack();
     let t0 = Instant::now();
     let bus = VirtualBus::default();
     let (rack, mut io) = rack_and_io(&bus, t0);
@@ -282,6 +290,7 @@ fn a_hardware_site_closes_through_its_coils_and_opens_them_on_exit() {
 
 #[test]
 fn an_unreachable_io_module_holds_the_contactors_open() {
+    let _one = bms_e2e::one_paced_rack();
     let t0 = Instant::now();
     let bus = VirtualBus::default();
     let (_rack, mut io) = rack_and_io(&bus, t0);
@@ -324,6 +333,7 @@ fn an_unreachable_io_module_holds_the_contactors_open() {
 
 #[test]
 fn losing_the_io_module_while_closed_opens_by_watchdog_and_holds_open() {
+    let _one = bms_e2e::one_paced_rack();
     let t0 = Instant::now();
     let bus = VirtualBus::default();
     let (rack, mut io) = rack_and_io(&bus, t0);
