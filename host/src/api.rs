@@ -202,6 +202,17 @@ fn wait(rx: std::sync::mpsc::Receiver<Result<String, Refused>>) -> Response {
 }
 
 impl ApiContext {
+    fn admit(&self, who: &Who, action: &str, target: &str) -> Result<(), Response> {
+        admit(
+            &self.guard,
+            &self.audit,
+            who,
+            AuthRole::Operator,
+            action,
+            target,
+        )
+    }
+
     /// Handle one request.
     pub fn handle(&self, req: Request) -> Response {
         match req {
@@ -231,14 +242,7 @@ impl ApiContext {
             }
             Request::Release { who } => {
                 let (action, target) = ("release", "contactors");
-                if let Err(r) = admit(
-                    &self.guard,
-                    &self.audit,
-                    &who,
-                    AuthRole::Operator,
-                    action,
-                    target,
-                ) {
+                if let Err(r) = self.admit(&who, action, target) {
                     return r;
                 }
                 self.shared.set_hold(HoldSource::ControlSocket, None);
@@ -255,14 +259,7 @@ impl ApiContext {
             },
             Request::Reset { who } => {
                 let (action, target) = ("reset", "protection");
-                if let Err(r) = admit(
-                    &self.guard,
-                    &self.audit,
-                    &who,
-                    AuthRole::Operator,
-                    action,
-                    target,
-                ) {
+                if let Err(r) = self.admit(&who, action, target) {
                     return r;
                 }
                 let now_ms = self.shared.status().time_ms;
@@ -288,6 +285,17 @@ impl ApiContext {
 }
 
 impl PluginControl {
+    fn admit(&self, who: &Who, action: &str, target: &str) -> Result<(), Response> {
+        admit(
+            &self.guard,
+            &self.audit,
+            who,
+            AuthRole::Operator,
+            action,
+            target,
+        )
+    }
+
     fn audit_outcome(&self, who: &Who, action: &str, role: Role, r: &Response) {
         let outcome: Result<(), &str> = match &r.error {
             None => Ok(()),
@@ -301,14 +309,7 @@ impl PluginControl {
         match req {
             Request::Plugins => Response::ok(self.board.statuses()),
             Request::Reload { role, who } => {
-                if let Err(r) = admit(
-                    &self.guard,
-                    &self.audit,
-                    &who,
-                    AuthRole::Operator,
-                    "reload",
-                    role.key(),
-                ) {
+                if let Err(r) = self.admit(&who, "reload", role.key()) {
                     return r;
                 }
                 let outcome = wait(self.reload.reload(role));
@@ -316,14 +317,7 @@ impl PluginControl {
                 outcome
             }
             Request::Rollback { role, who } => {
-                if let Err(r) = admit(
-                    &self.guard,
-                    &self.audit,
-                    &who,
-                    AuthRole::Operator,
-                    "rollback",
-                    role.key(),
-                ) {
+                if let Err(r) = self.admit(&who, "rollback", role.key()) {
                     return r;
                 }
                 let (tx, rx) = std::sync::mpsc::channel();

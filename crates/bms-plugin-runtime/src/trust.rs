@@ -171,39 +171,24 @@ impl HostKey {
         }
     }
 
-    /// A key for tests and memory-only sites.
-    pub fn ephemeral() -> Self {
-        let mut key = [0u8; 32];
-        if std::fs::File::open("/dev/urandom")
-            .and_then(|mut r| r.read_exact(&mut key))
-            .is_err()
-        {
-            let t = std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map_or(0, |d| d.as_nanos());
-            key[..16].copy_from_slice(&t.to_le_bytes());
-        }
-        Self(key)
-    }
-
-    /// HMAC-SHA256 of `parts`, each length-prefixed (no ambiguity).
-    pub fn mac(&self, parts: &[&[u8]]) -> [u8; 32] {
+    /// The HMAC state over `parts`, each length-prefixed (no ambiguity).
+    fn keyed(&self, parts: &[&[u8]]) -> Hmac<Sha256> {
         let mut m = <Hmac<Sha256> as Mac>::new_from_slice(&self.0).expect("any key length");
         for p in parts {
             m.update(&(p.len() as u64).to_le_bytes());
             m.update(p);
         }
-        m.finalize().into_bytes().into()
+        m
+    }
+
+    /// HMAC-SHA256 of `parts`.
+    pub fn mac(&self, parts: &[&[u8]]) -> [u8; 32] {
+        self.keyed(parts).finalize().into_bytes().into()
     }
 
     /// Whether `tag` is the HMAC of `parts` (constant time).
     pub fn verify(&self, parts: &[&[u8]], tag: &[u8]) -> bool {
-        let mut m = <Hmac<Sha256> as Mac>::new_from_slice(&self.0).expect("any key length");
-        for p in parts {
-            m.update(&(p.len() as u64).to_le_bytes());
-            m.update(p);
-        }
-        m.verify_slice(tag).is_ok()
+        self.keyed(parts).verify_slice(tag).is_ok()
     }
 }
 
@@ -281,7 +266,11 @@ mod tests {
             !again.verify(&[b"socb", b"lob"], &tag),
             "parts are length-prefixed"
         );
-        assert!(!HostKey::ephemeral().verify(&[b"soc", b"blob"], &tag));
+        let elsewhere = HostKey::load_or_create(&d.path().join("other")).unwrap();
+        assert!(
+            !elsewhere.verify(&[b"soc", b"blob"], &tag),
+            "another host's key"
+        );
         std::fs::set_permissions(dir.join("host.key"), std::fs::Permissions::from_mode(0o644))
             .unwrap();
         assert!(
