@@ -275,6 +275,8 @@ impl ApiContext {
                 match outcome {
                     Ok(cleared) => {
                         tracing::warn!(user = %who.user, count = cleared.len(), "protection reset by operator");
+                        // So that `bmsctl status` right after shows the reset.
+                        self.shared.await_fresh_status(Duration::from_secs(2));
                         Response::ok(cleared)
                     }
                     Err(e) => Response::err(format!("reset refused: {e}")),

@@ -63,6 +63,8 @@ pub struct Shared {
     acquire_stats: ArcSwap<AcquireStats>,
     /// Clock time of protection's last tick, for [`Liveness`].
     last_tick_ms: AtomicU64,
+    /// Ticks published so far.
+    ticks: AtomicU64,
 }
 
 impl Shared {
@@ -75,6 +77,7 @@ impl Shared {
             bleed: ArcSwap::from_pointee(BleedCommand::default()),
             acquire_stats: ArcSwap::from_pointee(AcquireStats::default()),
             last_tick_ms: AtomicU64::new(0),
+            ticks: AtomicU64::new(0),
         })
     }
 
@@ -144,6 +147,24 @@ impl Shared {
         self.snapshot.store(snapshot);
         self.status.store(status);
         self.last_tick_ms.store(now_ms, Ordering::Release);
+        self.ticks.fetch_add(1, Ordering::AcqRel);
+    }
+
+    /// Wait (up to `timeout`) until protection has published a status
+    /// evaluated wholly after this call, so a change made to protection
+    /// just before (a reset) shows in [`Shared::status`]. The tick in
+    /// flight may have evaluated before the change; the one after it has
+    /// not. False if protection did not tick twice in time.
+    pub fn await_fresh_status(&self, timeout: Duration) -> bool {
+        let start = std::time::Instant::now();
+        let target = self.ticks.load(Ordering::Acquire) + 2;
+        while self.ticks.load(Ordering::Acquire) < target {
+            if start.elapsed() >= timeout {
+                return false;
+            }
+            std::thread::sleep(Duration::from_millis(2));
+        }
+        true
     }
 
     /// Clock time of protection's last tick, ms (0 before the first).
@@ -403,4 +424,36 @@ pub fn spawn(
         protection,
         timing,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn publish_one(shared: &Shared, now_ms: u64) {
+        shared.publish(
+            Arc::new(PackSnapshot::empty(4, 1)),
+            Arc::new(Status::initial()),
+            now_ms,
+        );
+    }
+
+    #[test]
+    fn a_fresh_status_needs_two_ticks_after_the_call() {
+        let shared = Shared::new(PackSnapshot::empty(4, 1));
+        publish_one(&shared, 1);
+        // One tick after the call is not enough: it may have evaluated before.
+        let s = shared.clone();
+        let waiter = std::thread::spawn(move || s.await_fresh_status(Duration::from_millis(300)));
+        std::thread::sleep(Duration::from_millis(50));
+        publish_one(&shared, 2);
+        assert!(!waiter.join().unwrap(), "one tick counted as fresh");
+
+        let s = shared.clone();
+        let waiter = std::thread::spawn(move || s.await_fresh_status(Duration::from_secs(10)));
+        std::thread::sleep(Duration::from_millis(50));
+        publish_one(&shared, 3);
+        publish_one(&shared, 4);
+        assert!(waiter.join().unwrap());
+    }
 }
