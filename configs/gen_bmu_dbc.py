@@ -29,7 +29,9 @@ from the module count unless given):
 host accepts: 0x300..0x33F, 0x340..0x37F, 0x410, 0x420..0x45F, 0x521..0x523.)
 
   0x300+m  BMU{m}_CellVoltage  8 B  BMU{m} -> BMS  multiplexed
-           BMU{m}_VoltMux      M    0|8  unsigned    group g = 0..3
+           BMU{m}_VoltMux      M    0|4  unsigned    group g = 0..3
+           BMU{m}_VoltAlive         4|4  unsigned alive counter: +1 per
+                                    send period, the same in all 4 pages
            BMU{m}_Cell{c:02}_mV m{g} 8/22/36/50|14 unsigned, 1 mV/bit,
                                      cells c = 4g..4g+3, [0|8000] mV
   T+m      BMU{m}_Temperature  8 B  BMU{m} -> BMS    (T: 0x310 / 0x340)
@@ -39,13 +41,25 @@ host accepts: 0x300..0x33F, 0x340..0x37F, 0x410, 0x420..0x45F, 0x521..0x523.)
            BMU{m}_BleedMask    0|16 unsigned, bit c = cell c bleeds
   0x410    BMS_Status          1 B  BMS -> all BMUs
            BMS_Alive           0|8  unsigned alive counter, wraps at 255
-  0x521    IVT_Current         6 B  IVT -> BMS  (Motorola / big-endian)
+  0x521    IVT_Current         7 B  IVT -> BMS  (Motorola / big-endian)
            IVT_MuxID           7|8  unsigned (byte 0; 0x00 on the IVT-S)
+           IVT_Current_Count   15|4 unsigned (high nibble of byte 1), +1
+                                    per frame, as the IVT-S message count
            IVT_Current_mA      23|32 SIGNED (bytes 2..5), [-2000000|2000000]
-  0x522    IVT_Voltage         6 B  IVT -> BMS  (Motorola / big-endian)
+           IVT_Current_CRC     55|8 unsigned (byte 6): CRC-8/SAE-J1850
+  0x522    IVT_Voltage         7 B  IVT -> BMS  (Motorola / big-endian)
+           IVT_Voltage_Count   15|4, IVT_Voltage_CRC 55|8 (as above)
            IVT_Voltage_mV      23|32 SIGNED (bytes 2..5), [0|2000000]
-  0x523    IVT_LinkVoltage     6 B  IVT -> BMS  (Motorola / big-endian)
+  0x523    IVT_LinkVoltage     7 B  IVT -> BMS  (Motorola / big-endian)
+           IVT_LinkVoltage_Count 15|4, IVT_LinkVoltage_CRC 55|8
            IVT_LinkVoltage_mV  23|32 SIGNED (bytes 2..5), [0|2000000]
+
+End-to-end protection (the host's `[[can.e2e]]`): the BMUs' alive counter
+catches a gateway repeating a cached frame; the IVT frames carry a counter
+and a CRC byte. A real IVT-S sends 6 bytes with the counter but no CRC;
+byte 6 is this simulated sensor's addition. The CRC is CRC-8/SAE-J1850
+(poly 0x1D, init 0xFF, xorout 0xFF) over the identifier, 2 bytes
+little-endian, then every data byte but the CRC byte (bms_can::e2e).
 
 Send periods (GenMsgCycleTime, ms): BMU frames 100, IVT frames 20, host
 frames 100. The host supervises each inbound message against its period.
@@ -159,8 +173,10 @@ def build(modules=MODULES, layout=None, version="bmu-demo"):
     for m in range(modules):
         bmu = f"BMU{m}"
         groups = CELLS_PER_MODULE // CELLS_PER_GROUP
-        sigs = [signal(f"{bmu}_VoltMux", 0, 8, True, False, 1, 0, 0,
-                       groups - 1, "", ["BMS"], mux="M")]
+        sigs = [signal(f"{bmu}_VoltMux", 0, 4, True, False, 1, 0, 0,
+                       groups - 1, "", ["BMS"], mux="M"),
+                signal(f"{bmu}_VoltAlive", 4, 4, True, False, 1, 0, 0, 15,
+                       "", ["BMS"])]
         for g in range(groups):
             for k, start in enumerate(CELL_START_BITS):
                 c = g * CELLS_PER_GROUP + k
@@ -205,22 +221,27 @@ def build(modules=MODULES, layout=None, version="bmu-demo"):
         f'CM_ SG_ {STATUS_ID} BMS_Alive "Host alive counter: BMUs stop '
         f'balancing when it stops counting.";')
 
-    lines += message(IVT_CURRENT_ID, "IVT_Current", 6, "IVT", [
-        signal("IVT_MuxID", 7, 8, False, False, 1, 0, 0, 255, "", ["BMS"]),
-        signal("IVT_Current_mA", 23, 32, False, True, 1, 0, -2000000,
-               2000000, "mA", ["BMS"]),
-    ])
-    lines += message(IVT_VOLTAGE_ID, "IVT_Voltage", 6, "IVT", [
-        signal("IVT_Voltage_mV", 23, 32, False, True, 1, 0, 0, 2000000,
-               "mV", ["BMS"]),
-    ])
-    lines += message(IVT_LINK_VOLTAGE_ID, "IVT_LinkVoltage", 6, "IVT", [
-        signal("IVT_LinkVoltage_mV", 23, 32, False, True, 1, 0, 0, 2000000,
-               "mV", ["BMS"]),
-    ])
+    def ivt(msg_id, name, value, lo, extra=()):
+        return message(msg_id, name, 7, "IVT", [
+            *extra,
+            signal(f"{name}_Count", 15, 4, False, False, 1, 0, 0, 15, "",
+                   ["BMS"]),
+            signal(value, 23, 32, False, True, 1, 0, lo, 2000000, "mV"
+                   if value.endswith("_mV") else "mA", ["BMS"]),
+            signal(f"{name}_CRC", 55, 8, False, False, 1, 0, 0, 255, "",
+                   ["BMS"]),
+        ])
+
+    lines += ivt(IVT_CURRENT_ID, "IVT_Current", "IVT_Current_mA", -2000000,
+                 extra=[signal("IVT_MuxID", 7, 8, False, False, 1, 0, 0, 255,
+                               "", ["BMS"])])
+    lines += ivt(IVT_VOLTAGE_ID, "IVT_Voltage", "IVT_Voltage_mV", 0)
+    lines += ivt(IVT_LINK_VOLTAGE_ID, "IVT_LinkVoltage", "IVT_LinkVoltage_mV",
+                 0)
     comments += [
         f'CM_ BO_ {IVT_CURRENT_ID} "IVT-S result frame: byte 0 mux id, '
-        f'bytes 2..5 current, big-endian, signed, 1 mA per bit.";',
+        f'byte 1 message count (high nibble), bytes 2..5 current, '
+        f'big-endian, signed, 1 mA per bit, byte 6 CRC-8/SAE-J1850.";',
         f'CM_ BO_ {IVT_VOLTAGE_ID} "IVT-S result frame: bytes 2..5 voltage '
         f'U1, big-endian, signed, 1 mV per bit.";',
         f'CM_ BO_ {IVT_LINK_VOLTAGE_ID} "IVT-S result frame: bytes 2..5 voltage '

@@ -40,6 +40,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::audit::Audit;
 use crate::auth::{Guard, Role as AuthRole};
+use crate::io::modbus::mode::{ControlMode, Mode};
 use crate::journal::Feed;
 use crate::plugins::events::PluginEvent;
 use crate::plugins::manager::Board;
@@ -57,13 +58,19 @@ const ORDER_TIMEOUT: Duration = Duration::from_secs(30);
 #[serde(tag = "cmd", rename_all = "snake_case")]
 pub enum Request {
     Status,
+    /// Event records after `since_seq`, at most `limit` (default
+    /// [`PAGE`]); page on with the last `seq` received.
     Events {
         #[serde(default)]
         since_seq: u64,
+        #[serde(default = "page")]
+        limit: usize,
     },
     Audit {
         #[serde(default)]
         since_seq: u64,
+        #[serde(default = "page")]
+        limit: usize,
     },
     Reset {
         #[serde(flatten)]
@@ -96,7 +103,31 @@ pub enum Request {
     PluginEvents {
         #[serde(default)]
         since_seq: u64,
+        #[serde(default = "page")]
+        limit: usize,
     },
+    /// Local or remote control: `mode` absent reads it (anyone), present
+    /// switches it (operator; audited).
+    Control {
+        #[serde(default)]
+        mode: Option<Mode>,
+        #[serde(flatten)]
+        who: Who,
+    },
+}
+
+/// Records per answer when a request gives no `limit`.
+pub const PAGE: usize = 1000;
+
+fn page() -> usize {
+    PAGE
+}
+
+fn records<R: Serialize>(r: Result<Vec<R>, bms_journal::JournalError>) -> Response {
+    match r {
+        Ok(recs) => Response::ok(recs),
+        Err(e) => Response::err(format!("cannot read the record: {e}")),
+    }
 }
 
 /// Who asks: a user of `[operator] users_file` and their secret.
@@ -167,6 +198,8 @@ pub struct ApiContext {
     pub shared: Arc<Shared>,
     pub guard: Arc<Guard>,
     pub audit: Arc<Audit>,
+    /// Local or remote control (`LocRemCtl`).
+    pub control_mode: Arc<ControlMode>,
     pub plugins: Option<PluginControl>,
 }
 
@@ -213,19 +246,49 @@ impl ApiContext {
         )
     }
 
+    fn set_control_mode(&self, mode: Mode, who: &Who) -> Response {
+        let target = match mode {
+            Mode::Local => "local",
+            Mode::Remote => "remote",
+        };
+        if let Err(r) = self.admit(who, "control", target) {
+            return r;
+        }
+        let outcome = self.control_mode.set(mode);
+        self.audit
+            .record(&who.user, "socket", "control", target, &outcome);
+        match outcome {
+            Ok(()) => {
+                tracing::warn!(user = %who.user, ?mode, "control mode switched");
+                Response::ok(match mode {
+                    Mode::Local => {
+                        "local control: remote (Modbus) writes are refused, except a disconnect"
+                    }
+                    Mode::Remote => "remote control: allowed Modbus writers may write again",
+                })
+            }
+            Err(e) => Response::err(format!(
+                "cannot record the control mode: {e}{}",
+                if mode == Mode::Local {
+                    " (local control is in force until restart)"
+                } else {
+                    ""
+                }
+            )),
+        }
+    }
+
     /// Handle one request.
     pub fn handle(&self, req: Request) -> Response {
         match req {
             Request::Status => Response::ok(&*self.shared.status()),
-            Request::Events { since_seq } => {
-                let recs = self
-                    .events
+            Request::Events { since_seq, limit } => records(
+                self.events
                     .lock()
                     .unwrap_or_else(|e| e.into_inner())
-                    .since(since_seq, usize::MAX);
-                Response::ok(recs)
-            }
-            Request::Audit { since_seq } => Response::ok(self.audit.since(since_seq)),
+                    .since(since_seq, limit),
+            ),
+            Request::Audit { since_seq, limit } => records(self.audit.since(since_seq, limit)),
             Request::Open { reason, user } => {
                 let user = if user.is_empty() {
                     "(anyone)".to_string()
@@ -257,6 +320,11 @@ impl ApiContext {
                 Some(p) => p.handle(req),
                 None => Response::err("this daemon runs without plugin control"),
             },
+            Request::Control { mode: None, .. } => Response::ok(self.control_mode.mode()),
+            Request::Control {
+                mode: Some(mode),
+                who,
+            } => self.set_control_mode(mode, &who),
             Request::Reset { who } => {
                 let (action, target) = ("reset", "protection");
                 if let Err(r) = self.admit(&who, action, target) {
@@ -331,14 +399,12 @@ impl PluginControl {
                 self.audit_outcome(&who, "rollback", role, &outcome);
                 outcome
             }
-            Request::PluginEvents { since_seq } => {
-                let recs = self
-                    .events
+            Request::PluginEvents { since_seq, limit } => records(
+                self.events
                     .lock()
                     .unwrap_or_else(|e| e.into_inner())
-                    .since(since_seq, usize::MAX);
-                Response::ok(recs)
-            }
+                    .since(since_seq, limit),
+            ),
             _ => Response::err("not a plugin request"),
         }
     }
@@ -477,6 +543,7 @@ mod tests {
             shared: Shared::new(crate::snapshot::PackSnapshot::empty(128, 16)),
             guard: Arc::new(Guard::new(None)),
             audit: Arc::new(Audit::memory()),
+            control_mode: Arc::new(ControlMode::remote()),
             plugins: None,
         };
         let held = ctx.protection.clone();
@@ -484,8 +551,13 @@ mod tests {
         let (tx, rx) = std::sync::mpsc::channel();
         let c = ctx.clone();
         std::thread::spawn(move || {
-            let _ =
-                tx.send(serde_json::to_value(c.handle(Request::Events { since_seq: 0 })).unwrap());
+            let _ = tx.send(
+                serde_json::to_value(c.handle(Request::Events {
+                    since_seq: 0,
+                    limit: PAGE,
+                }))
+                .unwrap(),
+            );
         });
         let got = rx
             .recv_timeout(Duration::from_secs(5))

@@ -12,7 +12,7 @@ use std::sync::Mutex;
 
 use serde::{Deserialize, Serialize};
 
-use crate::journal::{Journal, JournalError, Record};
+use crate::journal::{Journal, JournalError, Record, Retention};
 
 /// One attempt.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -52,10 +52,11 @@ impl std::fmt::Debug for Audit {
 }
 
 impl Audit {
-    /// Open `<state_dir>/audit.jsonl`.
-    pub fn open(state_dir: &Path) -> Result<Self, JournalError> {
-        Ok(Self(Mutex::new(Journal::open(
+    /// Open `<state_dir>/audit.jsonl` (and its sealed segments).
+    pub fn open(state_dir: &Path, retention: Retention) -> Result<Self, JournalError> {
+        Ok(Self(Mutex::new(Journal::open_with(
             &state_dir.join("audit.jsonl"),
+            retention,
         )?)))
     }
 
@@ -92,15 +93,11 @@ impl Audit {
             });
     }
 
-    /// Records after `since_seq`.
-    pub fn since(&self, since_seq: u64) -> Vec<AuditRecord> {
+    /// Records after `since_seq`, at most `limit` (older ones from disk).
+    pub fn since(&self, since_seq: u64, limit: usize) -> Result<Vec<AuditRecord>, JournalError> {
         self.0
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .records()
-            .iter()
-            .filter(|r| r.seq > since_seq)
-            .cloned()
-            .collect()
+            .since(since_seq, limit)
     }
 }

@@ -9,6 +9,8 @@ use std::path::{Path, PathBuf};
 
 use bmshost::config::SiteConfig;
 
+pub mod faults;
+
 pub fn workspace_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
         .parent()

@@ -91,6 +91,12 @@ fn a_plausible_but_wrong_soc_cannot_raise_the_allowed_charge_current() {
         "soc-counting agrees with protection"
     );
     assert!(truth.cycles_compared > 0);
+    bms_e2e::faults::row(bms_e2e::faults::untimed(
+        "hostile plugin: plausible liar (SOC always 50 %, truth ~96 %)",
+        "charge derated on protection's own SOC; disagreement warned",
+        format!("allowed +{lying_a:.0} A (honest plugin +{honest_a:.0} A); SocDisagreement raised"),
+        0,
+    ));
 }
 
 /// Every role spins for `fraction` of its deadline in `step` and in

@@ -31,7 +31,38 @@ struct Trip {
     latched_ms: u64,
     /// The simulator's true pack current at the latch, A.
     truth_current_at_latch_a: f64,
+    /// When the simulated main contact opened.
+    opened_ms: u64,
+    /// Event records in memory but not in the journal on disk.
+    records_lost: u64,
     summary: Summary,
+}
+
+impl Trip {
+    /// The fault-matrix row of this trip: reaction from `since_ms` (the
+    /// fault, or the true crossing) to the latch, against `bound_ms`.
+    fn row(&self, scenario: &str, expected: &str, since_ms: u64, bound_ms: u64) {
+        let l = &self.summary.latched[0];
+        let at = l
+            .location
+            .map_or("rack".to_string(), |l| format!("m{} c{}", l.module, l.cell));
+        bms_e2e::faults::row(bms_e2e::faults::Row {
+            scenario: scenario.into(),
+            expected: expected.into(),
+            observed: format!(
+                "{:?} MSL latched at {at}; contact open {} ms later",
+                l.quantity,
+                self.opened_ms - self.latched_ms
+            ),
+            reaction_ms: Some(self.latched_ms.saturating_sub(since_ms)),
+            bound_ms: Some(bound_ms),
+            records_lost: self.records_lost,
+        });
+    }
+
+    fn truth_since(&self) -> u64 {
+        self.truth_since_ms.expect("the truth crossed the limit")
+    }
 }
 
 /// Run the demo with `edit` applied until `duration_s`, watching one
@@ -132,11 +163,14 @@ fn run_watch(
         sim_open_ms - latched_ms
     );
     assert_ne!(summary.final_contactor_state, ContactorState::Closed);
+    let records_lost = bms_e2e::faults::records_lost(_dir.path(), &summary.protection_events);
     Trip {
         measured_since_ms: m_since,
         truth_since_ms: t_since,
         latched_ms,
         truth_current_at_latch_a: current_a,
+        opened_ms: sim_open_ms,
+        records_lost,
         summary,
     }
 }
@@ -212,6 +246,12 @@ fn over_temperature_ramp_in_one_module() {
         .find(|l| l.quantity == Quantity::CellOverTempCharge)
         .unwrap();
     assert_eq!(l.location.unwrap().module, 3);
+    trip.row(
+        "module over-temperature (6 kW in module 3)",
+        "MSL over-temperature: open and latch, module 3",
+        trip.truth_since(),
+        delay + PERIOD_MS + BMU_PERIOD_MS + 2000,
+    );
     // The ramp passed MOL (warn) and RSL (zero charge) before the MSL.
     assert_eq!(
         tiers_raised_in_order(&trip.summary, Quantity::CellOverTempCharge),
@@ -248,6 +288,12 @@ fn internal_short_pulls_one_cell_under_voltage() {
     // Latency: one BMU frame period, plus half a 1 mV DBC step at the
     // collapsing voltage (well under 100 ms).
     assert_timing(&trip, delay, BMU_PERIOD_MS + 100);
+    trip.row(
+        "internal short (10 mΩ across cell 100)",
+        "MSL under-voltage: open and latch, m6 c4",
+        trip.truth_since(),
+        delay + PERIOD_MS + BMU_PERIOD_MS + 100,
+    );
     let l = trip
         .summary
         .latched
@@ -287,6 +333,12 @@ fn overcharged_cell_opens_contactors() {
     assert_eq!(l.quantity, Quantity::CellOverVoltage);
     let loc = l.location.unwrap();
     assert_eq!((loc.module, loc.cell), (2, 5));
+    trip.row(
+        "overcharged cell (cell 37 driven past 100 % SOC)",
+        "MSL over-voltage: open and latch, m2 c5",
+        trip.truth_since(),
+        delay + PERIOD_MS + BMU_PERIOD_MS,
+    );
 }
 
 #[test]
@@ -328,6 +380,165 @@ fn silent_module_is_a_communication_fault() {
     assert!(
         took + BMU_PERIOD_MS >= timeout && took <= timeout + PERIOD_MS,
         "comm loss latched {took} ms after the BMU went silent (timeout {timeout} ms)"
+    );
+    trip.row(
+        "comm loss: BMU of module 5 silent",
+        "MSL communication loss: open and latch, module 5",
+        at_ms,
+        timeout + PERIOD_MS,
+    );
+}
+
+/// A gateway starts repeating its cached copy of BMU4's cell-voltage
+/// pages at 300 s: the frames keep arriving on time with stale values.
+fn replayed_cells(t: &mut toml::Table) {
+    set_faults(
+        t,
+        vec![fault(
+            "frame_replayed",
+            300.0,
+            &[("message", "BMU4_CellVoltage".into())],
+        )],
+    )
+}
+
+#[test]
+fn a_replayed_message_is_a_communication_fault_within_max_bad_periods() {
+    let cfg = demo_site(replayed_cells);
+    let max_bad = cfg.can.e2e[0].max_bad;
+    let trip = run_watch(
+        replayed_cells,
+        310.0,
+        Quantity::CommunicationLoss,
+        |_| false,
+        |_| false,
+    );
+    let l = &trip.summary.latched[0];
+    assert_eq!(l.location.unwrap().module, 4);
+    // The first repeat comes at most one BMU period after 300 s; the
+    // `max_bad`-th one period later each; protection sees it next tick.
+    let bound = u64::from(max_bad) * BMU_PERIOD_MS + PERIOD_MS;
+    trip.row(
+        "replayed frames (a gateway repeats BMU4's cached cell voltages)",
+        "alive counter stands still: frames dropped; MSL communication loss, module 4",
+        300_000,
+        bound,
+    );
+}
+
+#[test]
+fn without_e2e_checks_a_replayed_message_looks_fresh_for_ever() {
+    let cfg = demo_site(|t| {
+        replayed_cells(t);
+        section(t, &["can"]).remove("e2e");
+    });
+    assert!(cfg.can.e2e.is_empty());
+    let (mut site, _dir) = assemble(cfg);
+    let opts = RunOptions {
+        duration_s: Some(330.0),
+        ..Default::default()
+    };
+    let mut frozen_v = None;
+    let summary = site
+        .run(&opts, |o: Observation<'_>| {
+            if o.t_ms == 320_000 {
+                frozen_v = Some(o.snapshot.cell_voltage_v[4 * 16]);
+            }
+            if o.t_ms > 320_000 {
+                assert_eq!(Some(o.snapshot.cell_voltage_v[4 * 16]), frozen_v);
+            }
+        })
+        .unwrap();
+    assert!(
+        summary
+            .latched
+            .iter()
+            .all(|l| l.quantity != Quantity::CommunicationLoss),
+        "{:?}",
+        summary.latched
+    );
+}
+
+#[test]
+fn a_corrupted_current_frame_is_dropped_and_the_sensor_is_lost() {
+    let edit = |t: &mut toml::Table| {
+        set_faults(
+            t,
+            vec![fault(
+                "crc_corrupted",
+                300.0,
+                &[("message", "IVT_Current".into())],
+            )],
+        )
+    };
+    let trip = run_watch(
+        edit,
+        310.0,
+        Quantity::CommunicationLoss,
+        |_| false,
+        |_| false,
+    );
+    let l = &trip.summary.latched[0];
+    assert!(
+        l.location.is_none(),
+        "the current sensor, not a module: {l:?}"
+    );
+    assert!(trip.summary.acquisition.e2e.e2e_bad_crc >= 3);
+    trip.row(
+        "corrupted frames (bad CRC on IVT_Current)",
+        "frames dropped; MSL communication loss, current sensor",
+        300_000,
+        3 * 20 + 20 + PERIOD_MS,
+    );
+}
+
+/// `kind` hits `message` at 300 s; protection must latch communication
+/// loss on `module` within `bound_ms`.
+fn garbled(kind: &str, message: &str, module: usize, bound_ms: u64) -> Trip {
+    let edit = |t: &mut toml::Table| {
+        set_faults(t, vec![fault(kind, 300.0, &[("message", message.into())])])
+    };
+    let trip = run_watch(
+        edit,
+        310.0,
+        Quantity::CommunicationLoss,
+        |_| false,
+        |_| false,
+    );
+    assert_eq!(trip.summary.latched[0].location.unwrap().module, module);
+    assert!(trip.latched_ms - 300_000 <= bound_ms);
+    trip
+}
+
+#[test]
+fn garbage_frames_are_dropped_and_their_module_is_lost() {
+    // One byte short: never decoded; the message is silent at its deadline.
+    let cfg = demo_site(|_| {});
+    let deadline = BMU_PERIOD_MS * u64::from(cfg.can.stale_after_periods);
+    let bound = deadline + BMU_PERIOD_MS + PERIOD_MS;
+    let trip = garbled("frame_truncated", "BMU6_CellVoltage", 6, bound);
+    assert!(trip.summary.acquisition.wrong_length > 0);
+    trip.row(
+        "garbage frames (BMU6 cell voltages one byte short)",
+        "dropped (wrong length); MSL communication loss, module 6",
+        300_000,
+        bound,
+    );
+}
+
+#[test]
+fn out_of_range_values_are_dropped_and_their_module_is_lost() {
+    // On time, counter and CRC right, values beyond the DBC range: dropped
+    // value by value, so the cells age out at the module timeout.
+    let cfg = demo_site(|_| {});
+    let bound = cfg.can.module_timeout_ms + BMU_PERIOD_MS + PERIOD_MS;
+    let trip = garbled("values_out_of_range", "BMU5_CellVoltage", 5, bound);
+    assert!(trip.summary.acquisition.out_of_range > 0);
+    trip.row(
+        "out-of-range frames (BMU5 cell voltages all bits set)",
+        "values dropped, never plausible; MSL communication loss, module 5",
+        300_000,
+        bound,
     );
 }
 
@@ -421,11 +632,28 @@ fn current_sensor_stuck_at_zero_while_current_flows() {
         took >= frozen_ms && took <= frozen_ms + 20 + PERIOD_MS,
         "stuck sensor caught {took} ms after it froze (limit {frozen_ms} ms)"
     );
+    trip.row(
+        "stuck sensor (current reads 0 A while current flows)",
+        "MSL current sensor frozen: open and latch",
+        at_ms,
+        frozen_ms + 20 + PERIOD_MS,
+    );
 }
 
 /// With hostile plugins loaded, protection still trips an over-voltage on
 /// time, and every plugin output is clamped or replaced.
 fn hostile_run(soc_mode: &str, ems_mode: &str) -> Trip {
+    let trip = hostile_trip(soc_mode, ems_mode);
+    trip.row(
+        &format!("hostile plugins: SOC {soc_mode}, EMS {ems_mode}, balancer bleeds all"),
+        "outputs rejected or clamped; MSL over-voltage on time",
+        trip.truth_since(),
+        msl("cell_over_voltage_v").1 + PERIOD_MS + BMU_PERIOD_MS,
+    );
+    trip
+}
+
+fn hostile_trip(soc_mode: &str, ems_mode: &str) -> Trip {
     let (limit, delay) = msl("cell_over_voltage_v");
     let mode = |m: &str| {
         let mut c = toml::Table::new();
@@ -634,4 +862,15 @@ fn over_voltage_trips_on_time_in_real_time_while_plugins_hang() {
         latched.time_ms
     );
     assert!(ticks > 800, "only {ticks} protection periods observed");
+    bms_e2e::faults::row(bms_e2e::faults::Row {
+        scenario: "hostile plugins in real time: SOC hangs, EMS NaN, bleed all".into(),
+        expected: "plugins cut off at their deadline; MSL over-voltage on time".into(),
+        observed: format!(
+            "over-voltage latched, contact open {} ms later; SOC: {msg}",
+            opened - latched.time_ms
+        ),
+        reaction_ms: Some(took),
+        bound_ms: Some(bound),
+        records_lost: bms_e2e::faults::records_lost(_dir.path(), &summary.protection_events),
+    });
 }

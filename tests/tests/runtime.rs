@@ -63,8 +63,9 @@ fn hostile(mode: &str, expect: &str) {
         }
     });
     let cycles = 30_000 / cfg.control.cycle_ms;
-    let (mut site, _dir) = assemble(cfg);
+    let (mut site, dir) = assemble(cfg);
     let s = run(&mut site, 30.0);
+    let lost = bms_e2e::faults::records_lost(dir.path(), &s.protection_events);
 
     // The host kept cycling.
     assert_eq!(s.cycles, cycles, "{mode}");
@@ -101,6 +102,12 @@ fn hostile(mode: &str, expect: &str) {
         assert_eq!(p.state, SlotState::Active, "{mode}: {p:?}");
         assert_eq!(p.crashes, 0, "{mode}: {p:?}");
     }
+    bms_e2e::faults::row(bms_e2e::faults::untimed(
+        &format!("hostile plugin: SOC {mode}"),
+        "cut off, restarted, quarantined after 3 crashes; fallback serves; no trip",
+        format!("quarantined: {alarm}; every cycle ran; contactors closed"),
+        lost,
+    ));
 }
 
 #[test]
@@ -222,6 +229,23 @@ fn validation_names_the_world_version_import_or_export_that_does_not_match() {
     for (name, role) in bms_e2e::PLUGINS.iter().zip(Role::ALL) {
         load(&engine, role, &read(name)).unwrap();
     }
+    for (scenario, observed) in [
+        (
+            "hostile plugin: wrong world (a balancer as SOC)",
+            "refused: is a `balancer` plugin",
+        ),
+        (
+            "hostile plugin: WASI import",
+            "refused: imports `wasi:random/random@0.2.0`",
+        ),
+    ] {
+        bms_e2e::faults::row(bms_e2e::faults::untimed(
+            scenario,
+            "refused at validation; the running version stays",
+            observed.into(),
+            0,
+        ));
+    }
 }
 
 #[test]
@@ -249,6 +273,29 @@ fn cwasm_cache_is_used_and_a_corrupt_entry_is_recompiled_never_trusted() {
         ("truncated", good[..good.len() / 3].to_vec()),
         ("foreign file", b"not a cwasm at all".to_vec()),
     ];
+    // Oversized (sparse, so the test costs no disk): refused unread.
+    let f = std::fs::OpenOptions::new()
+        .write(true)
+        .open(&entry)
+        .unwrap();
+    f.set_len(bmshost::plugins::cache::MAX_ENTRY_BYTES + 1)
+        .unwrap();
+    drop(f);
+    let c = Artifact::load(&engine, Role::Soc, &path).unwrap();
+    assert_eq!(c.source, CodeSource::Compiled, "oversized");
+    assert!(
+        c.cache_note
+            .as_deref()
+            .unwrap_or_default()
+            .contains("over the"),
+        "{:?}",
+        c.cache_note
+    );
+    assert_eq!(
+        std::fs::read(&entry).unwrap(),
+        good,
+        "rewritten after the oversized one"
+    );
     for (what, bytes) in corruptions {
         std::fs::write(&entry, &bytes).unwrap();
         let c = Artifact::load(&engine, Role::Soc, &path).unwrap();
@@ -332,6 +379,12 @@ fn cwasm_cache_is_used_and_a_corrupt_entry_is_recompiled_never_trusted() {
         std::fs::read_dir(dir.path().join("cache")).unwrap().count(),
         n
     );
+    bms_e2e::faults::row(bms_e2e::faults::untimed(
+        "cache entries: tampered, truncated, foreign, oversized, planted",
+        "rejected and deleted; compiled from the validated component",
+        "all refused (HMAC, size, directory trust); planted entry deleted; cache rebuilt".into(),
+        0,
+    ));
 }
 
 #[test]
@@ -411,6 +464,12 @@ fn plugin_state_survives_a_restart_and_a_corrupt_state_file_falls_back_to_init()
         "{}",
         corrupt.message
     );
+    bms_e2e::faults::row(bms_e2e::faults::untimed(
+        "plugin state file tampered",
+        "refused (HMAC bound to role and host); plugin starts from init",
+        format!("state_corrupt recorded: {}", corrupt.message),
+        0,
+    ));
 }
 
 fn plugin_journal(state_dir: &std::path::Path) -> Vec<bmshost::plugins::events::PluginEvent> {
@@ -612,7 +671,7 @@ fn a_new_version_crashing_during_its_probation_is_rolled_back_automatically() {
     let at = swapped_at.expect("the swap happened");
     assert!(names[at..].iter().any(|n| n == "hostile-soc"));
     assert_eq!(names.last().unwrap(), "soc-counting", "rolled back");
-    let events = control.events.lock().unwrap().since(0, usize::MAX);
+    let events = control.events.lock().unwrap().since(0, usize::MAX).unwrap();
     let rollback = events
         .iter()
         .find(|e| e.kind == K::RolledBack)
@@ -635,6 +694,46 @@ fn a_new_version_crashing_during_its_probation_is_rolled_back_automatically() {
         .find(|s| s.role == Role::Soc)
         .unwrap();
     assert_eq!(soc.state, SlotState::Active, "{soc:?}");
+    // And pinned, as an operator's rollback is: the watcher does not put
+    // the crashed version back while its file is unchanged.
+    let pinned = control
+        .board
+        .pinned(Role::Soc)
+        .expect("the crashed version is pinned");
+    assert_ne!(
+        Some(&pinned),
+        soc.sha256.as_ref(),
+        "pinned: the version rolled back from"
+    );
+}
+
+#[test]
+fn a_log_flood_is_cut_to_the_allowance_and_the_plugin_keeps_serving() {
+    use bmshost::plugins::{convert, PluginInstance};
+    let engine = PluginEngine::new().unwrap();
+    let json = r#"{"mode": "log-flood"}"#;
+    let path = component("hostile-soc");
+    let sandbox = SandboxConfig {
+        deadline_ms: 2_000,
+        ..SandboxConfig::default()
+    };
+    let mut p = PluginInstance::load(&engine, Role::Soc, &path, json, sandbox).unwrap();
+    let snap = convert::snapshot(&bmshost::snapshot::PackSnapshot::empty(128, 16));
+    for step in 1..=5u64 {
+        let out = p.step_soc(&snap).unwrap();
+        assert_eq!(out.pack_soc_pct, 50.0);
+        // 16 per call reach the host log; the rest are counted.
+        assert_eq!(p.logs_dropped(), step * (2000 - 16), "step {step}");
+    }
+    bms_e2e::faults::row(bms_e2e::faults::untimed(
+        "hostile plugin: log flood (2,000 messages per step)",
+        "16 per call reach the log, the rest are counted and dropped; the plugin serves",
+        format!(
+            "{} dropped over 5 steps; every step answered",
+            p.logs_dropped()
+        ),
+        0,
+    ));
 }
 
 #[test]
@@ -670,4 +769,10 @@ fn a_state_bomb_is_refused_with_the_plugin_and_the_size() {
     let small = r#"{"mode": "state-bomb", "state_bytes": 1000}"#;
     let mut p = PluginInstance::load(&engine, Role::Soc, &path, small, sandbox).unwrap();
     assert_eq!(p.save_state().unwrap().len(), 1000);
+    bms_e2e::faults::row(bms_e2e::faults::untimed(
+        "hostile plugin: state bomb (2 MiB save_state)",
+        "refused at the cap, naming the plugin and the size",
+        "refused: 2097152 bytes over the 1024 KiB cap".into(),
+        0,
+    ));
 }

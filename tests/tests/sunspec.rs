@@ -38,6 +38,20 @@ fn running_site(
     std::thread::JoinHandle<()>,
     tempfile::TempDir,
 ) {
+    running_site_in(writers, tempfile::tempdir().unwrap())
+}
+
+/// As [`running_site`], with the state directory `dir` (prepared by the
+/// caller).
+fn running_site_in(
+    writers: &[&str],
+    dir: tempfile::TempDir,
+) -> (
+    u16,
+    Arc<Mutex<Option<CycleReport>>>,
+    std::thread::JoinHandle<()>,
+    tempfile::TempDir,
+) {
     let cfg = demo_site(|t| {
         let mut m = toml::Table::new();
         m.insert("bind".into(), "127.0.0.1:0".into());
@@ -48,7 +62,6 @@ fn running_site(
         t.insert("modbus".into(), toml::Value::Table(m));
         section(t, &["control"]).insert("status_interval_ms".into(), 1_000_000.into());
     });
-    let dir = tempfile::tempdir().unwrap();
     let mut site = RackSite::assemble_in(cfg, dir.path().to_path_buf()).unwrap();
     let server = site.start_modbus().unwrap().expect("[modbus] configured");
     let port = server.local_addr.port();
@@ -189,6 +202,49 @@ fn bad_requests_get_the_modbus_exception_codes_and_writes_are_authorised() {
     assert_eq!(a(&["read", "40000", "2"])["ok"], true);
     assert_eq!(a(&["write", &ctrl_hb.to_string(), "7"])["exception"], 1);
     handle.join().unwrap();
+    bms_e2e::faults::row(bms_e2e::faults::untimed(
+        "Modbus: illegal writes (read-only, bad value, stranger, spanning)",
+        "exceptions 02 / 03 / 01; nothing written",
+        "exceptions as expected; CtrlHb unchanged".into(),
+        0,
+    ));
+}
+
+#[test]
+fn under_local_control_an_allowed_writer_can_only_disconnect_and_the_mode_survives_a_restart() {
+    let _one = bms_e2e::one_paced_rack();
+    // An operator switched the site to local before it (re)started.
+    let dir = tempfile::tempdir().unwrap();
+    bmshost::io::modbus::mode::ControlMode::load(dir.path())
+        .set(bmshost::io::modbus::mode::Mode::Local)
+        .unwrap();
+    let (port, _last, handle, _dir) = running_site_in(&["127.0.0.1"], dir);
+    let probe = |args: &[&str]| {
+        let mut a = vec!["127.0.0.1".to_string(), port.to_string(), "1".into()];
+        a.extend(args.iter().map(|s| s.to_string()));
+        py("modbus_probe.py", &a)
+    };
+    // 802 points from 40072: LocRemCtl +15, CtrlHb +17, AlmRst +18.
+    let (loc_rem_ctl, ctrl_hb, alm_rst) = (40072 + 15, 40072 + 17, 40072 + 18);
+    assert_eq!(
+        probe(&["read", &loc_rem_ctl.to_string(), "1"])["registers"],
+        serde_json::json!([1]),
+        "LocRemCtl reads LOCAL"
+    );
+    for (reg, v) in [(ctrl_hb, "7"), (alm_rst, "1")] {
+        assert_eq!(
+            probe(&["write", &reg.to_string(), v])["exception"],
+            1,
+            "register {reg} under local control"
+        );
+    }
+    handle.join().unwrap();
+    bms_e2e::faults::row(bms_e2e::faults::untimed(
+        "Modbus: writes under local control (LocRemCtl = LOCAL)",
+        "refused (exception 01) but a disconnect; mode kept across a restart",
+        "CtrlHb and AlmRst refused with 01; LocRemCtl reads 1 after restart".into(),
+        0,
+    ));
 }
 
 /// A latch-producing sensor fault (cell 10 reads 500 mV high from 1 s to
@@ -296,6 +352,12 @@ fn alm_rst_from_an_allowed_writer_cannot_clear_an_msl_latch_unless_the_site_opts
             );
         } else {
             assert!(resets.is_empty(), "{resets:?}");
+            bms_e2e::faults::row(bms_e2e::faults::untimed(
+                "Modbus: AlmRst from an allowed writer while an MSL is latched",
+                "refused (exception 04) unless the site opts in; the latch holds",
+                "exception 04; latch held; no reset record".into(),
+                0,
+            ));
         }
     }
 }

@@ -16,7 +16,7 @@ fn run_with(fault: InjectedFault) -> (u64, u64) {
         bms_e2e::section(t, &["protection"]).insert("watchdog_periods".into(), 10.into());
     });
     let watchdog_ms = cfg.protection.period_ms * cfg.protection.watchdog_periods as u64;
-    let (mut site, _dir) = assemble(cfg);
+    let (mut site, dir) = assemble(cfg);
     let opts = RunOptions {
         speed: Speed::Factor(1.0),
         duration_s: Some(9.0),
@@ -25,26 +25,27 @@ fn run_with(fault: InjectedFault) -> (u64, u64) {
     };
     let (mut injected, mut opened) = (None, None);
     let mut closed_before = 0;
-    site.run(&opts, |o: Observation<'_>| {
-        let closed = o.sim.expect("simulated site").main_closed();
-        match injected {
-            None if o.t_ms >= 7000 => {
-                assert!(
-                    closed,
-                    "contactors must be closed before the fault (at {} ms)",
-                    o.t_ms
-                );
-                o.thread
-                    .expect("paced run has a protection thread")
-                    .inject(fault);
-                injected = Some(o.t_ms);
+    let summary = site
+        .run(&opts, |o: Observation<'_>| {
+            let closed = o.sim.expect("simulated site").main_closed();
+            match injected {
+                None if o.t_ms >= 7000 => {
+                    assert!(
+                        closed,
+                        "contactors must be closed before the fault (at {} ms)",
+                        o.t_ms
+                    );
+                    o.thread
+                        .expect("paced run has a protection thread")
+                        .inject(fault);
+                    injected = Some(o.t_ms);
+                }
+                None => closed_before += closed as u32,
+                Some(_) if opened.is_none() && !closed => opened = Some(o.t_ms),
+                Some(_) => {}
             }
-            None => closed_before += closed as u32,
-            Some(_) if opened.is_none() && !closed => opened = Some(o.t_ms),
-            Some(_) => {}
-        }
-    })
-    .unwrap();
+        })
+        .unwrap();
     assert!(
         closed_before > 100,
         "contactors were closed for only {closed_before} ticks before the fault"
@@ -58,6 +59,14 @@ fn run_with(fault: InjectedFault) -> (u64, u64) {
         "{fault:?}: opened {} ms after the fault, bound {bound} ms",
         opened - injected
     );
+    bms_e2e::faults::row(bms_e2e::faults::Row {
+        scenario: format!("protection thread {fault:?}"),
+        expected: "heartbeat stops; the external watchdog relay opens the contactors".into(),
+        observed: "main contact opened by the relay".into(),
+        reaction_ms: Some(opened - injected),
+        bound_ms: Some(bound),
+        records_lost: bms_e2e::faults::records_lost(dir.path(), &summary.protection_events),
+    });
     (injected, opened)
 }
 

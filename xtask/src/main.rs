@@ -7,12 +7,17 @@
 //! - `test`: build-plugins, then run every test in the workspace.
 //! - `bench-jitter`: build-plugins, then measure the protection thread's
 //!   period jitter on the 10-rack bank (see [`jitter`]).
+//! - `fuzz`: run every fuzz target for N seconds (see [`fuzz`]).
+//! - `faults`: build-plugins, then run every fault scenario and print the
+//!   fault matrix (see [`faults`]).
 //!
 //! The wasm toolchain is chosen automatically: a rustup toolchain with the
 //! `wasm32-unknown-unknown` target if installed, else Debian's `rustc-web`
 //! toolchain building std from source. `BMS_WASM_TOOLCHAIN=rustup|debian`
 //! forces one.
 
+mod faults;
+mod fuzz;
 mod jitter;
 mod toolchain;
 
@@ -44,6 +49,12 @@ fn main() -> Result<()> {
             build_plugins(&root)?;
             jitter::bench(&root, &args[1..])
         }
+        Some("fuzz") => fuzz::run(&root, &args[1..]),
+        Some("faults") => {
+            build_plugins(&root)?;
+            let python = python_env(&root)?;
+            faults::run(&root, &python)
+        }
         _ => {
             eprintln!(
                 "usage: cargo xtask <command>\n\n\
@@ -51,7 +62,9 @@ fn main() -> Result<()> {
                  build-plugins   build plugins/* into components in target/plugins/\n  \
                  demo [ARGS]     build plugins and run configs/demo-site.toml at high speed\n  \
                  test [ARGS]     build plugins and run every workspace test (ARGS go to cargo test)\n  \
-                 bench-jitter    protection period jitter on the 10-rack bank [--seconds N] [--spin-iterations N]"
+                 bench-jitter    protection period jitter on the 10-rack bank [--seconds N] [--spin-iterations N]\n  \
+                 fuzz            every fuzz target for N seconds, with executions and crashes [--seconds N]\n  \
+                 faults          every fault scenario end to end, printed as the fault matrix"
             );
             std::process::exit(2);
         }

@@ -1701,21 +1701,24 @@ BA_ \"GenMsgCycleTime\" BO_ 3 0;
         let m = msg("BMU3_CellVoltage");
         assert_eq!(m.id, CanId::Standard(0x303));
         assert_eq!(m.transmitter.as_deref(), Some("BMU3"));
-        assert_eq!(m.signals.len(), 17);
+        assert_eq!(m.signals.len(), 18);
         let mux = m.multiplexor.unwrap();
         assert_eq!(m.signals[mux].name, "BMU3_VoltMux");
+        let alive = idx(m, "BMU3_VoltAlive");
+        assert_eq!(m.signals[alive].mux, MuxRole::Plain);
         let cells: Vec<usize> = (8..12)
             .map(|c| idx(m, &format!("BMU3_Cell{c:02}_mV")))
             .collect();
         assert!(cells
             .iter()
             .all(|&c| m.signals[c].mux == MuxRole::Multiplexed(2)));
-        // 3700 << 8 | 3701 << 22 | 0 << 36 | 8000 << 50 (LE).
-        let raw: u64 = 2 | 3700 << 8 | 3701 << 22 | 8000 << 50;
+        // 2 | alive 9 << 4 | 3700 << 8 | 3701 << 22 | 0 << 36 | 8000 << 50 (LE).
+        let raw: u64 = 2 | 9 << 4 | 3700 << 8 | 3701 << 22 | 8000 << 50;
         check(
             m,
             &[
                 (mux, 2.0),
+                (alive, 9.0),
                 (cells[0], 3700.0),
                 (cells[1], 3701.0),
                 (cells[2], 0.0),
@@ -1742,22 +1745,28 @@ BA_ \"GenMsgCycleTime\" BO_ 3 0;
         );
 
         let m = msg("IVT_Current");
-        assert_eq!((m.id, m.size_bytes), (CanId::Standard(0x521), 6));
+        assert_eq!((m.id, m.size_bytes), (CanId::Standard(0x521), 7));
         check(
             m,
             &[
                 (idx(m, "IVT_MuxID"), 0.0),
+                (idx(m, "IVT_Current_Count"), 5.0),
                 (idx(m, "IVT_Current_mA"), -1_234_567.0),
+                (idx(m, "IVT_Current_CRC"), 171.0),
             ],
-            &[0x00, 0x00, 0xFF, 0xED, 0x29, 0x79],
+            &[0x00, 0x50, 0xFF, 0xED, 0x29, 0x79, 0xAB],
         );
 
         let m = msg("IVT_Voltage");
-        assert_eq!((m.id, m.size_bytes), (CanId::Standard(0x522), 6));
+        assert_eq!((m.id, m.size_bytes), (CanId::Standard(0x522), 7));
         check(
             m,
-            &[(idx(m, "IVT_Voltage_mV"), 812_345.0)],
-            &[0, 0, 0x00, 0x0C, 0x65, 0x39],
+            &[
+                (idx(m, "IVT_Voltage_Count"), 15.0),
+                (idx(m, "IVT_Voltage_mV"), 812_345.0),
+                (idx(m, "IVT_Voltage_CRC"), 1.0),
+            ],
+            &[0, 0xF0, 0x00, 0x0C, 0x65, 0x39, 1],
         );
 
         // Units the mapping layer relies on.

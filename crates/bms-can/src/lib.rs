@@ -2,8 +2,9 @@
 //!
 //! Owns: [`frame`] (identifiers and frames, range checked) and [`dbc`]
 //! (a DBC file parsed into an owned model; encode and decode of Intel and
-//! Motorola, signed and multiplexed signals, value tables, long names) and
-//! [`port`] (the never-blocking bus face, [`port::CanPort`]).
+//! Motorola, signed and multiplexed signals, value tables, long names),
+//! [`e2e`] (alive counters and CRCs of protected messages) and [`port`]
+//! (the never-blocking bus face, [`port::CanPort`]).
 //!
 //! May not touch: any bus, socket, thread or runtime, and any knowledge of
 //! racks or cells. The host maps signals to rack quantities
@@ -11,6 +12,7 @@
 //! frames with this codec.
 
 pub mod dbc;
+pub mod e2e;
 pub mod frame;
 pub mod port;
 

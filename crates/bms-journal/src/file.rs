@@ -5,13 +5,17 @@
 //! failure (a short write on a full disk, EFBIG, a failed `fsync`) the file
 //! is cut back to its last good length before the queue is written again,
 //! so a record is never glued to a fragment and a failed `fsync` is never
-//! taken for a success. May not touch: what the lines mean.
+//! taken for a success. Once the file is durable past
+//! [`Retention::segment_bytes`] it is sealed and a new one started
+//! ([`crate::segments`]). May not touch: what the lines mean.
 
 use std::fs::{File, OpenOptions};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
+
+use crate::segments::{self, Retention};
 
 /// Most bytes queued while the disk refuses them; beyond, records are
 /// dropped from the file (they stay in memory) and counted.
@@ -77,31 +81,56 @@ pub(crate) struct DurableFile {
     /// A failed attempt may have left bytes past `good_len`.
     dirty: bool,
     health: Arc<Health>,
+    retention: Retention,
+    /// Sequence number of the file's first record, and whether it holds a
+    /// pinned one: the sealed segment's name.
+    first_seq: Option<u64>,
+    pinned: bool,
+}
+
+/// What the active file already holds when it is opened.
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct Held {
+    /// File length up to the end of its last whole record.
+    pub good_len: u64,
+    pub first_seq: Option<u64>,
+    pub pinned: bool,
 }
 
 impl DurableFile {
-    /// Append to `path`, whose first `good_len` bytes are whole records.
-    pub(crate) fn open(path: &Path, good_len: u64, health: Arc<Health>) -> std::io::Result<Self> {
+    /// Append to `path`, which already holds `held`.
+    pub(crate) fn open(
+        path: &Path,
+        held: Held,
+        health: Arc<Health>,
+        retention: Retention,
+    ) -> std::io::Result<Self> {
         let file = OpenOptions::new().create(true).append(true).open(path)?;
         Ok(Self {
             file,
             path: path.to_owned(),
-            good_len,
+            good_len: held.good_len,
             queue: Vec::new(),
             queued_lines: 0,
             dirty: false,
             health,
+            retention,
+            first_seq: held.first_seq,
+            pinned: held.pinned,
         })
     }
 
-    /// Queue one line (with its `\n`) and try to make the queue durable.
-    pub(crate) fn push(&mut self, line: &[u8]) {
+    /// Queue one line (with its `\n`) of record `seq` and try to make the
+    /// queue durable.
+    pub(crate) fn push(&mut self, line: &[u8], seq: u64, pinned: bool) {
         if self.queue.len() + line.len() > MAX_QUEUED_BYTES {
             self.health.dropped.fetch_add(1, Ordering::Relaxed);
             tracing::error!(path = %self.path.display(), "journal queue full: record not written to disk");
         } else {
             self.queue.extend_from_slice(line);
             self.queued_lines += 1;
+            self.first_seq.get_or_insert(seq);
+            self.pinned |= pinned;
         }
         self.flush();
     }
@@ -124,6 +153,9 @@ impl DurableFile {
                 self.queue.clear();
                 self.queued_lines = 0;
                 self.dirty = false;
+                if self.good_len >= self.retention.segment_bytes {
+                    self.rotate();
+                }
             }
             Err(e) => {
                 self.health.write_errors.fetch_add(1, Ordering::Relaxed);
@@ -138,6 +170,38 @@ impl DurableFile {
         self.health
             .queued
             .store(self.queued_lines, Ordering::Relaxed);
+    }
+
+    /// Seal the (durable, fully written) file and start a new one. A
+    /// failure leaves the records where they are, readable, and is retried
+    /// after the next record.
+    fn rotate(&mut self) {
+        let Some(first_seq) = self.first_seq else {
+            return;
+        };
+        let result = segments::seal(&self.path, first_seq, self.pinned).and_then(|sealed| {
+            let fresh = OpenOptions::new()
+                .create_new(true)
+                .append(true)
+                .open(&self.path);
+            match fresh {
+                Ok(f) => {
+                    self.file = f;
+                    self.good_len = 0;
+                    self.first_seq = None;
+                    self.pinned = false;
+                    tracing::info!(segment = %sealed.display(), "journal segment sealed");
+                    segments::enforce(&self.path, self.retention.keep_segments).map(|_| ())
+                }
+                // The handle still appends to the sealed file: records
+                // stay whole and are read back from there.
+                Err(e) => Err(e),
+            }
+        });
+        if let Err(e) = result {
+            self.health.write_errors.fetch_add(1, Ordering::Relaxed);
+            tracing::error!(path = %self.path.display(), error = %e, "cannot rotate the journal segment");
+        }
     }
 
     fn write_queue(&mut self) -> std::io::Result<()> {

@@ -129,7 +129,7 @@ mod tests {
             j.recovery(),
             &Recovery {
                 torn_tail_bytes: 12,
-                corrupt_lines: vec![]
+                ..Recovery::default()
             }
         );
         assert_eq!(j.next_seq(), 2);

@@ -38,6 +38,10 @@ use super::trust::{self, HostKey, TrustError};
 const MAGIC: &[u8; 8] = b"BMSCW01\n";
 const HEADER_LEN: usize = MAGIC.len() + 32;
 
+/// Largest entry read: native code of a plugin is a few MiB; anything far
+/// bigger is planted or corrupt and is rejected before it is read.
+pub const MAX_ENTRY_BYTES: u64 = 256 << 20;
+
 /// Result of a lookup.
 pub enum Lookup {
     Hit(Component),
@@ -100,6 +104,20 @@ impl ArtifactCache {
             tracing::warn!(error = %e, "plugin cache directory not trusted; compiling");
             let _ = std::fs::remove_file(&path);
             return Lookup::Rejected(e.to_string());
+        }
+        match std::fs::metadata(&path) {
+            Ok(m) if m.len() > MAX_ENTRY_BYTES => {
+                return self.reject(
+                    &path,
+                    format!(
+                        "entry of {} bytes is over the {MAX_ENTRY_BYTES}-byte limit",
+                        m.len()
+                    ),
+                )
+            }
+            Ok(_) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Lookup::Miss,
+            Err(e) => return self.reject(&path, format!("cannot read: {e}")),
         }
         let bytes = match std::fs::read(&path) {
             Ok(b) => b,

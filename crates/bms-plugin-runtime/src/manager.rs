@@ -291,6 +291,7 @@ impl PluginManager {
     pub fn apply_orders(&mut self, now_ms: u64) {
         let mut changed = false;
         let mut decided = None;
+        let mut answer = None;
         // One order per cycle bounds the plugin work a boundary can add.
         if let Ok(order) = self.orders_rx.try_recv() {
             changed = true;
@@ -318,12 +319,15 @@ impl PluginManager {
                     (Ok(format!("{role}: {why}")), reply)
                 }
             };
-            if let Some(r) = reply {
-                let _ = r.send(result);
-            }
+            answer = reply.map(|r| (r, result));
         }
         if changed {
             self.board.publish(now_ms, &self.slots);
+        }
+        // Answered once the board shows the change: a caller that reads
+        // the board right after its answer sees what it asked for.
+        if let Some((r, result)) = answer {
+            let _ = r.send(result);
         }
         if let Some(role) = decided {
             self.board.installs_decided[role_index(role)].fetch_add(1, Ordering::AcqRel);
@@ -333,6 +337,13 @@ impl PluginManager {
     /// Close a cycle: record it for canaries (with the checkpoints taken in
     /// it), publish the board, and write state to disk when due.
     pub fn end_cycle(&mut self, now_ms: u64, entry: Option<HistoryEntry>) {
+        // An automatic rollback pins like an operator's: the watcher must
+        // not put back the version that just crashed in its probation.
+        for s in self.slots.iter_mut() {
+            if let Some(sha) = s.take_auto_rollback() {
+                self.board.set_pinned(s.role, Some(sha));
+            }
+        }
         // A version change (swap, rollback, automatic rollback) makes the
         // role's recorded outputs and checkpoints another version's.
         for s in self.slots.iter() {

@@ -580,6 +580,11 @@ impl PluginInstance {
         })
     }
 
+    /// Log messages dropped so far for exceeding the per-call allowance.
+    pub fn logs_dropped(&self) -> u64 {
+        self.store.data().logs_dropped
+    }
+
     /// The plugin's state, refused (not a crash) when it is larger than
     /// the sandbox's `max_state_kib`: the previous checkpoint stays.
     pub fn save_state(&mut self) -> Result<Vec<u8>, PluginError> {

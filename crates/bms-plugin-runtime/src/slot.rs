@@ -134,6 +134,9 @@ pub struct RoleSlot {
     cycles_since_checkpoint: u32,
     /// Cycles left in which a crash of a just-swapped version rolls back.
     probation_cycles: u32,
+    /// sha256 of a version this slot rolled back from on its own (a crash
+    /// in probation), until the manager pins it.
+    auto_rolled_back_from: Option<String>,
     pub state: SlotState,
     crash_times_ms: VecDeque<u64>,
     consecutive_crashes: u32,
@@ -168,6 +171,7 @@ impl RoleSlot {
             // Staggered, so the four roles do not checkpoint in one cycle.
             cycles_since_checkpoint: super::canary::role_index(role) as u32,
             probation_cycles: 0,
+            auto_rolled_back_from: None,
             state: SlotState::Fallback {
                 reason: "disabled in the site config".into(),
                 retry_at_ms: None,
@@ -376,11 +380,15 @@ impl RoleSlot {
                 label,
                 format!("{msg}; crashed within its probation after a swap: rolling back"),
             );
-            if let Err(e) = self.rollback(now_ms) {
-                self.state = SlotState::Fallback {
-                    reason: format!("{msg}; automatic rollback failed: {e}"),
-                    retry_at_ms: Some(now_ms + self.policy.restart_backoff_ms),
-                };
+            let from = self.deployed.as_ref().map(|d| d.artifact.sha256.clone());
+            match self.rollback(now_ms) {
+                Ok(_) => self.auto_rolled_back_from = from,
+                Err(e) => {
+                    self.state = SlotState::Fallback {
+                        reason: format!("{msg}; automatic rollback failed: {e}"),
+                        retry_at_ms: Some(now_ms + self.policy.restart_backoff_ms),
+                    };
+                }
             }
             return;
         }
@@ -656,6 +664,12 @@ impl RoleSlot {
         self.event(now_ms, K::RolledBack, Some(rec.to.clone()), msg.clone());
         self.last_swap = Some(rec);
         Ok(msg)
+    }
+
+    /// The version this slot rolled back from on its own since the last
+    /// call, if any: the manager pins it as it pins an operator's rollback.
+    pub fn take_auto_rollback(&mut self) -> Option<String> {
+        self.auto_rolled_back_from.take()
     }
 
     /// Keep a saved state (from disk) for a plugin that is not running, so

@@ -67,6 +67,10 @@ pub trait EventSink: Send {
     fn failing(&self) -> bool {
         false
     }
+    /// Try again to make queued records durable (called every tick while
+    /// [`EventSink::failing`], with protection's clock; the sink decides
+    /// how often it really tries).
+    fn retry(&mut self, _now_ms: u64) {}
 }
 
 /// An in-memory sink (tests, benchmarks, dry runs).

@@ -923,6 +923,11 @@ impl Protection {
     /// them once it takes writes again.
     fn check_record(&mut self, now_ms: u64) -> Events {
         let mut ev = Events::default();
+        if self.record_failing {
+            // Queued records go out once the disk takes them, with no new
+            // record needed to push them (the sink paces its attempts).
+            self.log.retry(now_ms);
+        }
         let failing = self.log.failing();
         if failing == self.record_failing {
             return ev;

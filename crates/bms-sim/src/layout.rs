@@ -16,6 +16,7 @@ use std::collections::HashMap;
 use serde::{Deserialize, Serialize};
 
 use bms_can::dbc::{Dbc, MuxRole, SignalRef};
+use bms_can::e2e::E2eProfile;
 
 /// `[sim.signals]`: the names the simulated firmware sends under.
 /// `{module}`, `{cell}`, `{cell:02}` and `{sensor}` are substituted.
@@ -28,6 +29,28 @@ pub struct SimSignals {
     pub pack_voltage: String,
     pub link_voltage: String,
     pub bleed_mask: String,
+    /// Messages the firmware protects end to end, by counter and CRC
+    /// signal (`{module}` expands per BMU).
+    pub e2e: Vec<SimE2e>,
+}
+
+/// One protected message as the firmware seals it.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct SimE2e {
+    /// Alive counter signal: +1 per send period, the same in every page.
+    #[serde(default)]
+    pub counter: Option<String>,
+    /// CRC-8 signal, one whole byte (`bms_can::e2e::crc8`).
+    #[serde(default)]
+    pub crc8: Option<String>,
+}
+
+fn e2e(counter: &str, crc8: Option<&str>) -> SimE2e {
+    SimE2e {
+        counter: Some(counter.into()),
+        crc8: crc8.map(Into::into),
+    }
 }
 
 impl Default for SimSignals {
@@ -39,6 +62,12 @@ impl Default for SimSignals {
             pack_voltage: "IVT_Voltage_mV".into(),
             link_voltage: "IVT_LinkVoltage_mV".into(),
             bleed_mask: "BMU{module}_BleedMask".into(),
+            e2e: vec![
+                e2e("BMU{module}_VoltAlive", None),
+                e2e("IVT_Current_Count", Some("IVT_Current_CRC")),
+                e2e("IVT_Voltage_Count", Some("IVT_Voltage_CRC")),
+                e2e("IVT_LinkVoltage_Count", Some("IVT_LinkVoltage_CRC")),
+            ],
         }
     }
 }
@@ -83,6 +112,15 @@ pub enum LayoutError {
         unit: String,
         expects: &'static str,
     },
+    #[error("`sim.signals.e2e[{index}]`: {source}")]
+    E2e {
+        index: usize,
+        source: bms_can::e2e::E2eError,
+    },
+    #[error("`sim.signals.e2e[{index}]`: counter and CRC are in different messages")]
+    E2eSplit { index: usize },
+    #[error("`sim.signals.e2e[{index}]`: give a `counter`, a `crc8` or both")]
+    E2eEmpty { index: usize },
 }
 
 /// The whole layout.
@@ -92,6 +130,8 @@ pub struct SimLayout {
     pub sensor: Vec<OutFrame>,
     /// Bleed-mask signals by message: (signal, module).
     bleed: HashMap<usize, Vec<(usize, usize)>>,
+    /// Protected messages by message index.
+    pub e2e: HashMap<usize, E2eProfile>,
 }
 
 fn expand(template: &str, module: usize, cell: usize, sensor: usize) -> String {
@@ -187,6 +227,41 @@ impl Builder<'_> {
     }
 }
 
+/// The profile of every message `entries` protect, for every module.
+fn protected(
+    b: &Builder<'_>,
+    entries: &[SimE2e],
+    modules: usize,
+) -> Result<HashMap<usize, E2eProfile>, LayoutError> {
+    let mut out = HashMap::new();
+    for (index, entry) in entries.iter().enumerate() {
+        let templated = [&entry.counter, &entry.crc8]
+            .iter()
+            .any(|t| t.as_deref().is_some_and(|t| t.contains("{module}")));
+        for m in 0..if templated { modules } else { 1 } {
+            let find = |t: &Option<String>| {
+                t.as_ref()
+                    .map(|t| b.find("e2e", expand(t, m, 0, 0)))
+                    .transpose()
+            };
+            let (counter, crc) = (find(&entry.counter)?, find(&entry.crc8)?);
+            let message = match (counter, crc) {
+                (Some(c), Some(r)) if c.message != r.message => {
+                    return Err(LayoutError::E2eSplit { index })
+                }
+                (Some(r), _) | (None, Some(r)) => r.message,
+                (None, None) => return Err(LayoutError::E2eEmpty { index }),
+            };
+            let msg = b.dbc.message_at(message);
+            let name = |r: Option<SignalRef>| r.map(|r| msg.signals[r.signal].name.as_str());
+            let profile = E2eProfile::new(msg, name(counter), name(crc), 1)
+                .map_err(|source| LayoutError::E2e { index, source })?;
+            out.insert(message, profile);
+        }
+    }
+    Ok(out)
+}
+
 impl SimLayout {
     /// The layout of a rack of `modules` × `cells_per_module` cells with
     /// `sensors_per_module` temperature sensors each.
@@ -246,7 +321,13 @@ impl SimLayout {
             let r = b.find("bleed_mask", expand(&names.bleed_mask, m, 0, 0))?;
             bleed.entry(r.message).or_default().push((r.signal, m));
         }
-        Ok(Self { bmu, sensor, bleed })
+        let e2e = protected(&b, &names.e2e, modules)?;
+        Ok(Self {
+            bmu,
+            sensor,
+            bleed,
+            e2e,
+        })
     }
 
     /// Apply a bleed-command frame (message index and data) to `bleed`:

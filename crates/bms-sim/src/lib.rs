@@ -169,6 +169,17 @@ pub enum FaultKind {
     /// One DBC message (by name) stops being sent; the rest of its BMU
     /// keeps talking.
     MessageSilent { message: String },
+    /// A gateway repeats its cached copy of each page of one message: the
+    /// frames keep coming on time, with the values (and the alive
+    /// counter) of the last one sent before the fault.
+    FrameReplayed { message: String },
+    /// One message's CRC byte is corrupted (every frame from now on).
+    CrcCorrupted { message: String },
+    /// One message's frames arrive one byte short (garbage on the wire).
+    FrameTruncated { message: String },
+    /// One message's measured values are sent with every bit set (beyond
+    /// any DBC range), the multiplexor, counter and CRC still right.
+    ValuesOutOfRange { message: String },
     /// An internal short: a leak resistance across one cell, in Ω.
     CellLeak { cell: usize, resistance_ohm: f64 },
     /// The current sensor reads this value whatever flows.
@@ -177,6 +188,31 @@ pub enum FaultKind {
     ContactorWelded,
     /// The precharge resistor fails open: the link never charges.
     PrechargeOpen,
+}
+
+/// What a fault does to one message's frames.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum MessageFault {
+    Silent,
+    Replayed,
+    CrcCorrupted,
+    Truncated,
+    OutOfRange,
+}
+
+impl FaultKind {
+    /// The message a per-message fault names, and what it does to it.
+    fn on_message(&self) -> Option<(&str, MessageFault)> {
+        let (m, what) = match self {
+            Self::MessageSilent { message } => (message, MessageFault::Silent),
+            Self::FrameReplayed { message } => (message, MessageFault::Replayed),
+            Self::CrcCorrupted { message } => (message, MessageFault::CrcCorrupted),
+            Self::FrameTruncated { message } => (message, MessageFault::Truncated),
+            Self::ValuesOutOfRange { message } => (message, MessageFault::OutOfRange),
+            _ => return None,
+        };
+        Some((m.as_str(), what))
+    }
 }
 
 /// A `[sim]` value out of range.
@@ -322,8 +358,14 @@ pub struct Simulator {
     current_frames: Vec<OutFrame>,
     voltage_offset_v: Vec<f64>,
     silent_modules: Vec<bool>,
-    /// DBC message indices no longer sent.
-    silent_messages: Vec<usize>,
+    /// Faults on single messages: (DBC message index, what).
+    message_faults: Vec<(usize, MessageFault)>,
+    /// The last frame sent per entry of `bmu_frames` / `current_frames`.
+    last_bmu: Vec<Option<CanFrame>>,
+    last_current: Vec<Option<CanFrame>>,
+    /// Send periods so far, BMU and current sensor: the alive counters.
+    bmu_periods: u32,
+    current_periods: u32,
     current_stuck_a: Option<f64>,
     next_fault: usize,
     current_a: f64,
@@ -357,11 +399,11 @@ impl Simulator {
             &mut rng,
         );
         for f in &cfg.faults {
-            if let FaultKind::MessageSilent { message } = &f.kind {
+            if let Some((message, _)) = f.kind.on_message() {
                 if dbc.message_index(message).is_none() {
                     return Err(SimError::UnknownMessage {
                         dbc: dbc.origin().to_string(),
-                        message: message.clone(),
+                        message: message.to_string(),
                     });
                 }
             }
@@ -375,6 +417,7 @@ impl Simulator {
             r.temp_sensors_per_module,
         )?;
         let (bmu_frames, current_frames) = (layout.bmu.clone(), layout.sensor.clone());
+        let (bmu_count, current_count) = (bmu_frames.len(), current_frames.len());
         Ok(Self {
             model,
             port,
@@ -395,7 +438,11 @@ impl Simulator {
             current_frames,
             voltage_offset_v: vec![0.0; cells],
             silent_modules: vec![false; r.modules],
-            silent_messages: Vec::new(),
+            message_faults: Vec::new(),
+            last_bmu: vec![None; bmu_count],
+            last_current: vec![None; current_count],
+            bmu_periods: 0,
+            current_periods: 0,
             current_stuck_a: None,
             next_fault: 0,
             current_a: 0.0,
@@ -504,6 +551,12 @@ impl Simulator {
                 break;
             }
             tracing::warn!(at_s = f.at_s, fault = ?f.kind, "sim: injecting fault");
+            if let Some((message, what)) = f.kind.on_message() {
+                // Known: checked in `new`.
+                if let Some(i) = self.dbc.message_index(message) {
+                    self.message_faults.push((i, what));
+                }
+            }
             match f.kind {
                 FaultKind::CellSoc { cell, soc_pct } => {
                     if let Some(c) = self.model.cells.get_mut(cell) {
@@ -525,12 +578,6 @@ impl Simulator {
                         *s = true;
                     }
                 }
-                FaultKind::MessageSilent { ref message } => {
-                    // Checked in `new`.
-                    if let Some(i) = self.dbc.message_index(message) {
-                        self.silent_messages.push(i);
-                    }
-                }
                 FaultKind::CellLeak {
                     cell,
                     resistance_ohm,
@@ -540,6 +587,11 @@ impl Simulator {
                     }
                 }
                 FaultKind::CurrentStuck { value_a } => self.current_stuck_a = Some(value_a),
+                FaultKind::MessageSilent { .. }
+                | FaultKind::FrameReplayed { .. }
+                | FaultKind::CrcCorrupted { .. }
+                | FaultKind::FrameTruncated { .. }
+                | FaultKind::ValuesOutOfRange { .. } => {}
                 FaultKind::ContactorWelded => self.main_welded = true,
                 FaultKind::PrechargeOpen => self.precharge_open = true,
             }
@@ -580,44 +632,96 @@ impl Simulator {
     }
 
     fn transmit(&mut self, bmu: bool) {
-        let layouts = if bmu {
-            std::mem::take(&mut self.bmu_frames)
+        let (layouts, mut last, period) = if bmu {
+            self.bmu_periods = self.bmu_periods.wrapping_add(1);
+            (
+                std::mem::take(&mut self.bmu_frames),
+                std::mem::take(&mut self.last_bmu),
+                self.bmu_periods,
+            )
         } else {
-            std::mem::take(&mut self.current_frames)
+            self.current_periods = self.current_periods.wrapping_add(1);
+            (
+                std::mem::take(&mut self.current_frames),
+                std::mem::take(&mut self.last_current),
+                self.current_periods,
+            )
         };
-        for layout in &layouts {
-            let silent = self.silent_messages.contains(&layout.message)
-                || layout.values.iter().any(|&(_, q, _)| match q {
-                    SimValue::CellVoltage(i) => self.silent_modules[i / self.cells_per_module],
-                    SimValue::Temperature(s) => self.silent_modules[s / self.sensors_per_module],
-                    _ => false,
-                });
-            if silent {
+        for (layout, last) in layouts.iter().zip(last.iter_mut()) {
+            if self.is_silent(layout) {
                 continue;
             }
-            let mut values: Vec<(usize, f64)> = Vec::with_capacity(layout.values.len() + 1);
-            if let Some((sig, v)) = layout.mux {
-                values.push((sig, v as f64));
-            }
-            for &(sig, q, per_si) in &layout.values {
-                values.push((sig, self.measure(q) * per_si));
-            }
-            let msg = self.dbc.message_at(layout.message);
-            match msg.encode_frame(&values) {
-                Ok(frame) => {
-                    let _ = self.port.send(&frame);
-                }
-                // Out-of-range physics (e.g. a cell driven far beyond the
-                // DBC range) is simply not transmittable: the BMU stays
-                // silent and the host sees the module go stale.
-                Err(e) => tracing::debug!(message = %msg.name, error = %e, "sim: cannot encode"),
+            let cached = last.filter(|_| self.has(layout.message, MessageFault::Replayed));
+            if let Some(frame) = cached.or_else(|| self.build_frame(layout, period)) {
+                let _ = self.port.send(&frame);
+                *last = Some(frame);
             }
         }
         if bmu {
-            self.bmu_frames = layouts;
+            (self.bmu_frames, self.last_bmu) = (layouts, last);
         } else {
-            self.current_frames = layouts;
+            (self.current_frames, self.last_current) = (layouts, last);
         }
+    }
+
+    fn has(&self, message: usize, what: MessageFault) -> bool {
+        self.message_faults.contains(&(message, what))
+    }
+
+    fn is_silent(&self, layout: &OutFrame) -> bool {
+        self.has(layout.message, MessageFault::Silent)
+            || layout.values.iter().any(|&(_, q, _)| match q {
+                SimValue::CellVoltage(i) => self.silent_modules[i / self.cells_per_module],
+                SimValue::Temperature(s) => self.silent_modules[s / self.sensors_per_module],
+                _ => false,
+            })
+    }
+
+    /// One page of a message as the firmware sends it in send period
+    /// `period`: measurements, alive counter, CRC.
+    fn build_frame(&mut self, layout: &OutFrame, period: u32) -> Option<CanFrame> {
+        let mut values: Vec<(usize, f64)> = Vec::with_capacity(layout.values.len() + 2);
+        if let Some((sig, v)) = layout.mux {
+            values.push((sig, v as f64));
+        }
+        let e2e = self.layout.e2e.get(&layout.message).cloned();
+        if let Some((sig, modulus)) = e2e.as_ref().and_then(|p| p.counter()) {
+            values.push((sig, f64::from(period % modulus)));
+        }
+        for &(sig, q, per_si) in &layout.values {
+            values.push((sig, self.measure(q) * per_si));
+        }
+        let msg = self.dbc.message_at(layout.message);
+        let mut data = match msg.encode(&values) {
+            Ok(d) => d,
+            // Out-of-range physics (e.g. a cell driven far beyond the
+            // DBC range) is simply not transmittable: the BMU stays
+            // silent and the host sees the module go stale.
+            Err(e) => {
+                tracing::debug!(message = %msg.name, error = %e, "sim: cannot encode");
+                return None;
+            }
+        };
+        if self.has(layout.message, MessageFault::OutOfRange) {
+            for &(sig, _, _) in &layout.values {
+                let s = &msg.signals[sig];
+                let ones = u64::MAX >> (64 - u32::from(s.size_bits));
+                let _ = s.encode_raw(ones, &mut data);
+            }
+        }
+        if let Some(p) = &e2e {
+            p.seal(msg.id, &mut data);
+            if let Some(b) = p
+                .crc_byte()
+                .filter(|_| self.has(layout.message, MessageFault::CrcCorrupted))
+            {
+                data[b] ^= 0x5A;
+            }
+        }
+        if self.has(layout.message, MessageFault::Truncated) {
+            data.pop();
+        }
+        CanFrame::new(msg.id, &data).ok()
     }
 
     /// Ground truth, for reporting only.

@@ -8,6 +8,7 @@ use clap::{Parser, Subcommand};
 
 use bmshost::api::{call, Request, Response, Who};
 use bmshost::config::SiteConfig;
+use bmshost::io::modbus::mode::Mode;
 use bmshost::plugins::events::PluginEvent;
 use bmshost::plugins::slot::SlotStatus;
 use bmshost::plugins::Role;
@@ -86,6 +87,16 @@ enum Command {
     Reload { role: Role },
     /// Return the role to the version before its last swap.
     Rollback { role: Role },
+    /// Local or remote control (SunSpec `LocRemCtl`). Without a mode,
+    /// print it; `local` refuses every Modbus write but a disconnect,
+    /// `remote` allows them again. Switching needs an operator.
+    Control { mode: Option<ControlArg> },
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum ControlArg {
+    Local,
+    Remote,
 }
 
 fn socket(cli: &Cli) -> Result<PathBuf> {
@@ -159,6 +170,35 @@ fn ask(path: &std::path::Path, req: &Request) -> Result<serde_json::Value> {
     Ok(resp.result.unwrap_or_default())
 }
 
+/// What a command sends: one request, or a record read a page at a time
+/// from a sequence number.
+enum Ask {
+    One(Request),
+    Pages(u64, fn(u64) -> Request),
+}
+
+/// Every record after `since`, a page at a time.
+fn all_pages(
+    path: &std::path::Path,
+    since: u64,
+    request: impl Fn(u64) -> Request,
+) -> Result<serde_json::Value> {
+    let mut all = Vec::new();
+    let mut after = since;
+    loop {
+        let page = ask(path, &request(after))?;
+        let page = page.as_array().cloned().unwrap_or_default();
+        let n = page.len();
+        if let Some(seq) = page.last().and_then(|r| r["seq"].as_u64()) {
+            after = seq;
+        }
+        all.extend(page);
+        if n < bmshost::api::PAGE {
+            return Ok(serde_json::Value::Array(all));
+        }
+    }
+}
+
 fn main() -> Result<()> {
     let cli = Cli::parse();
     let req = match &cli.command {
@@ -176,27 +216,47 @@ fn main() -> Result<()> {
             );
             return Ok(());
         }
-        Command::Status => Request::Status,
-        Command::Events { since } => Request::Events { since_seq: *since },
-        Command::Audit { since } => Request::Audit { since_seq: *since },
-        Command::Open { reason } => Request::Open {
+        Command::Status => Ask::One(Request::Status),
+        Command::Events { since } => Ask::Pages(*since, |s| Request::Events {
+            since_seq: s,
+            limit: bmshost::api::PAGE,
+        }),
+        Command::Audit { since } => Ask::Pages(*since, |s| Request::Audit {
+            since_seq: s,
+            limit: bmshost::api::PAGE,
+        }),
+        Command::Open { reason } => Ask::One(Request::Open {
             reason: reason.clone(),
             user: cli.user.clone().unwrap_or_default(),
-        },
-        Command::Release => Request::Release { who: who(&cli)? },
-        Command::Reset => Request::Reset { who: who(&cli)? },
-        Command::Plugins => Request::Plugins,
-        Command::Reload { role } => Request::Reload {
+        }),
+        Command::Release => Ask::One(Request::Release { who: who(&cli)? }),
+        Command::Reset => Ask::One(Request::Reset { who: who(&cli)? }),
+        Command::Plugins => Ask::One(Request::Plugins),
+        Command::Reload { role } => Ask::One(Request::Reload {
             role: *role,
             who: who(&cli)?,
-        },
-        Command::Rollback { role } => Request::Rollback {
+        }),
+        Command::Rollback { role } => Ask::One(Request::Rollback {
             role: *role,
             who: who(&cli)?,
-        },
+        }),
+        Command::Control { mode: None } => Ask::One(Request::Control {
+            mode: None,
+            who: Who::default(),
+        }),
+        Command::Control { mode: Some(m) } => Ask::One(Request::Control {
+            mode: Some(match m {
+                ControlArg::Local => Mode::Local,
+                ControlArg::Remote => Mode::Remote,
+            }),
+            who: who(&cli)?,
+        }),
     };
     let path = socket(&cli)?;
-    let result = ask(&path, &req)?;
+    let result = match req {
+        Ask::One(r) => ask(&path, &r)?,
+        Ask::Pages(since, request) => all_pages(&path, since, request)?,
+    };
     if cli.json {
         println!("{}", serde_json::to_string_pretty(&result)?);
         return Ok(());
@@ -210,7 +270,10 @@ fn main() -> Result<()> {
                 println!("  {}", bmshost::telemetry::event_line(r));
             }
             let recs: Vec<PluginEvent> =
-                serde_json::from_value(ask(&path, &Request::PluginEvents { since_seq: since })?)?;
+                serde_json::from_value(all_pages(&path, since, |s| Request::PluginEvents {
+                    since_seq: s,
+                    limit: bmshost::api::PAGE,
+                })?)?;
             println!("plugin events:");
             for r in &recs {
                 println!("  {}", bmshost::telemetry::plugin_event_line(r));
@@ -223,6 +286,7 @@ fn main() -> Result<()> {
         Command::Reload { .. }
         | Command::Rollback { .. }
         | Command::Open { .. }
+        | Command::Control { .. }
         | Command::Release => {
             println!("{}", result.as_str().unwrap_or_default());
         }

@@ -203,6 +203,7 @@ fn start_api(
             shared: site.shared.clone(),
             guard: guard.clone(),
             audit: site.audit.clone(),
+            control_mode: site.control_mode(),
             plugins: Some(site.plugin_control(guard.clone())),
         },
     )

@@ -79,6 +79,10 @@ pub struct SiteConfig {
     /// site drives the simulator's contactors.
     #[serde(default)]
     pub outputs: Option<OutputsConfig>,
+    /// How the event and audit records bound memory and disk (segment
+    /// size, sealed segments kept, records in memory).
+    #[serde(default)]
+    pub journal: bms_journal::Retention,
     /// Directory of the config file; relative paths resolve against it.
     #[serde(skip)]
     pub base_dir: PathBuf,
@@ -170,9 +174,43 @@ pub struct CanConfig {
     /// `module_timeout_ms` / `current_timeout_ms` alone.
     #[serde(default)]
     pub message_period_ms: std::collections::BTreeMap<String, u64>,
+    /// End-to-end checks of inbound messages; absent: none.
+    #[serde(default)]
+    pub e2e: Vec<CanE2e>,
 }
 
 fn default_stale_after_periods() -> u32 {
+    3
+}
+
+/// `[[can.e2e]]`: one protected inbound message (or one per module, with
+/// `{module}` in a signal name). A frame whose counter repeats, jumps by
+/// more than `max_counter_jump`, or whose CRC is wrong is dropped; after
+/// `max_bad` such frames in a row (per multiplexed page) the message
+/// counts as lost and every module or sensor it carries is stale, until
+/// `max_bad` good frames in a row. See `bms_can::e2e` for the CRC.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CanE2e {
+    /// DBC signal of the alive counter (2..=16 bits, in every page).
+    #[serde(default)]
+    pub counter: Option<String>,
+    /// DBC signal of the CRC-8/SAE-J1850 byte.
+    #[serde(default)]
+    pub crc8: Option<String>,
+    /// Bad frames in a row before the message counts as lost. Default 3.
+    #[serde(default = "default_e2e_max_bad")]
+    pub max_bad: u32,
+    /// Largest counter step still accepted (lost frames). Default 3.
+    #[serde(default = "default_e2e_max_counter_jump")]
+    pub max_counter_jump: u16,
+}
+
+fn default_e2e_max_bad() -> u32 {
+    3
+}
+
+fn default_e2e_max_counter_jump() -> u16 {
     3
 }
 
@@ -411,6 +449,16 @@ impl SiteConfig {
             ));
         }
         positive(self, "rack.capacity_ah", r.capacity_ah)?;
+        let j = &self.journal;
+        if j.segment_bytes < 4096 || j.memory_records == 0 {
+            return Err(self.invalid(
+                "journal",
+                format!(
+                    "segment_bytes must be >= 4096 and memory_records >= 1, got {} and {}",
+                    j.segment_bytes, j.memory_records
+                ),
+            ));
+        }
         positive(self, "rack.bleed_resistance_ohm", r.bleed_resistance_ohm)?;
         if self.control.cycle_ms == 0 || self.control.cycle_ms > 10_000 {
             return Err(self.invalid(

@@ -382,3 +382,38 @@ fn a_hardware_site_needs_outputs_and_a_sim_site_refuses_them() {
         .to_string();
     assert!(e.contains("`outputs`") && e.contains("[sim]"), "{e}");
 }
+
+/// Fuzz target (bolero): the site loader takes any text (alone, or
+/// spliced into the demo site so inputs reach the deeper checks) and
+/// answers with a config or an error naming the file, never a panic.
+#[test]
+fn fuzz_site_config() {
+    let demo = demo_text();
+    let runs = std::sync::atomic::AtomicU64::new(0);
+    bolero::check!().for_each(|bytes: &[u8]| {
+        runs.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let input = String::from_utf8_lossy(bytes);
+        let at = bytes
+            .first()
+            .map_or(0, |b| usize::from(*b) * demo.len() / 256);
+        let at = (0..=at)
+            .rev()
+            .find(|&i| demo.is_char_boundary(i))
+            .unwrap_or(0);
+        let end = (at + input.len().min(64)).min(demo.len());
+        let end = (end..=demo.len())
+            .find(|&i| demo.is_char_boundary(i))
+            .unwrap_or(demo.len());
+        let spliced = format!("{}{input}{}", &demo[..at], &demo[end..]);
+        for text in [input.as_ref(), spliced.as_str()] {
+            if let Err(e) = SiteConfig::parse(text, &configs("fuzz.toml")) {
+                let msg = e.to_string();
+                assert!(!msg.is_empty());
+            }
+        }
+    });
+    println!(
+        "fuzz target site_config: {} executions",
+        runs.load(std::sync::atomic::Ordering::Relaxed)
+    );
+}

@@ -79,4 +79,39 @@ mod tests {
         assert_eq!(kinds, [EventKind::Raised, EventKind::Latched]);
         assert_eq!(read.torn_lines, 0, "the fragment was cut, not glued");
     }
+
+    /// A deep-under-voltage latch long past the memory window and many
+    /// sealed segments: pinned, it is still restored at the next start.
+    #[test]
+    fn a_persistent_latch_outlives_retention_and_is_restored_after_a_restart() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("events.jsonl");
+        let small = crate::journal::Retention {
+            segment_bytes: 4096,
+            keep_segments: 2,
+            memory_records: 50,
+        };
+        let mut log = EventLog::open_with(&path, small).unwrap();
+        log.append(EventRecord {
+            quantity: Some(Quantity::CellDeepUnderVoltage),
+            ..rec(EventKind::Latched)
+        });
+        for _ in 0..3000 {
+            log.append(rec(EventKind::Raised));
+        }
+        assert!(log.records().len() <= 101);
+        drop(log);
+        let sealed = crate::journal::segments::sealed(&path).unwrap();
+        assert_eq!(sealed.iter().filter(|s| !s.pinned).count(), 2);
+        assert!(sealed[0].pinned && sealed[0].first_seq == 1, "{sealed:?}");
+
+        let cfg = crate::config::SiteConfig::load(
+            &std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../configs/demo-site.toml"),
+        )
+        .unwrap();
+        let log = EventLog::open_with(&path, small).unwrap();
+        let p = bms_protection::Protection::new(cfg.protection.clone(), 500, log);
+        let latched: Vec<_> = p.latched().iter().map(|l| l.quantity).collect();
+        assert_eq!(latched, [Quantity::CellDeepUnderVoltage]);
+    }
 }

@@ -100,7 +100,7 @@ impl BankSite {
             })
             .collect();
         let bank = Arc::new(Bank::new(Some(&bank_cfg), handles));
-        let audit = Arc::new(crate::audit::Audit::open(&state_dir)?);
+        let audit = Arc::new(crate::audit::Audit::open(&state_dir, cfg.journal)?);
         let field = FieldIo::new(
             &cfg,
             bank,
@@ -109,6 +109,7 @@ impl BankSite {
                 .map(|s| (s.protection.clone(), s.shared.clone()))
                 .collect(),
             audit,
+            &state_dir,
         );
         Ok(Self {
             cfg,

@@ -11,6 +11,7 @@ use anyhow::{Context, Result};
 
 use crate::bank::{Bank, BankState};
 use crate::config::SiteConfig;
+use crate::io::modbus::mode::ControlMode;
 use crate::io::modbus::pcs::PcsLink;
 use crate::io::modbus::server::{RackPath, RegisterBoard, ServerConfig, SunSpecServer};
 use crate::io::modbus::{Publisher, RackReport};
@@ -23,6 +24,8 @@ pub struct FieldIo {
     publisher: Option<Publisher>,
     /// Where Modbus write attempts are recorded.
     audit: Arc<crate::audit::Audit>,
+    /// Local or remote control (`LocRemCtl`), switched over the control API.
+    pub mode: Arc<ControlMode>,
 }
 
 impl FieldIo {
@@ -31,17 +34,24 @@ impl FieldIo {
         bank: Arc<Bank>,
         racks: Vec<(Arc<Mutex<Protection>>, Arc<Shared>)>,
         audit: Arc<crate::audit::Audit>,
+        state_dir: &std::path::Path,
     ) -> Self {
+        let mode = Arc::new(ControlMode::load(state_dir));
         let racks: Vec<RackPath> = racks
             .into_iter()
             .map(|(protection, shared)| RackPath { protection, shared })
             .collect();
-        let publisher = Publisher::new(cfg, racks.iter().map(|r| r.shared.clone()).collect());
+        let publisher = Publisher::new(
+            cfg,
+            racks.iter().map(|r| r.shared.clone()).collect(),
+            mode.clone(),
+        );
         Self {
             bank,
             racks,
             publisher,
             audit,
+            mode,
         }
     }
 

@@ -221,7 +221,7 @@ impl RackSite {
         })
         .context("starting the plugin reloader")?;
         let events_path = state_dir.join("events.jsonl");
-        let mut log = EventLog::open(&events_path)?;
+        let mut log = EventLog::open_with(&events_path, cfg.journal)?;
         let events = Arc::new(Mutex::new(log.feed()));
         let data_timeout_ms = cfg.can.module_timeout_ms.max(cfg.can.current_timeout_ms);
         let first_seq = log.records().last().map_or(1, |r| r.seq + 1);
@@ -254,12 +254,13 @@ impl RackSite {
                 liveness: liveness.clone(),
             }],
         ));
-        let audit = Arc::new(crate::audit::Audit::open(&state_dir)?);
+        let audit = Arc::new(crate::audit::Audit::open(&state_dir, cfg.journal)?);
         let field = FieldIo::new(
             &cfg,
             bank,
             vec![(task.protection.clone(), shared.clone())],
             audit.clone(),
+            &state_dir,
         );
         Ok(Self {
             protection: task.protection.clone(),
@@ -302,6 +303,11 @@ impl RackSite {
     /// The register board, when `[modbus]` is configured.
     pub fn modbus_board(&self) -> Option<Arc<crate::io::modbus::server::RegisterBoard>> {
         self.field.board()
+    }
+
+    /// Local or remote control of the site (`LocRemCtl`).
+    pub fn control_mode(&self) -> Arc<crate::io::modbus::mode::ControlMode> {
+        self.field.mode.clone()
     }
 
     /// Operator reloads (also what the control API uses).

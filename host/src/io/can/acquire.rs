@@ -11,6 +11,10 @@
 //!   `can.current_timeout_ms`, makes its source `Stale`. This catches a
 //!   multiplexed page that stops while its message keeps coming.
 //!
+//! A protected message (`can.e2e`) whose alive counter repeats or whose
+//! CRC fails has those frames dropped, and once it counts as lost (see
+//! [`super::e2e`]) its sources are `Stale` as if it were silent.
+//!
 //! Protection acts on `Stale` (communication loss). Malformed frames
 //! (wrong length) and values outside the DBC range are counted and
 //! dropped: they never turn into plausible-looking numbers.
@@ -19,6 +23,7 @@ use std::sync::Arc;
 
 use super::bus::Received;
 use super::dbc::SignalRef;
+use super::e2e::{E2eStats, E2eSupervisor};
 use super::mapping::{FrameLayout, Quantity, RackMap};
 use super::CanFrame;
 use crate::config::SiteConfig;
@@ -41,6 +46,9 @@ pub struct AcquireStats {
     /// Error frames, bus-off and send failures reported by the bus.
     #[serde(flatten)]
     pub bus: super::bus::BusStats,
+    /// Frames dropped by end-to-end checks, and messages lost to them.
+    #[serde(flatten)]
+    pub e2e: E2eStats,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -75,6 +83,7 @@ pub struct Acquisition {
     /// currently reported silent.
     last_rx_ms: Vec<Option<u64>>,
     reported_silent: Vec<bool>,
+    e2e: E2eSupervisor,
     pub stats: AcquireStats,
 }
 
@@ -108,6 +117,7 @@ impl Acquisition {
             link_v: NONE,
             current_changed_ms: 0,
             bleed_frames,
+            e2e: E2eSupervisor::new(map.dbc.messages().len(), &map.protected),
             map,
             stats: AcquireStats::default(),
         }
@@ -133,6 +143,14 @@ impl Acquisition {
                     continue;
                 }
             };
+            let e2e = &mut self.stats.e2e;
+            if self
+                .e2e
+                .check(index, msg, frame.id(), frame.data(), at_ms, e2e)
+                .is_err()
+            {
+                continue;
+            }
             if let Some(w) = self.watch_of_message[index] {
                 self.last_rx_ms[w] = Some(at_ms);
             }
@@ -233,7 +251,7 @@ impl Acquisition {
         let mut module_silent = vec![false; modules];
         let mut current_silent = false;
         for (w, watched) in self.map.watched.iter().enumerate() {
-            if self.silent(w, now_ms) {
+            if self.silent(w, now_ms) || self.e2e.lost(watched.message) {
                 current_silent |= watched.current_sensor;
                 for &m in &watched.modules {
                     module_silent[m] = true;
@@ -396,7 +414,9 @@ mod tests {
         frames.iter().map(|f| (*f).into()).collect()
     }
 
-    fn all_inbound(map: &RackMap) -> Vec<CanFrame> {
+    /// Every inbound mapped frame of send period `seq`, with mid-range
+    /// values, alive counters and CRCs as the firmware sends them.
+    fn all_inbound(map: &RackMap, seq: u32) -> Vec<CanFrame> {
         map.frames(|q| !matches!(q, Quantity::BleedMask(_) | Quantity::Heartbeat))
             .iter()
             .map(|l| {
@@ -410,7 +430,16 @@ mod tests {
                     })
                     .collect();
                 values.extend(l.mux.map(|(s, v)| (s, v as f64)));
-                msg.encode_frame(&values).unwrap()
+                let e2e = map.protected.iter().find(|p| p.message == l.message);
+                let e2e = e2e.map(|p| &p.profile);
+                if let Some((s, modulus)) = e2e.and_then(|p| p.counter()) {
+                    values.push((s, f64::from(seq % modulus)));
+                }
+                let mut data = msg.encode(&values).unwrap();
+                if let Some(p) = e2e {
+                    p.seal(msg.id, &mut data);
+                }
+                CanFrame::new(msg.id, &data).unwrap()
             })
             .collect()
     }
@@ -469,16 +498,17 @@ mod tests {
         let (cfg, map) = demo("BMS_Alive").unwrap();
         assert_eq!(cfg.can.module_timeout_ms, 500);
         let mut acq = Acquisition::new(&cfg, map.clone());
-        let frames = all_inbound(&map);
+        let frames = |t: u64| all_inbound(&map, (t / 20) as u32);
         let temp2 = map.dbc.message("BMU2_Temperature").unwrap().id;
-        let all_but: Vec<CanFrame> = frames.iter().filter(|f| f.id() != temp2).cloned().collect();
+        let all_but =
+            |t| -> Vec<CanFrame> { frames(t).into_iter().filter(|f| f.id() != temp2).collect() };
         // Everything for 200 ms, then BMU2_Temperature stops.
         for t in (0..=200).step_by(20) {
-            acq.ingest(&rx(&frames), t);
+            acq.ingest(&rx(&frames(t)), t);
         }
         let mut stale_at = None;
         for t in (220..=700).step_by(20) {
-            acq.ingest(&rx(&all_but), t);
+            acq.ingest(&rx(&all_but(t)), t);
             let snap = acq.snapshot(t, false);
             let stale: Vec<usize> = (0..map.modules)
                 .filter(|&m| snap.module_comm[m] == CommStatus::Stale)
@@ -495,7 +525,7 @@ mod tests {
         assert_eq!(stale_at, Some(520));
         assert_eq!(acq.silent_messages(700), ["BMU2_Temperature"]);
         assert_eq!(acq.stats.message_timeouts, 1);
-        acq.ingest(&rx(&frames), 720);
+        acq.ingest(&rx(&frames(720)), 720);
         assert!(acq
             .snapshot(720, false)
             .module_comm
@@ -503,6 +533,125 @@ mod tests {
             .all(|c| *c == CommStatus::Ok));
         assert!(acq.silent_messages(720).is_empty());
         assert_eq!(acq.stats.message_timeouts, 1, "counted once per silence");
+    }
+
+    /// Period `seq` at `seq × 20` ms, with `edit` applied to the frames.
+    fn period(
+        acq: &mut Acquisition,
+        map: &RackMap,
+        seq: u32,
+        edit: impl Fn(&mut Vec<CanFrame>),
+    ) -> PackSnapshot {
+        let mut frames = all_inbound(map, seq);
+        edit(&mut frames);
+        let t = u64::from(seq) * 20;
+        acq.ingest(&rx(&frames), t);
+        acq.snapshot(t, false)
+    }
+
+    #[test]
+    fn a_replayed_message_is_dropped_and_its_module_goes_stale_until_it_counts_again() {
+        let (cfg, map) = demo("BMS_Alive").unwrap();
+        let mut acq = Acquisition::new(&cfg, map.clone());
+        for seq in 0..10 {
+            period(&mut acq, &map, seq, |_| {});
+        }
+        // From period 10 a gateway repeats its cached copy of each page of
+        // BMU3's cell voltages (period 9's), on time.
+        let cells3 = map.dbc.message("BMU3_CellVoltage").unwrap().id;
+        let cached: Vec<CanFrame> = all_inbound(&map, 9)
+            .into_iter()
+            .filter(|f| f.id() == cells3)
+            .collect();
+        let replay = |f: &mut Vec<CanFrame>| {
+            f.retain(|f| f.id() != cells3);
+            f.extend(cached.iter().copied());
+        };
+        let stale = |s: &PackSnapshot| -> Vec<usize> {
+            (0..8)
+                .filter(|&m| s.module_comm[m] == CommStatus::Stale)
+                .collect()
+        };
+        for seq in 10..12 {
+            let s = period(&mut acq, &map, seq, replay);
+            assert!(stale(&s).is_empty(), "period {seq}: {:?}", stale(&s));
+        }
+        // The third repeat in a row (max_bad = 3): module 3 is stale, long
+        // before its 300 ms message deadline would notice anything.
+        assert_eq!(stale(&period(&mut acq, &map, 12, replay)), [3]);
+        assert_eq!(acq.stats.e2e.e2e_repeated, 3 * 4, "3 periods × 4 pages");
+        assert_eq!(acq.stats.e2e.e2e_lost, 1);
+        // Fresh frames again: the first counter jumps (9 → 13, dropped and
+        // resynchronised), then three good in a row before it is trusted.
+        for seq in 13..16 {
+            assert_eq!(stale(&period(&mut acq, &map, seq, |_| {})), [3], "{seq}");
+        }
+        assert_eq!(acq.stats.e2e.e2e_skipped, 4);
+        assert!(stale(&period(&mut acq, &map, 16, |_| {})).is_empty());
+    }
+
+    #[test]
+    fn a_bad_crc_drops_the_frame_and_the_current_sensor_goes_stale() {
+        let (cfg, map) = demo("BMS_Alive").unwrap();
+        let mut acq = Acquisition::new(&cfg, map.clone());
+        for seq in 0..10 {
+            period(&mut acq, &map, seq, |_| {});
+        }
+        let ivt = map.dbc.message("IVT_Current").unwrap().id;
+        // One flipped bit in the current value, the CRC left as it was.
+        let corrupt = |f: &mut Vec<CanFrame>| {
+            for frame in f.iter_mut().filter(|f| f.id() == ivt) {
+                let mut d = frame.data().to_vec();
+                d[4] ^= 0x10;
+                *frame = CanFrame::new(ivt, &d).unwrap();
+            }
+        };
+        for seq in 10..12 {
+            let s = period(&mut acq, &map, seq, corrupt);
+            assert_eq!(s.current_comm, CommStatus::Ok, "period {seq}");
+        }
+        assert_eq!(acq.stats.e2e.e2e_bad_crc, 2, "each corrupt frame dropped");
+        let s = period(&mut acq, &map, 12, corrupt);
+        assert_eq!(s.current_comm, CommStatus::Stale);
+        assert_eq!(acq.stats.e2e.e2e_bad_crc, 3);
+        // The IVT's 60 ms deadline would only have fired at 260 ms.
+        assert!(acq.silent_messages(240).is_empty());
+    }
+
+    #[test]
+    fn an_e2e_entry_that_cannot_work_names_its_field() {
+        for (entry, field, needle) in [
+            (
+                "counter = \"BMU{module}_Nope\"",
+                "can.e2e[0].counter",
+                "BMU0_Nope",
+            ),
+            (
+                "counter = \"IVT_Current_Count\"\ncrc8 = \"IVT_Voltage_CRC\"",
+                "can.e2e[0].crc8",
+                "different messages",
+            ),
+            ("crc8 = \"IVT_Current_mA\"", "can.e2e[0].crc8", "whole"),
+            (
+                "counter = \"BMS_Alive\"",
+                "can.e2e[0].counter",
+                "no mapped inbound",
+            ),
+            ("max_bad = 2", "can.e2e[0].counter", "a `counter`, a `crc8`"),
+            (
+                "counter = \"IVT_Current_Count\"\nmax_bad = 0",
+                "can.e2e[0].max_bad",
+                "at least 1",
+            ),
+        ] {
+            let e = demo_with(|t| {
+                let start = t.find("[[can.e2e]]").unwrap();
+                let end = t.find("[can.signals]").unwrap();
+                format!("{}[[can.e2e]]\n{entry}\n\n{}", &t[..start], &t[end..])
+            })
+            .unwrap_err();
+            assert!(e.contains(field) && e.contains(needle), "{entry}: {e}");
+        }
     }
 
     #[test]

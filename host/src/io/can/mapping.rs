@@ -3,9 +3,9 @@
 //! every module / cell / sensor and looked up in the DBC, and a missing
 //! signal is an error naming both the signal and the DBC file.
 //!
-//! The simulator encodes with the same mapping the host decodes with, so
-//! both sides of the virtual wire agree by construction, as a real BMU and
-//! host agree by sharing a DBC file.
+//! The simulator does not use this mapping: it encodes through its own
+//! layout (`bms_sim::layout`), so the two sides agree only by sharing a
+//! DBC file, as a real BMU and host do.
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -77,6 +77,13 @@ pub enum MappingError {
         dbc: String,
         reason: String,
     },
+    #[error("{site}: `{field}`: {message} (DBC {dbc})")]
+    E2e {
+        site: PathBuf,
+        field: String,
+        message: String,
+        dbc: String,
+    },
     #[error("{site}: signal `{signal}` is mapped twice ({first:?} and {second:?})")]
     Duplicate {
         site: PathBuf,
@@ -97,6 +104,8 @@ pub struct RackMap {
     pub modules: usize,
     /// Every inbound mapped message, with what it carries and its deadline.
     pub watched: Vec<WatchedMessage>,
+    /// Inbound messages with end-to-end checks (`can.e2e`).
+    pub protected: Vec<super::e2e::Protected>,
 }
 
 /// An inbound message the host expects, and who goes stale without it.
@@ -126,6 +135,7 @@ impl RackMap {
             sensors: (r.modules * r.temp_sensors_per_module) as usize,
             modules: r.modules as usize,
             watched: Vec::new(),
+            protected: Vec::new(),
         };
         const VOLT: &[(&str, f64)] = &[("mV", 1e-3), ("V", 1.0)];
         const AMP: &[(&str, f64)] = &[("mA", 1e-3), ("A", 1.0)];
@@ -219,6 +229,7 @@ impl RackMap {
             }
         }
         map.watched = map.watch(cfg)?;
+        map.protected = super::e2e::resolve(cfg, &map.dbc, &map.watched)?;
         Ok(map)
     }
 

@@ -5,11 +5,13 @@
 //! codecs; `bus` moves frames (async [`bus::CanBus`] with the virtual and
 //! the [`socketcan`] backends, pumped for the protection thread by
 //! [`port::BusPort`]); `mapping` binds DBC signals to rack
-//! quantities; `acquire` builds the snapshot and encodes bleed commands;
+//! quantities; `e2e` checks alive counters and CRCs of protected
+//! messages; `acquire` builds the snapshot and encodes bleed commands;
 //! `frontend` runs both on the protection thread over the host's port.
 
 pub mod acquire;
 pub mod bus;
+pub mod e2e;
 pub mod frontend;
 pub mod mapping;
 pub mod port;

@@ -6,6 +6,7 @@
 
 pub mod client;
 pub mod idle;
+pub mod mode;
 pub mod pcs;
 pub mod server;
 pub mod sunspec;
@@ -173,6 +174,7 @@ pub fn bank_view(
         faulted: (any_latched && bank.connected == 0) || !bank.protection_dead.is_empty(),
         events,
         heartbeat,
+        local_control: false,
         racks: racks
             .iter()
             .map(|x| rack_view(cfg.rack.modules as u16, x))
@@ -196,7 +198,11 @@ pub struct Publisher {
 impl Publisher {
     /// The board for `cfg.modbus` with an initial image (nothing known).
     /// `racks` receive the hold a lost controller heartbeat asks for.
-    pub fn new(cfg: &SiteConfig, racks: Vec<Arc<Shared>>) -> Option<Self> {
+    pub fn new(
+        cfg: &SiteConfig,
+        racks: Vec<Arc<Shared>>,
+        mode: Arc<mode::ControlMode>,
+    ) -> Option<Self> {
         let m = cfg.modbus.as_ref()?;
         let r = ratings(cfg);
         let probe = BankView {
@@ -213,11 +219,14 @@ impl Publisher {
         let scales = sunspec::Scales::for_bank(&probe, cells * 4.5, max_current);
         let (regs, writable) = sunspec::image(&probe, &scales);
         Some(Self {
-            board: server::RegisterBoard::new(server::Image {
-                base: m.base,
-                regs,
-                writable,
-            }),
+            board: server::RegisterBoard::new(
+                server::Image {
+                    base: m.base,
+                    regs,
+                    writable,
+                },
+                mode,
+            ),
             scales,
             base: m.base,
             heartbeat: 0,
@@ -232,7 +241,9 @@ impl Publisher {
 
     pub fn publish(&mut self, cfg: &SiteConfig, racks: &[RackReport<'_>], bank: &BankState) {
         self.heartbeat = self.heartbeat.wrapping_add(1);
-        let view = bank_view(cfg, racks, bank, self.heartbeat);
+        let mut view = bank_view(cfg, racks, bank, self.heartbeat);
+        let local = self.board.mode.is_local();
+        view.local_control = local;
         let (regs, writable) = sunspec::image(&view, &self.scales);
         self.board.publish(server::Image {
             base: self.base,
@@ -240,7 +251,9 @@ impl Publisher {
             writable,
         });
         if let Some(timeout) = self.hb_timeout {
-            let lost = self.board.ctrl_hb().is_none_or(|(_, age)| age > timeout);
+            // Under local control the remote controller is not in charge:
+            // its heartbeat is not supervised (and cannot be written).
+            let lost = !local && self.board.ctrl_hb().is_none_or(|(_, age)| age > timeout);
             if lost != self.hb_lost {
                 let hold = match (lost, self.on_hb_loss) {
                     (true, HeartbeatLoss::ZeroCurrent) => Some(HoldKind::ZeroCurrent),

@@ -16,10 +16,13 @@
 //!   hold, as after any other hold;
 //! - anything else read-only → `ILLEGAL DATA ADDRESS`.
 //!
+//! Under local control (`LocRemCtl` = 1, see [`super::mode`]) every write
+//! but a `SetOp` disconnect is refused with `01`: opening is never refused.
+//!
 //! Exception codes: unknown function `01`; address outside the image or a
 //! write to a read-only point `02`; bad quantity or value `03`; a write from
-//! a client not in `allowed_writers` `01` (the function is not available to
-//! it); a reset protection refused `04`.
+//! a client not in `allowed_writers`, or under local control, `01` (the
+//! function is not available to it); a reset protection refused `04`.
 //!
 //! May not touch: protection beyond [`Protection::reset`] and the
 //! operator hold; the image is published by the control cycle and only
@@ -34,6 +37,7 @@ use tokio_modbus::prelude::*;
 use tokio_modbus::server::tcp::{accept_tcp_connection, Server};
 
 use super::idle::IdleTimeout;
+use super::mode::ControlMode;
 use super::sunspec::Writable;
 use crate::protection::task::Shared;
 use crate::protection::{HoldKind, HoldSource, Protection};
@@ -65,14 +69,17 @@ pub struct ServerStats {
 pub struct RegisterBoard {
     image: Mutex<Arc<Image>>,
     ctrl_hb: Mutex<Option<(u16, Instant)>>,
+    /// Local or remote control (`LocRemCtl`).
+    pub mode: Arc<ControlMode>,
     pub stats: ServerStats,
 }
 
 impl RegisterBoard {
-    pub fn new(image: Image) -> Arc<Self> {
+    pub fn new(image: Image, mode: Arc<ControlMode>) -> Arc<Self> {
         Arc::new(Self {
             image: Mutex::new(Arc::new(image)),
             ctrl_hb: Mutex::new(None),
+            mode,
             stats: ServerStats::default(),
         })
     }
@@ -297,6 +304,20 @@ impl Connection {
             }
             ops.push((off, *v));
         }
+        if self.board.mode.is_local() {
+            if let Some(&(off, v)) = ops
+                .iter()
+                .find(|&&(off, v)| !(off == w.set_op && v == SET_OP_DISCONNECT))
+            {
+                tracing::warn!(peer = %self.peer, register = u32::from(img.base) + u32::from(off), value = v, "modbus write refused: LocRemCtl = LOCAL");
+                self.audit(
+                    "write",
+                    &format!("register {}", u32::from(img.base) + u32::from(off)),
+                    &Err::<(), _>("refused: under local control (LocRemCtl = LOCAL)"),
+                );
+                return Err(ExceptionCode::IllegalFunction);
+            }
+        }
         ops.sort_by_key(|(off, _)| *off != w.alm_rst);
         for (off, v) in ops {
             if off == w.alm_rst {
@@ -449,19 +470,22 @@ mod tests {
                 idle_timeout: std::time::Duration::from_secs(60),
                 audit: Arc::new(crate::audit::Audit::memory()),
             }),
-            board: RegisterBoard::new(Image {
-                base: 40000,
-                regs: vec![7; 200],
-                writable: super::super::sunspec::Writable {
-                    ctrl_hb: 10,
-                    alm_rst: 11,
-                    set_op: 12,
-                    set_inv_state: 13,
-                    soc_rsv_max: 14,
-                    soc_rsv_min: 15,
-                    device_address: 16,
+            board: RegisterBoard::new(
+                Image {
+                    base: 40000,
+                    regs: vec![7; 200],
+                    writable: super::super::sunspec::Writable {
+                        ctrl_hb: 10,
+                        alm_rst: 11,
+                        set_op: 12,
+                        set_inv_state: 13,
+                        soc_rsv_max: 14,
+                        soc_rsv_min: 15,
+                        device_address: 16,
+                    },
                 },
-            }),
+                Arc::new(ControlMode::remote()),
+            ),
             racks: Arc::new(vec![RackPath {
                 protection: Arc::new(Mutex::new(Protection::new(
                     cfg.protection.clone(),
@@ -472,6 +496,48 @@ mod tests {
             }]),
             _slot: Slot(Arc::new(std::sync::atomic::AtomicUsize::new(1))),
         }
+    }
+
+    /// Fuzz target (bolero): any read or write, from an allowed writer,
+    /// under either control mode: an answer or an exception, never a
+    /// panic; a refused write changes nothing.
+    #[test]
+    fn fuzz_modbus_request() {
+        let c = connection(&["127.0.0.1"]);
+        let runs = AtomicU64::new(0);
+        bolero::check!()
+            .with_type::<(bool, bool, u16, u16, Vec<u16>)>()
+            .for_each(|(write, local, addr, qty, values)| {
+                runs.fetch_add(1, Ordering::Relaxed);
+                let mode = if *local {
+                    super::super::mode::Mode::Local
+                } else {
+                    super::super::mode::Mode::Remote
+                };
+                c.board.mode.set(mode).unwrap();
+                // Addresses near the image, mostly: the interesting part.
+                let addr = 40000u16.wrapping_add(addr % 256).wrapping_sub(8);
+                if !*write {
+                    if let Ok(regs) = c.read(addr, *qty) {
+                        assert_eq!(regs.len(), usize::from(*qty));
+                    }
+                    return;
+                }
+                let hb = c.board.ctrl_hb().map(|(v, _)| v);
+                let holds = c.racks[0].shared.holds();
+                if c.write(addr, values).is_err() {
+                    assert_eq!(
+                        c.board.ctrl_hb().map(|(v, _)| v),
+                        hb,
+                        "refused, yet written"
+                    );
+                    assert_eq!(c.racks[0].shared.holds(), holds, "refused, yet held");
+                }
+            });
+        println!(
+            "fuzz target modbus_request: {} executions",
+            runs.load(Ordering::Relaxed)
+        );
     }
 
     #[test]
@@ -534,5 +600,41 @@ mod tests {
             stranger.write(40010, &[5]),
             Err(ExceptionCode::IllegalFunction)
         );
+    }
+
+    #[test]
+    fn under_local_control_only_a_disconnect_is_written_and_every_refusal_is_audited() {
+        let c = connection(&["127.0.0.1"]);
+        c.board.mode.set(super::super::mode::Mode::Local).unwrap();
+        for (addr, v) in [(40010, 5), (40011, 1), (40012, 1)] {
+            assert_eq!(
+                c.write(addr, &[v]),
+                Err(ExceptionCode::IllegalFunction),
+                "register {addr}"
+            );
+        }
+        // Heartbeat, reset and disconnect in one write: all or nothing.
+        assert_eq!(
+            c.write(40010, &[5, 1, 2]),
+            Err(ExceptionCode::IllegalFunction)
+        );
+        assert!(c.board.ctrl_hb().is_none());
+        assert!(c.racks[0].shared.holds().is_empty());
+        // Opening is never refused.
+        assert_eq!(c.write(40012, &[2]), Ok(()));
+        assert_eq!(c.racks[0].shared.holds()[0].kind, HoldKind::Open);
+        let refused: Vec<_> = c
+            .cfg
+            .audit
+            .since(0, usize::MAX)
+            .unwrap()
+            .into_iter()
+            .filter(|r| r.result.contains("local control"))
+            .collect();
+        assert_eq!(refused.len(), 4, "{refused:?}");
+        // Back to remote: the connect is taken again.
+        c.board.mode.set(super::super::mode::Mode::Remote).unwrap();
+        assert_eq!(c.write(40012, &[1]), Ok(()));
+        assert!(c.racks[0].shared.holds().is_empty());
     }
 }

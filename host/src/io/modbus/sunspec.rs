@@ -74,6 +74,8 @@ pub struct BankView {
     pub events: u32,
     /// Host heartbeat, incremented every cycle (802 `Hb`).
     pub heartbeat: u16,
+    /// 802 `LocRemCtl`: under local control remote writes are refused.
+    pub local_control: bool,
     pub racks: Vec<RackView>,
 }
 
@@ -295,7 +297,7 @@ pub fn image(view: &BankView, sc: &Scales) -> (Vec<u16>, Writable) {
     m.val(opt(view.soh_pct), sc.soh, false);
     m.u32(NA_U32); // NCyc: not counted yet
     m.u16(charge_state(view));
-    m.u16(0); // LocRemCtl: remote
+    m.u16(u16::from(view.local_control)); // LocRemCtl: 0 remote, 1 local
     m.u16(view.heartbeat);
     let ctrl_hb = m.len();
     m.u16(0); // CtrlHb

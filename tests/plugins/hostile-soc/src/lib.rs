@@ -6,7 +6,8 @@
 //! state format is one no other version writes or reads), `spin` (honest,
 //! but every `step` and `save_state` first burns `spin_iterations` of CPU:
 //! slow but legal when tests pick it under the deadline), `state-bomb`
-//! (honest, but `save_state` returns `state_bytes` bytes).
+//! (honest, but `save_state` returns `state_bytes` bytes), `log-flood`
+//! (honest, but logs 2,000 messages per step).
 
 use bms_plugin_sdk::prelude::*;
 
@@ -48,7 +49,7 @@ impl Plugin for HostileSoc {
     fn init(c: Config) -> Result<Self, String> {
         match c.mode.as_str() {
             "nan" | "huge" | "trap" | "hang" | "slow" | "hog" | "short" | "honest" | "picky"
-            | "spin" | "state-bomb" => Ok(Self {
+            | "spin" | "state-bomb" | "log-flood" => Ok(Self {
                 mode: c.mode,
                 after_steps: c.after_steps,
                 steps: 0,
@@ -117,6 +118,12 @@ impl SocEstimator for HostileSoc {
             }
             "spin" => {
                 spin(self.spin_iterations);
+                50.0
+            }
+            "log-flood" => {
+                for i in 0..2_000 {
+                    bms_plugin_sdk::warn!("hostile-soc: flood message {i} of 2000 this step");
+                }
                 50.0
             }
             "short" => {
