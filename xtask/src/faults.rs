@@ -111,6 +111,15 @@ pub fn run(root: &Path, python: &Path) -> Result<()> {
     Ok(())
 }
 
+/// One table cell: the first line, pipes escaped, at most 160 characters.
+fn cell(text: &str) -> String {
+    let line = text.lines().next().unwrap_or_default().replace('|', "\\|");
+    match line.char_indices().nth(160) {
+        Some((at, _)) => format!("{}…", &line[..at]),
+        None => line,
+    }
+}
+
 fn print_table(rows: &[Row]) {
     println!(
         "\n| scenario | expected action | observed action | reaction / bound (ms) | records lost |"
@@ -123,7 +132,10 @@ fn print_table(rows: &[Row]) {
         };
         println!(
             "| {} | {} | {} | {timing} | {} |",
-            r.scenario, r.expected, r.observed, r.records_lost
+            cell(&r.scenario),
+            cell(&r.expected),
+            cell(&r.observed),
+            r.records_lost
         );
     }
 }

@@ -50,7 +50,8 @@ pub fn run(root: &Path, args: &[String]) -> Result<()> {
         let stdout = String::from_utf8_lossy(&out.stdout);
         let executions = stdout
             .lines()
-            .find_map(|l| l.strip_prefix("fuzz target "))
+            // With --nocapture the line may follow the test's own name.
+            .find_map(|l| l.split_once("fuzz target ").map(|(_, rest)| rest))
             .and_then(|l| l.split(": ").nth(1))
             .and_then(|l| l.strip_suffix(" executions"))
             .and_then(|n| n.parse::<u64>().ok());
