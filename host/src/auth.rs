@@ -192,8 +192,24 @@ struct Failures {
 
 /// Users plus the wrong-attempt backoff; shared by every request path.
 pub struct Guard {
-    users: Option<Users>,
+    users: Mutex<Option<Users>>,
     failures: Mutex<HashMap<String, Failures>>,
+    /// Where the users came from, to reload them when the file changes.
+    source: Option<Source>,
+}
+
+/// The users file a guard watches, and how it was checked.
+struct Source {
+    path: PathBuf,
+    /// Hardware site: 0600 and no published secret.
+    strict: bool,
+    /// (mtime, size, inode) when last loaded.
+    stamp: Mutex<Option<(std::time::SystemTime, u64, u64)>>,
+}
+
+fn stamp(path: &Path) -> Option<(std::time::SystemTime, u64, u64)> {
+    let m = std::fs::metadata(path).ok()?;
+    Some((m.modified().ok()?, m.len(), m.ino()))
 }
 
 impl Guard {
@@ -201,8 +217,57 @@ impl Guard {
     /// that needs a role is then refused.
     pub fn new(users: Option<Users>) -> Self {
         Self {
-            users,
+            users: Mutex::new(users),
             failures: Mutex::new(HashMap::new()),
+            source: None,
+        }
+    }
+
+    /// The users of `path`, checked as [`Users::load`] does (and, when
+    /// `strict`, with no published secret). The file is read again when
+    /// it changes: edits take effect at the next request, without a
+    /// restart; an edit that does not pass the checks is refused with an
+    /// error in the log, and the users loaded before stay.
+    pub fn from_file(path: &Path, strict: bool) -> Result<Self, AuthError> {
+        let users = Self::load_checked(path, strict)?;
+        Ok(Self {
+            users: Mutex::new(Some(users)),
+            failures: Mutex::new(HashMap::new()),
+            source: Some(Source {
+                path: path.to_owned(),
+                strict,
+                stamp: Mutex::new(stamp(path)),
+            }),
+        })
+    }
+
+    fn load_checked(path: &Path, strict: bool) -> Result<Users, AuthError> {
+        let users = Users::load(path, strict)?;
+        if strict {
+            users.check_no_published_secret()?;
+        }
+        Ok(users)
+    }
+
+    /// Reload the users file if it changed since it was last read.
+    fn refresh(&self) {
+        let Some(src) = &self.source else {
+            return;
+        };
+        let now = stamp(&src.path);
+        let mut seen = src.stamp.lock().unwrap_or_else(|e| e.into_inner());
+        if now == *seen {
+            return;
+        }
+        *seen = now;
+        match Self::load_checked(&src.path, src.strict) {
+            Ok(users) => {
+                tracing::warn!(path = %src.path.display(), users = users.users.len(), "users file changed: reloaded");
+                *self.users.lock().unwrap_or_else(|e| e.into_inner()) = Some(users);
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "users file changed but cannot be used: the users loaded before stay")
+            }
         }
     }
 
@@ -222,7 +287,13 @@ impl Guard {
                 });
             }
         }
-        let role = self.users.as_ref().and_then(|u| u.verify(user, secret));
+        self.refresh();
+        let role = self
+            .users
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .as_ref()
+            .and_then(|u| u.verify(user, secret));
         let mut failures = self.failures.lock().unwrap_or_else(|e| e.into_inner());
         let Some(role) = role else {
             let f = failures.entry(user.into()).or_insert(Failures {
@@ -323,6 +394,45 @@ mod tests {
         // No users file: nobody.
         let none = Guard::new(None);
         assert!(none.authorize("ana", "s3cret", Role::Viewer).is_err());
+    }
+
+    #[test]
+    fn an_edited_users_file_takes_effect_without_a_restart_and_a_bad_edit_changes_nothing() {
+        let d = tempfile::tempdir().unwrap();
+        let p = users_file(d.path(), &[("ana", "operator", "s3cret")]);
+        let g = Guard::from_file(&p, true).unwrap();
+        assert!(g.authorize("ana", "s3cret", Role::Operator).is_ok());
+        assert!(g.authorize("bo", "n3wcomer", Role::Operator).is_err());
+        // Bo joins, Ana leaves.
+        users_file(d.path(), &[("bo", "operator", "n3wcomer")]);
+        assert_eq!(
+            g.authorize("bo", "n3wcomer", Role::Operator),
+            Ok(Role::Operator)
+        );
+        assert!(matches!(
+            g.authorize("ana", "s3cret", Role::Operator),
+            Err(AuthError::WrongSecret { .. })
+        ));
+        // A broken edit, a published secret, or a file others may read:
+        // refused, Bo stays.
+        std::fs::write(&p, "[[user]]\nname = \"bo\"\n").unwrap();
+        assert_eq!(
+            g.authorize("bo", "n3wcomer", Role::Operator),
+            Ok(Role::Operator)
+        );
+        users_file(d.path(), &[("eve", "admin", "demo-admin")]);
+        assert!(g.authorize("eve", "demo-admin", Role::Operator).is_err());
+        assert_eq!(
+            g.authorize("bo", "n3wcomer", Role::Operator),
+            Ok(Role::Operator)
+        );
+        users_file(d.path(), &[("mal", "admin", "0pen-file")]);
+        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o644)).unwrap();
+        assert!(g.authorize("mal", "0pen-file", Role::Operator).is_err());
+        assert_eq!(
+            g.authorize("bo", "n3wcomer", Role::Operator),
+            Ok(Role::Operator)
+        );
     }
 
     #[test]

@@ -153,7 +153,8 @@ impl Drop for Background {
 }
 
 impl<R: Record> Journal<R> {
-    /// A log kept only in memory (tests, dry runs).
+    /// A log kept only in memory (tests, dry runs), bounded like the
+    /// window of a journal on disk.
     pub fn memory() -> Self {
         Self {
             disk: Disk::Memory,
@@ -283,10 +284,11 @@ impl<R: Record> Journal<R> {
     }
 
     /// Keep the window at `memory_records` (trimmed when it doubles, so the
-    /// cost is amortised) plus pinned records.
+    /// cost is amortised) plus pinned records. A journal kept only in
+    /// memory is bounded too: what falls out of its window is gone.
     fn trim(&mut self) {
         let keep = self.retention.memory_records.max(1);
-        if self.path.is_none() || self.records.len() <= 2 * keep {
+        if self.records.len() <= 2 * keep {
             return;
         }
         let cut = self.records.len() - keep;

@@ -173,21 +173,15 @@ fn refuse_fallbacks(site: &RackSite, allow_fallback: bool, what: &str) -> Result
 
 /// The users of `[operator] users_file`, checked as the site requires.
 fn guard(cfg: &SiteConfig) -> Result<bmshost::auth::Guard> {
-    use bmshost::auth::{Guard, Users};
+    use bmshost::auth::Guard;
     let Some(file) = &cfg.operator.users_file else {
         tracing::warn!("no [operator] users_file: nobody can reset, reload or roll back over the control socket");
         return Ok(Guard::new(None));
     };
     let path = cfg.resolve(file);
     let hardware = cfg.sim.is_none();
-    let users = Users::load(&path, hardware)
-        .with_context(|| format!("{}: `operator.users_file`", cfg.source.display()))?;
-    if hardware {
-        users
-            .check_no_published_secret()
-            .with_context(|| format!("{}: `operator.users_file`", cfg.source.display()))?;
-    }
-    Ok(Guard::new(Some(users)))
+    Guard::from_file(&path, hardware)
+        .with_context(|| format!("{}: `operator.users_file`", cfg.source.display()))
 }
 
 fn start_api(
