@@ -10,6 +10,8 @@
 //! - `fuzz`: run every fuzz target for N seconds (see [`fuzz`]).
 //! - `faults`: build-plugins, then run every fault scenario and print the
 //!   fault matrix (see [`faults`]).
+//! - `new-plugin`, `build-plugin`: plugins out of this tree (see
+//!   [`new_plugin`]).
 //!
 //! The wasm toolchain is chosen automatically: a rustup toolchain with the
 //! `wasm32-unknown-unknown` target if installed, else Debian's `rustc-web`
@@ -19,6 +21,7 @@
 mod faults;
 mod fuzz;
 mod jitter;
+mod new_plugin;
 mod toolchain;
 
 use std::path::{Path, PathBuf};
@@ -50,6 +53,8 @@ fn main() -> Result<()> {
             jitter::bench(&root, &args[1..])
         }
         Some("fuzz") => fuzz::run(&root, &args[1..]),
+        Some("new-plugin") => new_plugin::new_plugin(&root, &args[1..]),
+        Some("build-plugin") => new_plugin::build_plugin(&args[1..]).map(|_| ()),
         Some("faults") => {
             build_plugins(&root)?;
             let python = python_env(&root)?;
@@ -64,7 +69,9 @@ fn main() -> Result<()> {
                  test [ARGS]     build plugins and run every workspace test (ARGS go to cargo test)\n  \
                  bench-jitter    protection period jitter on the 10-rack bank [--seconds N] [--spin-iterations N]\n  \
                  fuzz            every fuzz target for N seconds, with executions and crashes [--seconds N]\n  \
-                 faults          every fault scenario end to end, printed as the fault matrix"
+                 faults          every fault scenario end to end, printed as the fault matrix\n  \
+                 new-plugin NAME --role soc|soh|balancer|ems --dir PATH   a plugin crate of its own\n  \
+                 build-plugin PATH   build such a crate into PATH/target/plugin/NAME.wasm"
             );
             std::process::exit(2);
         }

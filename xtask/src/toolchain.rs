@@ -33,17 +33,18 @@ impl Toolchain {
         }
     }
 
+    /// `cargo build` of workspace member `package` with the `wasm` profile.
     pub fn cargo_build(&self, root: &Path, base: &Path, package: &str) -> Command {
+        self.cargo_build_in(root, base, &["--profile", "wasm", "-p", package])
+    }
+
+    /// `cargo build --target wasm32-unknown-unknown` in `dir` (a workspace
+    /// or a standalone crate) with `extra` arguments, into `base`.
+    pub fn cargo_build_in(&self, dir: &Path, base: &Path, extra: &[&str]) -> Command {
         let target_dir = self.target_dir(base);
-        let args = [
-            "build",
-            "--profile",
-            "wasm",
-            "--target",
-            TARGET,
-            "-p",
-            package,
-        ];
+        let mut args = vec!["build", "--target", TARGET];
+        args.extend_from_slice(extra);
+        let root = dir;
         match self {
             Self::Rustup => {
                 let mut cmd =
