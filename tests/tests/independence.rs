@@ -164,6 +164,11 @@ fn slow_but_legal_plugins_do_not_delay_what_protection_judges() {
         // stall of a loaded CI machine must not open the rack before the
         // fault this test times.
         section(t, &["protection"]).insert("watchdog_periods".into(), 20.into());
+        // Likewise for the message deadlines (300 ms): with four plugins
+        // spinning on two cores the simulated BMUs' own thread can fall that
+        // far behind, which would restart the arming window. What this test
+        // times is the frame-to-tick latency, checked below.
+        section(t, &["can"]).insert("stale_after_periods".into(), 10.into());
         set_faults(
             t,
             vec![fault(
@@ -204,8 +209,15 @@ fn slow_but_legal_plugins_do_not_delay_what_protection_judges() {
     assert_eq!(
         closed_at_fault,
         Some(true),
-        "closed when the fault starts; latched {:?}",
-        summary.latched
+        "closed when the fault starts; latched {:?}; acquisition {:?}; events before the fault: {:?}",
+        summary.latched,
+        summary.acquisition,
+        summary
+            .protection_events
+            .iter()
+            .filter(|e| e.time_ms < fault_ms)
+            .map(|e| format!("{} {:?} {:?} {}", e.time_ms, e.kind, e.quantity, e.message))
+            .collect::<Vec<_>>()
     );
     // Each frame is judged at most one period (plus scheduling on a loaded
     // 2-core machine) after it arrived; acquiring on the control thread

@@ -17,6 +17,7 @@
 pub mod layout;
 pub mod model;
 pub mod ocv;
+pub mod pcs;
 pub mod wiring;
 
 use std::sync::Arc;
@@ -106,6 +107,11 @@ pub struct SimConfig {
     /// DC-link discharge time constant (PCS bleed resistor), ms.
     #[serde(default = "default_link_discharge_tau")]
     pub link_discharge_tau_ms: f64,
+    /// A simulated PCS in the loop: it follows the EMS (or the profile)
+    /// within the limits the host writes to it. Absent: the current
+    /// follows the profile whatever protection allows.
+    #[serde(default)]
+    pub pcs: Option<pcs::SimPcsConfig>,
 }
 
 fn default_precharge_tau() -> f64 {
@@ -279,6 +285,21 @@ impl SimConfig {
         pos("bmu_period_ms", self.bmu_period_ms as f64)?;
         pos("current_period_ms", self.current_period_ms as f64)?;
         pos("step_ms", self.step_ms as f64)?;
+        if let Some(p) = &self.pcs {
+            pos("pcs.ramp_a_per_s", p.ramp_a_per_s)?;
+            pos("pcs.limit_timeout_ms", p.limit_timeout_ms as f64)?;
+            pos("pcs.max_charge_current.scale", p.max_charge_current.scale)?;
+            pos(
+                "pcs.max_discharge_current.scale",
+                p.max_discharge_current.scale,
+            )?;
+            if p.response_ms > 60_000 {
+                return Err(SimConfigError::new(
+                    "pcs.response_ms",
+                    "must be at most 60000",
+                ));
+            }
+        }
         if !(0.0..=100.0).contains(&self.initial_soc_pct) {
             return Err(SimConfigError::new(
                 "initial_soc_pct",
@@ -328,6 +349,10 @@ pub struct SimTruth {
     pub module_temp_c: Vec<f64>,
     pub current_a: f64,
     pub capacity_ah: Vec<f64>,
+    /// Lowest and highest true mean SOC so far, %.
+    pub pack_soc_range_pct: (f64, f64),
+    /// What the simulated PCS did (with `[sim.pcs]`).
+    pub pcs: Option<pcs::PcsStats>,
 }
 
 /// The simulated rack on the virtual bus.
@@ -367,6 +392,8 @@ pub struct Simulator {
     bmu_periods: u32,
     current_periods: u32,
     current_stuck_a: Option<f64>,
+    pcs: Option<pcs::SimPcs>,
+    pack_soc_range_pct: (f64, f64),
     next_fault: usize,
     current_a: f64,
     cells_per_module: usize,
@@ -444,6 +471,8 @@ impl Simulator {
             bmu_periods: 0,
             current_periods: 0,
             current_stuck_a: None,
+            pcs: cfg.pcs.clone().map(pcs::SimPcs::new),
+            pack_soc_range_pct: (f64::INFINITY, f64::NEG_INFINITY),
             next_fault: 0,
             current_a: 0.0,
             cells_per_module: r.cells_per_module,
@@ -472,10 +501,12 @@ impl Simulator {
             self.apply_faults();
             let step = self.cfg.step_ms.min(t_ms - self.now_ms);
             let (precharge, main) = self.relays();
-            self.current_a = if main {
-                self.profile_current_a(self.now_ms)
-            } else {
-                0.0
+            let profile_a = self.profile_current_a(self.now_ms);
+            let pack_v = self.model.pack_voltage_v();
+            self.current_a = match &mut self.pcs {
+                Some(pcs) => pcs.step(self.now_ms, step, profile_a, &self.wiring, main, pack_v),
+                None if main => profile_a,
+                None => 0.0,
             };
             self.model
                 .step(step as f64 / 1000.0, self.current_a, &self.bleed);
@@ -494,6 +525,10 @@ impl Simulator {
                 self.next_current_ms += self.cfg.current_period_ms;
             }
             if self.now_ms >= self.next_bmu_ms {
+                let soc = self.model.soc_pct();
+                let mean = soc.iter().sum::<f64>() / soc.len().max(1) as f64;
+                let (lo, hi) = self.pack_soc_range_pct;
+                self.pack_soc_range_pct = (lo.min(mean), hi.max(mean));
                 self.transmit(true);
                 self.next_bmu_ms += self.cfg.bmu_period_ms;
             }
@@ -734,6 +769,8 @@ impl Simulator {
             module_temp_c: self.model.module_temp_c.clone(),
             current_a: self.current_a,
             capacity_ah: self.model.cells.iter().map(|c| c.capacity_ah).collect(),
+            pack_soc_range_pct: self.pack_soc_range_pct,
+            pcs: self.pcs.as_ref().map(|p| p.stats),
         }
     }
 

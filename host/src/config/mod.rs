@@ -620,6 +620,18 @@ impl SiteConfig {
         if let Some(sim) = &self.sim {
             sim.validate()
                 .map_err(|e| self.invalid(&format!("sim.{}", e.field), e.message))?;
+            if sim.pcs.is_some() && self.pcs.is_none() {
+                return Err(self.invalid(
+                    "sim.pcs",
+                    "a simulated PCS needs [pcs]: the register map the host writes its limits to",
+                ));
+            }
+            if sim.pcs.is_some() && self.bank.is_some() {
+                return Err(self.invalid(
+                    "sim.pcs",
+                    "a simulated PCS is for a one-rack site; a bank's racks share no simulated PCS yet",
+                ));
+            }
         }
         match (&self.sim, &self.outputs) {
             (Some(_), Some(_)) => return Err(self.invalid(

@@ -40,6 +40,8 @@ pub struct CycleReport {
     /// EMS power hint after clamping, in W.
     pub ems_power_w: f32,
     pub ems_reason: String,
+    /// Whether an EMS plugin gave the hint this cycle (else the fallback's 0 W).
+    pub ems_hint: bool,
 }
 
 /// The rack's controller.
@@ -53,6 +55,8 @@ pub struct Controller {
     cell_window_v: (f32, f32),
     pub cycles: u64,
     pub last: Option<CycleReport>,
+    /// Whether the EMS plugin answered in the last cycle that ran plugins.
+    ems_answered: bool,
 }
 
 impl Controller {
@@ -66,6 +70,7 @@ impl Controller {
             cell_window_v: cfg.protection.operating_window_v(),
             cycles: 0,
             last: None,
+            ems_answered: false,
         }
     }
 
@@ -80,7 +85,8 @@ impl Controller {
         self.plugins.apply_orders(now_ms);
 
         // Estimate, decide, clamp: only on complete data.
-        let (cell_soc, pack_soc, pack_soh, bleed, power_w, reason) = if snap.complete {
+        let complete = snap.complete;
+        let (cell_soc, pack_soc, pack_soh, bleed, power_w, reason) = if complete {
             let (out, entry) = self.run_plugins(&snap, &status, minute_of_day);
             self.plugins.end_cycle(now_ms, Some(entry));
             out
@@ -110,6 +116,7 @@ impl Controller {
             bleed,
             ems_power_w: power_w,
             ems_reason: reason,
+            ems_hint: complete && self.ems_answered,
         });
         self.last.as_ref().expect("just set")
     }
@@ -195,6 +202,7 @@ impl Controller {
 
         // 5. Clamp.
         let bleed = self.clamp.bleed(snap, status, &requested);
+        self.ems_answered = hint.is_some();
         let (power_w, reason) = match hint {
             Some(h) => (self.clamp.power_w(snap, status, h.power_w), h.reason),
             None => (0.0, "EMS fallback: no hint".to_string()),

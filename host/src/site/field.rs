@@ -90,6 +90,10 @@ impl FieldIo {
         let Some(p) = &cfg.pcs else {
             return Ok(None);
         };
+        if cfg.sim.as_ref().is_some_and(|s| s.pcs.is_some()) {
+            tracing::info!("[sim.pcs]: the simulated PCS reads the [pcs] registers in-process; no link over Modbus");
+            return Ok(None);
+        }
         let link = PcsLink::start(p.clone(), self.bank.clone()).context("starting the PCS link")?;
         Ok(Some(link))
     }

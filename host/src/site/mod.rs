@@ -157,6 +157,8 @@ pub struct RackSite {
     first_seq: u64,
     first_plugin_seq: u64,
     reloader: Reloader,
+    /// The host's side of a simulated PCS (`[sim.pcs]`).
+    pcs_driver: Option<crate::sim::PcsDriver>,
     /// Modbus and the PCS link of a single-rack site (a rack of a bank has
     /// none: the bank's serves every rack).
     field: FieldIo,
@@ -183,6 +185,7 @@ impl RackSite {
         let map = Arc::new(RackMap::resolve(&cfg, dbc)?);
         warn_unsupervised(&cfg, &map);
         let clock = parts.clock.unwrap_or_default();
+        let mut pcs_driver = None;
         let (host_port, contactor, sim, outputs) = if cfg.sim.is_some() {
             if parts.port.is_some() {
                 bail!("a site with [sim] makes its own CAN ports");
@@ -192,6 +195,7 @@ impl RackSite {
                 .unwrap_or_else(|| VirtualBus::with_clock(clock.clone()));
             let (host_port, sim_port) = ports(&cfg, &bus, &clock)?;
             let (contactor, wiring) = SimulatedContactor::new();
+            pcs_driver = crate::sim::PcsDriver::for_site(&cfg, &wiring);
             let sim = crate::sim::for_site(&cfg, map.dbc.clone(), sim_port, wiring)?;
             let contactor: Box<dyn ContactorOutput> = Box::new(contactor);
             (host_port, contactor, Some(Arc::new(Mutex::new(sim))), None)
@@ -281,6 +285,7 @@ impl RackSite {
             liveness,
             supervisor,
             reloader,
+            pcs_driver,
         })
     }
 
@@ -434,6 +439,7 @@ impl RackSite {
             acc: SimAccuracy::default(),
             initial_spread: None,
             bleed_cell_s: 0.0,
+            derated_s: 0.0,
             over_period: 0,
             max_cycle_us: 0,
             missed: 0,
@@ -532,6 +538,14 @@ impl RackSite {
             .last
             .as_ref()
             .context("cycle produced no report")?;
+        if let Some(pcs) = &mut self.pcs_driver {
+            pcs.write(
+                t_ms,
+                self.shared.status().allowed,
+                self.liveness.alive(),
+                report,
+            );
+        }
         // A one-rack site aggregates only for its Modbus image.
         if self.field.serves_modbus() {
             let status = self.shared.status();
@@ -555,6 +569,9 @@ impl RackSite {
                 *acc += *v as f64;
             }
             run.final_n += 1;
+        }
+        if derated(&self.cfg, report) {
+            run.derated_s += cycle_ms as f64 / 1000.0;
         }
         run.bleed_cell_s +=
             report.bleed.iter().filter(|b| **b).count() as f64 * cycle_ms as f64 / 1000.0;
@@ -605,6 +622,8 @@ impl RackSite {
             acc.true_mean_capacity_ah =
                 truth.capacity_ah.iter().sum::<f64>() / truth.capacity_ah.len().max(1) as f64;
             acc.true_min_capacity_ah = truth.capacity_ah.iter().copied().fold(f64::NAN, f64::min);
+            acc.true_pack_soc_range_pct = truth.pack_soc_range_pct;
+            acc.pcs = truth.pcs;
             acc
         });
         let last = self
@@ -646,6 +665,7 @@ impl RackSite {
             clamp: self.controller.clamp.stats,
             acquisition: self.controller.acquire_stats(),
             bleed_cell_s: run.bleed_cell_s,
+            derated_s: run.derated_s,
             plugins: self.controller.plugins.board.statuses(),
             plugin_events: self
                 .controller
@@ -664,6 +684,18 @@ impl RackSite {
             protection_jitter: self.thread.as_ref().map(ProtectionThread::jitter),
         })
     }
+}
+
+/// Whether current flows in a direction protection allows less of than
+/// its rating (derating held it back, or could have).
+fn derated(cfg: &SiteConfig, report: &CycleReport) -> bool {
+    let d = &cfg.protection.derating;
+    let a = &report.protection.allowed;
+    let i = report.snapshot.current_a;
+    let rest = cfg.protection.rest_current_a;
+    report.protection.closed()
+        && ((i > rest && a.charge_a < d.max_charge_current_a)
+            || (i < -rest && a.discharge_a < d.max_discharge_current_a))
 }
 
 /// What [`RackSite::step`] did.
@@ -694,6 +726,7 @@ pub struct Run {
     acc: SimAccuracy,
     initial_spread: Option<f64>,
     bleed_cell_s: f64,
+    derated_s: f64,
     over_period: u64,
     max_cycle_us: u64,
     missed: u64,

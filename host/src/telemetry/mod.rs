@@ -145,6 +145,11 @@ pub struct SimAccuracy {
     /// cell's capacity over the rating).
     pub true_mean_capacity_ah: f64,
     pub true_min_capacity_ah: f64,
+    /// Lowest and highest true mean SOC over the run, %.
+    pub true_pack_soc_range_pct: (f64, f64),
+    /// The simulated PCS (`[sim.pcs]`): energy charged and discharged,
+    /// time the limits held the setpoint back, the EMS's share.
+    pub pcs: Option<crate::sim::pcs::PcsStats>,
 }
 
 /// The end-of-run summary (`bmsd run --summary FILE`).
@@ -182,6 +187,9 @@ pub struct Summary {
     pub acquisition: crate::io::can::acquire::AcquireStats,
     /// Cell-seconds of bleeding over the run.
     pub bleed_cell_s: f64,
+    /// Time current flowed in a direction protection allowed less of
+    /// than its rating (derated), s.
+    pub derated_s: f64,
     pub plugins: Vec<SlotStatus>,
     /// The plugin runtime's record of the run (loads, crashes, restarts,
     /// quarantines, swaps, rollbacks).

@@ -175,12 +175,15 @@ impl Drop for PcsLink {
     }
 }
 
-fn encode(r: &PcsRegister, value: f32) -> u16 {
-    let raw = (f64::from(value) / f64::from(r.scale)).round();
-    if r.signed {
-        raw.clamp(f64::from(i16::MIN), f64::from(i16::MAX)) as i16 as u16
-    } else {
-        raw.clamp(0.0, f64::from(u16::MAX)) as u16
+impl PcsRegister {
+    /// The raw register value for `value` (saturating).
+    pub fn encode(&self, value: f32) -> u16 {
+        let raw = (f64::from(value) / f64::from(self.scale)).round();
+        if self.signed {
+            raw.clamp(f64::from(i16::MIN), f64::from(i16::MAX)) as i16 as u16
+        } else {
+            raw.clamp(0.0, f64::from(u16::MAX)) as u16
+        }
     }
 }
 
@@ -238,11 +241,11 @@ async fn run(
             let mut writes = vec![
                 (
                     cfg.max_charge_current,
-                    encode(&cfg.max_charge_current, allowed.charge_a),
+                    cfg.max_charge_current.encode(allowed.charge_a),
                 ),
                 (
                     cfg.max_discharge_current,
-                    encode(&cfg.max_discharge_current, allowed.discharge_a),
+                    cfg.max_discharge_current.encode(allowed.discharge_a),
                 ),
             ];
             if let Some(hb) = cfg.heartbeat {
@@ -331,11 +334,11 @@ mod tests {
             scale: 0.1,
             signed: false,
         };
-        assert_eq!(encode(&r, 123.4), 1234);
-        assert_eq!(encode(&r, 280.0), 2800);
-        assert_eq!(encode(&r, -5.0), 0);
-        assert_eq!(encode(&r, 1e9), u16::MAX);
+        assert_eq!(r.encode(123.4), 1234);
+        assert_eq!(r.encode(280.0), 2800);
+        assert_eq!(r.encode(-5.0), 0);
+        assert_eq!(r.encode(1e9), u16::MAX);
         let s = PcsRegister { signed: true, ..r };
-        assert_eq!(encode(&s, -5.0) as i16, -50);
+        assert_eq!(s.encode(-5.0) as i16, -50);
     }
 }
