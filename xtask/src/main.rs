@@ -79,7 +79,7 @@ fn main() -> Result<()> {
 }
 
 /// A plugin crate: package name and lib target name.
-struct PluginCrate {
+pub(crate) struct PluginCrate {
     name: String,
     lib: String,
     /// Test-only plugins that exist to import what the host refuses
@@ -92,6 +92,39 @@ fn workspace_root() -> PathBuf {
         .parent()
         .expect("xtask lives one level below the workspace root")
         .to_path_buf()
+}
+
+/// The plugin crate in `dir`, from its Cargo.toml.
+pub(crate) fn plugin_crate(dir: &Path) -> Result<PluginCrate> {
+    let manifest = dir.join("Cargo.toml");
+    let text = std::fs::read_to_string(&manifest)
+        .with_context(|| format!("reading {}", manifest.display()))?;
+    let doc: toml::Table =
+        toml::from_str(&text).with_context(|| format!("parsing {}", manifest.display()))?;
+    let name = doc
+        .get("package")
+        .and_then(|p| p.get("name"))
+        .and_then(toml::Value::as_str)
+        .with_context(|| format!("{}: no [package] name", manifest.display()))?
+        .to_string();
+    // The wasm artifact is named after the lib target.
+    let lib = doc
+        .get("lib")
+        .and_then(|l| l.get("name"))
+        .and_then(toml::Value::as_str)
+        .map_or_else(|| name.replace('-', "_"), str::to_string);
+    let allow_foreign_imports = doc
+        .get("package")
+        .and_then(|p| p.get("metadata"))
+        .and_then(|m| m.get("bms"))
+        .and_then(|b| b.get("allow-foreign-imports"))
+        .and_then(toml::Value::as_bool)
+        .unwrap_or(false);
+    Ok(PluginCrate {
+        name,
+        lib,
+        allow_foreign_imports,
+    })
 }
 
 /// Every directory under `plugins/` (reference plugins) and
@@ -107,37 +140,9 @@ fn plugin_crates(root: &Path) -> Result<Vec<PluginCrate>> {
         .collect::<Result<Vec<_>>>()?;
     for entry in entries.into_iter().flatten() {
         let dir = entry?.path();
-        let manifest = dir.join("Cargo.toml");
-        if !manifest.is_file() {
-            continue;
+        if dir.join("Cargo.toml").is_file() {
+            out.push(plugin_crate(&dir)?);
         }
-        let text = std::fs::read_to_string(&manifest)?;
-        let doc: toml::Table =
-            toml::from_str(&text).with_context(|| format!("parsing {}", manifest.display()))?;
-        let name = doc
-            .get("package")
-            .and_then(|p| p.get("name"))
-            .and_then(toml::Value::as_str)
-            .with_context(|| format!("{}: no [package] name", manifest.display()))?
-            .to_string();
-        // The wasm artifact is named after the lib target.
-        let lib = doc
-            .get("lib")
-            .and_then(|l| l.get("name"))
-            .and_then(toml::Value::as_str)
-            .map_or_else(|| name.replace('-', "_"), str::to_string);
-        let allow_foreign_imports = doc
-            .get("package")
-            .and_then(|p| p.get("metadata"))
-            .and_then(|m| m.get("bms"))
-            .and_then(|b| b.get("allow-foreign-imports"))
-            .and_then(toml::Value::as_bool)
-            .unwrap_or(false);
-        out.push(PluginCrate {
-            name,
-            lib,
-            allow_foreign_imports,
-        });
     }
     out.sort_by(|a, b| a.name.cmp(&b.name));
     Ok(out)

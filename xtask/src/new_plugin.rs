@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
 
-use crate::{check_imports, componentize, toolchain};
+use crate::{check_imports, componentize, plugin_crate, toolchain, PluginCrate};
 
 /// One role's placeholder plugin: its `step`, export macro and test.
 struct Template {
@@ -291,18 +291,8 @@ pub fn build_plugin(args: &[String]) -> Result<PathBuf> {
     let dir = Path::new(dir)
         .canonicalize()
         .with_context(|| format!("{dir}: no such plugin crate"))?;
-    let manifest = dir.join("Cargo.toml");
-    let text = std::fs::read_to_string(&manifest)
-        .with_context(|| format!("reading {}", manifest.display()))?;
-    let doc: toml::Table =
-        toml::from_str(&text).with_context(|| format!("parsing {}", manifest.display()))?;
-    let name = doc
-        .get("package")
-        .and_then(|p| p.get("name"))
-        .and_then(toml::Value::as_str)
-        .with_context(|| format!("{}: no [package] name", manifest.display()))?
-        .to_string();
-    let lib = name.replace('-', "_");
+    // An integrator's crate gets no exemption from the import check.
+    let PluginCrate { name, lib, .. } = plugin_crate(&dir)?;
     let tc = toolchain::detect()?;
     eprintln!("xtask: building {} with {}", dir.display(), tc.describe());
     let base = dir.join("target").join("wasm");
